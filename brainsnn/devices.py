@@ -1,0 +1,119 @@
+"""Brian2 devices: runtime (tests, debugging), cpp_standalone (CPU), cuda_standalone (GPU).
+
+``select_device`` puts Brian2 into a fresh state for the named device; ``device_session`` does
+the same as a context manager and returns Brian2 to the runtime device afterwards, so tests and
+protocols can build several standalone projects in one process.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import tempfile
+
+import brian2 as b2
+
+DEVICES = ("runtime", "cpp_standalone", "cuda_standalone")
+
+
+class DeviceError(RuntimeError):
+    """A device that does not exist, or one that this machine cannot run."""
+
+
+def gpu_available() -> bool:
+    """True when ``nvidia-smi`` finds at least one NVIDIA GPU."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return False
+    try:
+        out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return out.returncode == 0 and "GPU" in out.stdout
+
+
+def check_device_name(name: str) -> str:
+    if name not in DEVICES:
+        raise DeviceError(f"unknown device {name!r}; expected one of {', '.join(DEVICES)}")
+    return name
+
+
+def _reset_brian2():
+    b2.device.reinit()
+    b2.device.activate()
+    b2.set_device("runtime")
+    b2.prefs.reset_to_defaults()
+
+
+def _configure_cuda(generate_only: bool):
+    """Preferences brian2cuda 1.0b1 needs with CUDA 13 (C++17), see DESIGN.md."""
+    try:
+        import brian2cuda  # noqa: F401  (registers the cuda_standalone device)
+    except ImportError as exc:
+        raise DeviceError("device 'cuda_standalone' needs brian2cuda: "
+                          "pip install 'brainsnn[gpu]' (brian2cuda==1.0b1)") from exc
+    if not generate_only and not gpu_available():
+        raise DeviceError("device 'cuda_standalone' was asked for, but no NVIDIA GPU was found "
+                          "(nvidia-smi lists none); use --device cpp_standalone on this machine")
+    cuda = b2.prefs.devices.cuda_standalone.cuda_backend
+    cuda.extra_compile_args_nvcc = list(cuda.extra_compile_args_nvcc) + ["-std=c++17"]
+    gcc_args = [a for a in b2.prefs.codegen.cpp.extra_compile_args_gcc if a != "-std=c++11"]
+    b2.prefs.codegen.cpp.extra_compile_args_gcc = gcc_args + ["-std=c++17"]
+    if generate_only:
+        cuda.detect_gpus = False
+        cuda.gpu_id = 0
+        cuda.compute_capability = 9.0
+        cuda.cuda_runtime_version = 13.0
+
+
+def select_device(name: str, directory: str | None = None, threads: int = 1,
+                  generate_only: bool = False, build_on_run: bool = False) -> str | None:
+    """Reset Brian2 and make ``name`` the active device.
+
+    Parameters
+    ----------
+    name : {"runtime", "cpp_standalone", "cuda_standalone"}
+    directory : str, optional
+        Project directory of a standalone device (a new temporary one if None).
+    threads : int
+        OpenMP threads of cpp_standalone (1: no OpenMP).
+    generate_only : bool
+        cuda_standalone only: write and compile code without looking for a GPU.
+    build_on_run : bool
+        Passed to ``set_device``; brainsnn builds explicitly (compile once, run many times).
+
+    Returns the standalone project directory (None for runtime).
+    """
+    check_device_name(name)
+    _reset_brian2()
+    if name == "runtime":
+        return None
+    directory = directory or tempfile.mkdtemp(prefix=f"brainsnn_{name}_")
+    if name == "cuda_standalone":
+        _configure_cuda(generate_only)
+    else:
+        b2.prefs.devices.cpp_standalone.openmp_threads = threads if threads > 1 else 0
+    b2.set_device(name, directory=directory, build_on_run=build_on_run)
+    return directory
+
+
+@contextlib.contextmanager
+def device_session(name: str, **kwargs):
+    """Context manager: ``select_device(name, **kwargs)``, then back to runtime on exit."""
+    directory = select_device(name, **kwargs)
+    try:
+        yield directory
+    finally:
+        _reset_brian2()
+
+
+def describe_machine() -> dict:
+    """Host name, CPU count and GPU presence, for the results file."""
+    info = {"hostname": os.uname().nodename, "cpu_count": os.cpu_count() or 0,
+            "gpu_available": gpu_available()}
+    if info["gpu_available"]:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                             capture_output=True, text=True)
+        info["gpu"] = out.stdout.strip()
+    return info

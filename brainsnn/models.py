@@ -1,0 +1,415 @@
+"""Neuron and synapse models as Brian2 equations.
+
+A model is written once, as Brian2 equation strings (model, threshold, reset, refractory
+period) and parameters with units. The Brian2 engine builds ``NeuronGroup``/``Synapses``
+from it; the torch engine (:mod:`brainsnn.torch_engine`) integrates the same equations.
+
+Models are immutable; derive a new one with :meth:`EquationModel.replace` or
+:meth:`EquationModel.extend`. Every model is parsed and unit-checked when it is made, so an
+equation with a unit error fails at once with a message that names the line.
+
+Example: an adaptive-threshold LIF whose threshold decays towards a resting value::
+
+    from brainsnn.models import LIF
+    import brian2 as b2
+    adaptive = LIF.extend(
+        equations="dtheta/dt = (theta_rest - theta) / tau_theta : 1",
+        reset="theta += theta_plus",
+        parameters={"theta_rest": 1.0, "tau_theta": 50 * b2.ms, "theta_plus": 0.2},
+        initial={"theta": "theta_rest"},
+    ).replace(threshold="v >= theta", name="adaptive_lif")
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping
+from types import MappingProxyType
+
+import brian2 as b2
+from brian2.core.variables import Constant, Variable
+from brian2.equations.equations import DIFFERENTIAL_EQUATION, Equations
+from brian2.equations.unitcheck import check_units_statements
+from brian2.parsing.expressions import parse_expression_dimensions
+from brian2.units.fundamentalunits import (DimensionMismatchError, get_dimensions,
+                                           get_unit_for_display)
+from brian2.utils.stringtools import get_identifiers
+
+__all__ = [
+    "ModelError",
+    "EquationModel",
+    "NeuronModel",
+    "SynapseModel",
+    "IF",
+    "LIF",
+    "DIEHL_COOK_EXCITATORY",
+    "DIEHL_COOK_INHIBITORY",
+]
+
+
+class ModelError(ValueError):
+    """An equation model that does not parse, is not unit-consistent, or misses a parameter."""
+
+
+# Names that Brian2 provides to every group.
+_GROUP_NAMES = {"t": b2.second, "dt": b2.second, "t_in_timesteps": 1, "i": 1, "N": 1,
+                "lastspike": b2.second, "not_refractory": 1}
+_SYNAPSE_NAMES = {"i": 1, "j": 1, "N_incoming": 1, "N_outgoing": 1, "lastupdate": b2.second}
+
+
+def _dims(value):
+    return get_dimensions(value) if not isinstance(value, str) else None
+
+
+def _unit_name(dim):
+    return str(get_unit_for_display(dim))
+
+
+def _freeze(mapping):
+    return MappingProxyType(dict(mapping or {}))
+
+
+@dataclasses.dataclass(frozen=True)
+class EquationModel:
+    """Brian2 equations plus the parameters (with units) their names refer to.
+
+    Attributes
+    ----------
+    name : str
+        Short identifier, used for group names and in results files.
+    equations : str
+        Brian2 model equations (differential equations, subexpressions, parameters).
+    parameters : Mapping[str, Quantity | float]
+        Namespace of constants used in the strings (values with Brian2 units).
+    initial : Mapping[str, Quantity | float | str]
+        Initial values of state variables (a value or a Brian2 expression string).
+    method : str
+        Brian2 state-update method ("exact", "euler", ...).
+    """
+
+    name: str
+    equations: str
+    parameters: Mapping = dataclasses.field(default_factory=dict)
+    initial: Mapping = dataclasses.field(default_factory=dict)
+    method: str = "exact"
+
+    def __post_init__(self):
+        object.__setattr__(self, "parameters", _freeze(self.parameters))
+        object.__setattr__(self, "initial", _freeze(self.initial))
+        self.validate()
+
+    # -- derivation -------------------------------------------------------------------
+    def replace(self, **changes):
+        """A copy with some fields replaced (validated like a new model)."""
+        return dataclasses.replace(self, **changes)
+
+    def with_parameters(self, **parameters):
+        """A copy with some parameter values changed or added."""
+        return self.replace(parameters={**self.parameters, **parameters})
+
+    def _extended_fields(self, equations=None, parameters=None, initial=None):
+        return {
+            "equations": self.equations + ("\n" + equations if equations else ""),
+            "parameters": {**self.parameters, **(parameters or {})},
+            "initial": {**self.initial, **(initial or {})},
+        }
+
+    # -- Brian2 views -----------------------------------------------------------------
+    @property
+    def brian2_equations(self) -> Equations:
+        return Equations(self.equations)
+
+    def namespace(self, **extra):
+        """The parameters as a Brian2 namespace dict (``extra`` entries win)."""
+        return {**self.parameters, **extra}
+
+    def state_variables(self):
+        """Names of the differential-equation and parameter state variables."""
+        eqs = self.brian2_equations
+        return [name for name, eq in eqs.items() if eq.type != "subexpression"]
+
+    def differential_variables(self):
+        return list(self.brian2_equations.diff_eq_names)
+
+    # -- validation -------------------------------------------------------------------
+    def _builtin_names(self):
+        return _GROUP_NAMES
+
+    def _variables(self):
+        """Brian2 Variable objects for every name the strings may use (for unit checks)."""
+        try:
+            eqs = self.brian2_equations
+        except Exception as exc:  # Brian2 raises EquationError / SyntaxError subclasses
+            raise ModelError(f"model {self.name!r}: equations do not parse: {exc}") from exc
+        variables = {}
+        for name, dim in self._builtin_names().items():
+            variables[name] = Variable(name=name, dimensions=get_dimensions(dim))
+        for name, value in self.parameters.items():
+            if isinstance(value, str):
+                raise ModelError(f"model {self.name!r}: parameter {name!r} must be a value "
+                                 f"with units, not the string {value!r}")
+            variables[name] = Constant(name=name, value=value, dimensions=_dims(value))
+        for name, eq in eqs.items():
+            variables[name] = Variable(name=name, dimensions=eq.dim)
+        return eqs, variables
+
+    def _check_identifiers(self, text, variables, where):
+        known = set(variables) | set(b2.DEFAULT_FUNCTIONS) | set(b2.DEFAULT_CONSTANTS)
+        known |= {"xi"} | {n for n in get_identifiers(text) if n.startswith("xi_")}
+        missing = sorted(n for n in get_identifiers(text)
+                         if n not in known and not isinstance(getattr(b2.units, n, None), b2.Quantity))
+        if missing:
+            raise ModelError(f"model {self.name!r}: {where} uses undefined name(s) "
+                             f"{', '.join(missing)}; add them to parameters or equations")
+
+    def _check_expression(self, expr, expected_dim, variables, where):
+        self._check_identifiers(expr, variables, where)
+        try:
+            dim = parse_expression_dimensions(expr, self._with_units(variables, expr))
+        except (DimensionMismatchError, SyntaxError, KeyError, ValueError, TypeError,
+                AssertionError) as exc:
+            raise ModelError(f"model {self.name!r}: {where} {expr!r}: {exc}") from exc
+        if expected_dim is not None and dim is not expected_dim and dim != expected_dim:
+            raise ModelError(
+                f"model {self.name!r}: {where} {expr!r} has units "
+                f"{_unit_name(dim)} but {_unit_name(expected_dim)} is expected")
+        return dim
+
+    def _check_statements(self, code, variables, where):
+        if not code or not code.strip():
+            return
+        self._check_identifiers(code, variables, where)
+        try:
+            check_units_statements(code, self._with_units(variables, code))
+        except (DimensionMismatchError, SyntaxError, KeyError, ValueError, TypeError,
+                AssertionError) as exc:
+            raise ModelError(f"model {self.name!r}: {where} {code!r}: {exc}") from exc
+
+    @staticmethod
+    def _with_units(variables, text):
+        """``variables`` plus Brian2's functions, constants and the unit names in ``text``."""
+        names = dict(variables)
+        for ident in get_identifiers(text):
+            if ident in names:
+                continue
+            if ident in b2.DEFAULT_FUNCTIONS:
+                names[ident] = b2.DEFAULT_FUNCTIONS[ident]
+            elif ident in b2.DEFAULT_CONSTANTS:
+                names[ident] = b2.DEFAULT_CONSTANTS[ident]
+            elif isinstance(getattr(b2.units, ident, None), b2.Quantity):
+                unit = getattr(b2.units, ident)
+                names[ident] = Constant(name=ident, value=unit, dimensions=get_dimensions(unit))
+        return names
+
+    def _check_equations(self, eqs, variables):
+        for name, eq in eqs.items():
+            if eq.expr is None:
+                continue
+            expr = str(eq.expr.code)
+            if eq.type == DIFFERENTIAL_EQUATION:
+                expected = eq.dim / b2.second.dim
+                where = f"right-hand side of d{name}/dt"
+                expr = re.sub(r"\bxi(_\w+)?\b", "(0*second**-0.5)", expr) if "xi" in expr else expr
+                # stochastic terms have units of sqrt(time): checked by Brian2 at run time
+                try:
+                    self._check_expression(expr, expected, variables, where)
+                except ModelError:
+                    if "xi" in str(eq.expr.code):
+                        continue
+                    raise
+            else:
+                self._check_expression(expr, eq.dim, variables, f"expression for {name}")
+
+    def _check_initial(self, variables):
+        for name, value in self.initial.items():
+            if name not in variables:
+                raise ModelError(f"model {self.name!r}: initial value for unknown variable {name!r}")
+            if isinstance(value, str):
+                self._check_expression(value, variables[name].dim, variables,
+                                       f"initial value of {name}")
+            elif get_dimensions(value) != variables[name].dim:
+                raise ModelError(f"model {self.name!r}: initial value {value!r} of {name} has "
+                                 f"the wrong units (expected {_unit_name(variables[name].dim)})")
+
+    def validate(self):
+        """Parse all strings and check units; raise :class:`ModelError` on any problem."""
+        eqs, variables = self._variables()
+        self._check_equations(eqs, variables)
+        self._check_initial(variables)
+        return self
+
+
+
+@dataclasses.dataclass(frozen=True)
+class NeuronModel(EquationModel):
+    """A neuron: equations, threshold condition, reset statements, refractoriness.
+
+    ``input_variable`` names the state variable that synapses increment on a presynaptic
+    spike (``on_pre: {input_variable}_post += w``); an artificial layer driving the neuron
+    adds its constant input to that same variable every time step.
+    """
+
+    threshold: str = "v >= theta"
+    reset: str = "v = 0"
+    refractory: object = None  # Quantity (time) or a Brian2 condition string, or None
+    input_variable: str = "v"
+
+    def extend(self, equations=None, reset=None, parameters=None, initial=None):
+        """A copy with equation lines and reset statements appended, parameters added."""
+        fields = self._extended_fields(equations, parameters, initial)
+        if reset:
+            fields["reset"] = self.reset + "\n" + reset
+        return self.replace(**fields)
+
+    def validate(self):
+        eqs, variables = self._variables()
+        self._check_equations(eqs, variables)
+        self._check_initial(variables)
+        self._check_expression(self.threshold, None, variables, "threshold")
+        self._check_statements(self.reset, variables, "reset")
+        if isinstance(self.refractory, str):
+            self._check_expression(self.refractory, None, variables, "refractory")
+        elif self.refractory is not None and get_dimensions(self.refractory) != b2.second.dim:
+            raise ModelError(f"model {self.name!r}: refractory must be a time or a condition "
+                             f"string, got {self.refractory!r}")
+        if self.input_variable not in eqs:
+            raise ModelError(f"model {self.name!r}: input_variable {self.input_variable!r} "
+                             "is not a variable of the equations")
+        return self
+
+    def neuron_group(self, n, name=None, namespace=None, **kwargs):
+        """Build a ``brian2.NeuronGroup`` of ``n`` neurons with initial values set."""
+        group = b2.NeuronGroup(
+            n, self.equations, threshold=self.threshold, reset=self.reset,
+            refractory=self.refractory if self.refractory is not None else False,
+            method=self.method, namespace=self.namespace(**(namespace or {})),
+            name=name or self.name + "*", **kwargs)
+        for var, value in self.initial.items():
+            setattr(group, var, value)
+        return group
+
+
+@dataclasses.dataclass(frozen=True)
+class SynapseModel(EquationModel):
+    """A synapse: model equations (weight, traces), on_pre and on_post statements.
+
+    Names ending in ``_pre``/``_post`` refer to the pre- and postsynaptic neuron's variables;
+    they are checked when the Synapses object is built, where both neuron models are known.
+    """
+
+    on_pre: str = ""
+    on_post: str = ""
+
+    def _builtin_names(self):
+        return {**_GROUP_NAMES, **_SYNAPSE_NAMES}
+
+    def _check_identifiers(self, text, variables, where):
+        text_local = re.sub(r"\b\w+_(pre|post)\b", "0", text)
+        super()._check_identifiers(text_local, variables, where)
+
+    def validate(self):
+        eqs, variables = self._variables()
+        for name in list(get_identifiers(self.equations + self.on_pre + self.on_post)):
+            if re.fullmatch(r"\w+_(pre|post)", name) and name not in variables:
+                # dimension unknown until the synapse is connected; treat as dimensionless
+                # only for the parse check (units are checked by Brian2 at build time)
+                variables[name] = Variable(name=name, dimensions=get_dimensions(1))
+        try:
+            self._check_equations(eqs, variables)
+        except ModelError:
+            if not re.search(r"\w+_(pre|post)\b", self.equations):
+                raise
+        self._check_initial(variables)
+        for where, code in (("on_pre", self.on_pre), ("on_post", self.on_post)):
+            self._check_identifiers(code, variables, where)
+        return self
+
+    def extend(self, equations=None, on_pre=None, on_post=None, parameters=None, initial=None):
+        fields = self._extended_fields(equations, parameters, initial)
+        if on_pre:
+            fields["on_pre"] = self.on_pre + "\n" + on_pre
+        if on_post:
+            fields["on_post"] = self.on_post + "\n" + on_post
+        return self.replace(**fields)
+
+    def synapses(self, source, target, name=None, namespace=None, **kwargs):
+        """Build ``brian2.Synapses`` between two groups (connect them yourself)."""
+        syn = b2.Synapses(source, target, model=self.equations, on_pre=self.on_pre or None,
+                          on_post=self.on_post or None, method=self.method,
+                          namespace=self.namespace(**(namespace or {})),
+                          name=name or self.name + "*", **kwargs)
+        return syn
+
+
+# -- The package's neuron models -----------------------------------------------------------
+
+#: Integrate-and-fire (conversion): v[t] = v[t-1] + input; spike at v >= theta; v -= theta.
+IF = NeuronModel(
+    name="if",
+    equations="dv/dt = 0/second : 1",
+    threshold="v >= theta",
+    reset="v -= theta",
+    parameters={"theta": 1.0},
+    initial={"v": 0.0},
+    method="exact",
+)
+
+#: Leaky integrate-and-fire (AGD): v decays with tau_m, lambda = exp(-dt/tau_m).
+LIF = NeuronModel(
+    name="lif",
+    equations="dv/dt = -v / tau_m : 1",
+    threshold="v >= theta",
+    reset="v = 0",
+    parameters={"theta": 1.0, "tau_m": 20 * b2.ms},
+    initial={"v": 0.0},
+    method="exact",
+)
+
+#: Diehl & Cook (2015) excitatory neuron: conductance LIF with adaptive threshold theta.
+#: theta grows by theta_plus at each spike and decays with tau_theta while ``plastic`` is 1
+#: (learning); with plastic = 0 (testing) theta is frozen.
+DIEHL_COOK_EXCITATORY = NeuronModel(
+    name="dc_exc",
+    equations="""
+        dv/dt = ((v_rest - v) + (I_synE + I_synI) / nS) / tau_m : volt (unless refractory)
+        I_synE = ge * nS * -v : amp
+        I_synI = gi * nS * (v_inh - v) : amp
+        dge/dt = -ge / tau_ge : 1
+        dgi/dt = -gi / tau_gi : 1
+        dtheta/dt = -plastic * theta / tau_theta : volt
+        plastic : 1 (shared)
+    """,
+    threshold="v > (theta - theta_offset + v_thresh)",
+    reset="v = v_reset\ntheta += plastic * theta_plus",
+    refractory=5 * b2.ms,
+    parameters={
+        "v_rest": -65 * b2.mV, "v_reset": -65 * b2.mV, "v_thresh": -52 * b2.mV,
+        "v_inh": -100 * b2.mV, "tau_m": 100 * b2.ms, "tau_ge": 1 * b2.ms, "tau_gi": 2 * b2.ms,
+        "tau_theta": 1e7 * b2.ms, "theta_plus": 0.05 * b2.mV, "theta_offset": 20 * b2.mV,
+    },
+    initial={"v": "v_rest - 40*mV", "theta": 20 * b2.mV, "plastic": 1.0},
+    method="euler",
+    input_variable="ge",
+)
+
+#: Diehl & Cook (2015) inhibitory neuron (lateral inhibition partner).
+DIEHL_COOK_INHIBITORY = NeuronModel(
+    name="dc_inh",
+    equations="""
+        dv/dt = ((v_rest - v) + (I_synE + I_synI) / nS) / tau_m : volt (unless refractory)
+        I_synE = ge * nS * -v : amp
+        I_synI = gi * nS * (v_inh - v) : amp
+        dge/dt = -ge / tau_ge : 1
+        dgi/dt = -gi / tau_gi : 1
+    """,
+    threshold="v > v_thresh",
+    reset="v = v_reset",
+    refractory=2 * b2.ms,
+    parameters={
+        "v_rest": -60 * b2.mV, "v_reset": -45 * b2.mV, "v_thresh": -40 * b2.mV,
+        "v_inh": -85 * b2.mV, "tau_m": 10 * b2.ms, "tau_ge": 1 * b2.ms, "tau_gi": 2 * b2.ms,
+    },
+    initial={"v": "v_rest - 40*mV"},
+    method="euler",
+    input_variable="ge",
+)
