@@ -1,0 +1,377 @@
+"""Dataset readers: real files (shared data) and small hand-made files in the official layouts."""
+import gzip
+import io
+import pickle
+import tarfile
+
+import numpy as np
+import pytest
+
+from brainsnn import datasets
+from brainsnn.datasets import (DatasetError, load_cifar10, load_dataset, load_fashion_mnist,
+                               load_mnist, validate_images)
+
+
+@pytest.fixture(autouse=True)
+def fresh_memory():
+    """Each test reads its files again (the module keeps decoded arrays per process)."""
+    saved = dict(datasets._MEMORY)
+    datasets._MEMORY.clear()
+    yield
+    datasets._MEMORY.clear()
+    datasets._MEMORY.update(saved)
+
+
+# --------------------------------------------------------------------------- helpers
+
+def idx_bytes(arr: np.ndarray) -> bytes:
+    arr = np.asarray(arr, dtype=np.uint8)
+    header = (0x0800 + arr.ndim).to_bytes(4, "big") + b"".join(
+        int(d).to_bytes(4, "big") for d in arr.shape)
+    return header + arr.tobytes()
+
+
+def write_idx_set(folder, images, labels, split="train", gz=True, dotted=False):
+    folder.mkdir(parents=True, exist_ok=True)
+    prefix = "train" if split == "train" else "t10k"
+    for kind, arr, nd in (("images", images, 3), ("labels", labels, 1)):
+        name = f"{prefix}-{kind}-idx{nd}-ubyte"
+        if dotted:
+            name = name.replace("-idx", ".idx")
+        data = idx_bytes(arr)
+        if gz:
+            (folder / (name + ".gz")).write_bytes(gzip.compress(data))
+        else:
+            (folder / name).write_bytes(data)
+
+
+def small_idx(n=5, seed=1):
+    r = np.random.default_rng(seed)
+    return (r.integers(0, 256, size=(n, 28, 28), dtype=np.uint8),
+            r.integers(0, 10, size=n, dtype=np.uint8))
+
+
+def cifar_records(images_u8, labels_u8) -> bytes:
+    return np.concatenate([labels_u8[:, None], images_u8.reshape(len(labels_u8), 3072)],
+                          axis=1).astype(np.uint8).tobytes()
+
+
+def small_cifar(seed):
+    """Five train batches of 2 images and a test batch of 3, as (name -> (images, labels))."""
+    r = np.random.default_rng(seed)
+    out = {}
+    for name, n in [(f"data_batch_{i}", 2) for i in range(1, 6)] + [("test_batch", 3)]:
+        out[name] = (r.integers(0, 256, size=(n, 3, 32, 32), dtype=np.uint8),
+                     r.integers(0, 10, size=n, dtype=np.uint8))
+    return out
+
+
+def expected_cifar(batches, split):
+    names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+    return (np.concatenate([batches[n][0] for n in names]).astype(np.float32) / np.float32(255),
+            np.concatenate([batches[n][1] for n in names]).astype(np.int64))
+
+
+# --------------------------------------------------------------------------- real data
+
+def test_mnist_is_genuine(mnist_train, mnist_test):
+    x, y = mnist_train
+    assert x.shape == (60000, 28, 28) and x.dtype == np.float32
+    assert y.shape == (60000,) and y.dtype == np.int64
+    assert 0.0 <= x.min() and x.max() == 1.0
+    # values from ../shared/data/README.md
+    assert np.bincount(y).tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+    assert x.mean(dtype=np.float64) * 255 == pytest.approx(33.318, abs=1e-3)
+    xt, yt = mnist_test
+    assert xt.shape == (10000, 28, 28) and np.bincount(yt).sum() == 10000
+
+
+def test_fashion_mnist_is_genuine(data_dir):
+    x, y = load_fashion_mnist("train", data_dir=data_dir)
+    assert x.shape == (60000, 28, 28)
+    assert np.bincount(y).tolist() == [6000] * 10
+    assert x.mean(dtype=np.float64) * 255 == pytest.approx(72.94, abs=0.01)
+    # not MNIST by mistake
+    xm, _ = load_mnist("train", data_dir=data_dir, n=10)
+    assert not np.array_equal(x[:10], xm)
+
+
+def test_n_returns_the_first_images(data_dir, mnist_test):
+    x, y = load_mnist("test", data_dir=data_dir, n=7)
+    np.testing.assert_array_equal(x, mnist_test[0][:7])
+    np.testing.assert_array_equal(y, mnist_test[1][:7])
+
+
+def test_returned_arrays_are_independent_copies(data_dir):
+    x1, y1 = load_mnist("test", data_dir=data_dir, n=3)
+    x1[:] = 0.5
+    y1[:] = 0
+    x2, y2 = load_mnist("test", data_dir=data_dir, n=3)
+    assert not np.all(x2 == 0.5) and y2[0] == 7  # the first test digit of MNIST is a 7
+
+
+def test_default_data_dir_and_env(monkeypatch, tmp_path):
+    monkeypatch.setenv("BRAINSNN_DATA", str(tmp_path))
+    assert datasets.default_data_dir() == tmp_path
+    images, labels = small_idx()
+    write_idx_set(tmp_path / "mnist", images, labels, "test")
+    x, y = load_mnist("test")                           # found through BRAINSNN_DATA
+    np.testing.assert_array_equal(y, labels)
+    monkeypatch.delenv("BRAINSNN_DATA")
+    d = datasets.default_data_dir()
+    assert d == datasets._REPO.parent / "shared" / "data" or d.name == "data"
+
+
+# --------------------------------------------------------------------------- IDX files
+
+@pytest.mark.parametrize("gz", [True, False])
+@pytest.mark.parametrize("where", ["mnist", "."])
+def test_idx_exact_values(tmp_path, gz, where):
+    images, labels = small_idx()
+    write_idx_set(tmp_path / where, images, labels, "train", gz=gz)
+    x, y = load_mnist("train", data_dir=tmp_path)
+    np.testing.assert_array_equal(x, images.astype(np.float32) / np.float32(255))
+    np.testing.assert_array_equal(y, labels.astype(np.int64))
+    assert x[0, 0, 0] == np.float32(images[0, 0, 0]) / np.float32(255)
+
+
+def test_dotted_idx_names_and_fashion_folder(tmp_path):
+    images, labels = small_idx(seed=3)
+    write_idx_set(tmp_path / "fashion-mnist", images, labels, "test", dotted=True)
+    x, y = load_fashion_mnist("test", data_dir=tmp_path)
+    np.testing.assert_array_equal(y, labels)
+    with pytest.raises(DatasetError, match="mnist"):
+        load_mnist("test", data_dir=tmp_path / "nothing-here")
+
+
+def test_missing_mnist_names_file_and_place(tmp_path):
+    with pytest.raises(DatasetError) as err:
+        load_mnist("train", data_dir=tmp_path)
+    msg = str(err.value)
+    assert "train-images-idx3-ubyte.gz" in msg and str(tmp_path / "mnist") in msg
+
+
+def test_missing_data_dir(tmp_path):
+    with pytest.raises(DatasetError, match="does not exist"):
+        load_mnist("train", data_dir=tmp_path / "absent")
+
+
+def test_bad_magic_number(tmp_path):
+    images, labels = small_idx()
+    write_idx_set(tmp_path, images, labels, "train", gz=False)
+    p = tmp_path / "train-images-idx3-ubyte"
+    data = bytearray(p.read_bytes())
+    data[3] = 0x01  # magic 0x00000801 (labels) in an images file
+    p.write_bytes(bytes(data))
+    with pytest.raises(DatasetError, match="magic number") as err:
+        load_mnist("train", data_dir=tmp_path)
+    assert str(p) in str(err.value)
+
+
+def test_truncated_idx(tmp_path):
+    images, labels = small_idx()
+    write_idx_set(tmp_path, images, labels, "train", gz=False)
+    p = tmp_path / "train-images-idx3-ubyte"
+    p.write_bytes(p.read_bytes()[:-10])
+    with pytest.raises(DatasetError, match="truncated") as err:
+        load_mnist("train", data_dir=tmp_path)
+    assert str(p) in str(err.value)
+
+
+def test_truncated_gzip(tmp_path):
+    images, labels = small_idx()
+    write_idx_set(tmp_path, images, labels, "train", gz=True)
+    p = tmp_path / "train-labels-idx1-ubyte.gz"
+    p.write_bytes(p.read_bytes()[:15])
+    with pytest.raises(DatasetError) as err:
+        load_mnist("train", data_dir=tmp_path)
+    assert str(p) in str(err.value)
+
+
+def test_image_label_count_mismatch(tmp_path):
+    images, labels = small_idx(n=5)
+    write_idx_set(tmp_path, images, labels[:4], "train")
+    with pytest.raises(DatasetError, match="5 images but .* 4 labels"):
+        load_mnist("train", data_dir=tmp_path)
+
+
+def test_wrong_image_size(tmp_path):
+    (tmp_path / "train-images-idx3-ubyte").write_bytes(idx_bytes(np.zeros((2, 32, 32))))
+    (tmp_path / "train-labels-idx1-ubyte").write_bytes(idx_bytes(np.zeros(2)))
+    with pytest.raises(DatasetError, match=r"expected \(28, 28\)"):
+        load_mnist("train", data_dir=tmp_path)
+
+
+def test_bad_arguments(tmp_path):
+    with pytest.raises(ValueError, match="split"):
+        load_mnist("validation", data_dir=tmp_path)
+    with pytest.raises(ValueError, match="n must be"):
+        load_mnist("train", data_dir=tmp_path, n=0)
+    with pytest.raises(ValueError, match="unknown dataset"):
+        load_dataset("imagenet")
+
+
+def test_n_larger_than_split(tmp_path):
+    images, labels = small_idx(n=5)
+    write_idx_set(tmp_path, images, labels, "train")
+    with pytest.raises(ValueError, match="only 5"):
+        load_mnist("train", data_dir=tmp_path, n=6)
+    x, _ = load_dataset("MNIST", "train", data_dir=tmp_path, n=2)
+    assert x.shape == (2, 28, 28)
+
+
+# --------------------------------------------------------------------------- CIFAR-10
+
+def write_cifar_bin_folder(root, batches):
+    folder = root / "cifar-10-batches-bin"
+    folder.mkdir(parents=True)
+    for name, (x, y) in batches.items():
+        (folder / f"{name}.bin").write_bytes(cifar_records(x, y))
+    (folder / "batches.meta.txt").write_text("\n".join(datasets.CIFAR10_CLASSES) + "\n")
+    return folder
+
+
+def test_cifar_binary_folder_exact(tmp_path):
+    batches = small_cifar(0)
+    write_cifar_bin_folder(tmp_path / "cifar-10", batches)
+    for split in ("train", "test"):
+        x, y = load_cifar10(split, data_dir=tmp_path)
+        ex, ey = expected_cifar(batches, split)
+        assert x.shape == ex.shape and x.dtype == np.float32 and y.dtype == np.int64
+        np.testing.assert_array_equal(x, ex)
+        np.testing.assert_array_equal(y, ey)
+    # record layout: label byte, then the red plane, row by row
+    raw = (tmp_path / "cifar-10/cifar-10-batches-bin/test_batch.bin").read_bytes()
+    x, y = load_cifar10("test", data_dir=tmp_path)
+    assert y[0] == raw[0]
+    assert x[0, 0, 0, 1] == np.float32(raw[2]) / np.float32(255)          # red, row 0, col 1
+    assert x[0, 1, 0, 0] == np.float32(raw[1 + 1024]) / np.float32(255)   # green, first pixel
+    assert x[0, 2, 1, 0] == np.float32(raw[1 + 2048 + 32]) / np.float32(255)  # blue, row 1
+
+
+def test_cifar_binary_tarball_cached(tmp_path, tmp_cache):
+    batches = small_cifar(1)
+    tar_path = tmp_path / "cifar-10-binary.tar.gz"
+    with tarfile.open(tar_path, "w:gz") as tar:
+        for name, (x, y) in batches.items():
+            data = cifar_records(x, y)
+            info = tarfile.TarInfo(f"cifar-10-batches-bin/{name}.bin")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    x, y = load_cifar10("train", data_dir=tmp_path)
+    ex, ey = expected_cifar(batches, "train")
+    np.testing.assert_array_equal(x, ex)
+    np.testing.assert_array_equal(y, ey)
+    assert len(list((tmp_cache / "cifar-10").glob("*_train_x.npy"))) == 1
+    datasets._MEMORY.clear()
+    x2, _ = load_cifar10("train", data_dir=tmp_path)        # from the .npy cache
+    np.testing.assert_array_equal(x2, ex)
+
+
+def test_cifar_python_version(tmp_path, tmp_cache):
+    batches = small_cifar(2)
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    for name, (x, y) in batches.items():
+        batch = {b"data": x.reshape(len(x), 3072), b"labels": [int(v) for v in y]}
+        (folder / name).write_bytes(pickle.dumps(batch))
+    x, y = load_cifar10("test", data_dir=tmp_path)
+    ex, ey = expected_cifar(batches, "test")
+    np.testing.assert_array_equal(x, ex)
+    np.testing.assert_array_equal(y, ey)
+
+
+def test_cifar_corrupt_batch(tmp_path):
+    batches = small_cifar(0)
+    folder = write_cifar_bin_folder(tmp_path, batches)
+    bad = folder / "data_batch_3.bin"
+    bad.write_bytes(bad.read_bytes()[:-1])
+    with pytest.raises(DatasetError, match="whole number") as err:
+        load_cifar10("train", data_dir=tmp_path)
+    assert str(bad) in str(err.value)
+
+
+def test_cifar_bad_label(tmp_path):
+    batches = small_cifar(0)
+    batches["test_batch"][1][0] = 42
+    folder = write_cifar_bin_folder(tmp_path, batches)
+    with pytest.raises(DatasetError, match="label 42") as err:
+        load_cifar10("test", data_dir=tmp_path)
+    assert str(folder / "test_batch.bin") in str(err.value)
+
+
+def test_cifar_missing_batch(tmp_path):
+    folder = write_cifar_bin_folder(tmp_path, small_cifar(0))
+    (folder / "data_batch_5.bin").unlink()
+    with pytest.raises(DatasetError, match="data_batch_5.bin"):
+        load_cifar10("train", data_dir=tmp_path)
+
+
+def test_cifar_missing(tmp_path):
+    with pytest.raises(DatasetError) as err:
+        load_cifar10("train", data_dir=tmp_path)
+    msg = str(err.value)
+    assert "cifar-10-binary.tar.gz" in msg and str(tmp_path / "cifar-10") in msg
+
+
+def test_cifar_jpeg_without_converter(tmp_path, tmp_cache):
+    (tmp_path / "cifar-10").mkdir()
+    (tmp_path / "cifar-10" / "cifar-10-jpeg.tar.gz").write_bytes(b"not used")
+    with pytest.raises(DatasetError, match="to_binary.py"):
+        load_cifar10("test", data_dir=tmp_path)
+
+
+@pytest.mark.slow
+def test_cifar_from_shared_jpeg(data_dir):
+    """Converts the shared JPEG export once into the user cache (~20 s the first time)."""
+    x, y = load_cifar10("train", data_dir=data_dir)
+    assert x.shape == (50000, 3, 32, 32) and x.dtype == np.float32
+    assert np.bincount(y).tolist() == [5000] * 10
+    # per-channel means from ../shared/data/README.md
+    np.testing.assert_allclose(x.mean(axis=(0, 2, 3), dtype=np.float64),
+                               [0.4913, 0.4821, 0.4465], atol=2e-4)
+    xt, yt = load_cifar10("test", data_dir=data_dir)
+    assert xt.shape == (10000, 3, 32, 32) and np.bincount(yt).tolist() == [1000] * 10
+
+
+# --------------------------------------------------------------------------- validate_images
+
+def test_validate_images_accepts_and_returns_array(rng):
+    x = rng.random((4, 28, 28)).astype(np.float32)
+    out = validate_images(x, shape=(28, 28))
+    assert out is x or np.shares_memory(out, x)
+    validate_images(x.reshape(4, 784), shape=(784,))
+    validate_images(x, shape=(None, 28))
+    validate_images(np.zeros((2, 3), dtype=np.uint8))
+    validate_images([[0.0, 1.0]])
+
+
+@pytest.mark.parametrize("bad,pattern", [
+    (np.array([[0.5, np.nan]]), "NaN or infinite"),
+    (np.array([[0.5, np.inf]]), "NaN or infinite"),
+    (np.array([[0.5, 1.5]]), r"expected values in \[0, 1\]"),
+    (np.array([[0.0, 255.0]]), "divide by 255"),
+    (np.array([[-0.1, 0.5]]), r"\[-0.1, 0.5\]"),
+    (np.array([0.1, 0.5]), "expected a batch"),
+    (np.zeros((0, 28, 28)), "no images"),
+    (np.array([["a", "b"]]), "real numbers"),
+])
+def test_validate_images_rejects(bad, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        validate_images(bad)
+
+
+def test_validate_images_shape_message():
+    with pytest.raises(ValueError) as err:
+        validate_images(np.zeros((2, 32, 32)), shape=(28, 28))
+    assert "(2, 32, 32)" in str(err.value) and "(n, 28, 28)" in str(err.value)
+    with pytest.raises(ValueError, match=r"expected \(n, 28, 28\)"):
+        validate_images(np.zeros((28, 28)), shape=(28, 28))
+
+
+def test_validate_images_torch():
+    torch = pytest.importorskip("torch")
+    out = validate_images(torch.full((2, 3), 0.5), shape=(3,))
+    assert isinstance(out, np.ndarray) and out.shape == (2, 3)
+    with pytest.raises(ValueError, match="NaN"):
+        validate_images(torch.tensor([[float("nan")]]))
