@@ -65,8 +65,23 @@ def _unit_name(dim):
     return str(get_unit_for_display(dim))
 
 
+def _temporaries(code):
+    """Temporary variables that statements define (``name = ...`` with an unknown name).
+
+    Brian2 allows them in reset and on_pre/on_post code; they are dimensionless here only
+    for the name check (Brian2 checks their units when it builds the group).
+    """
+    names = re.findall(r"^\s*([A-Za-z]\w*)\s*=(?!=)", code or "", flags=re.M)
+    return {name: Variable(name=name, dimensions=get_dimensions(1)) for name in names}
+
+
 def _freeze(mapping):
     return MappingProxyType(dict(mapping or {}))
+
+
+def _rebuild_model(cls, fields):
+    """Unpickling helper: a model from its fields (read-only mappings as plain dicts)."""
+    return cls(**fields)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,6 +112,18 @@ class EquationModel:
         object.__setattr__(self, "parameters", _freeze(self.parameters))
         object.__setattr__(self, "initial", _freeze(self.initial))
         self.validate()
+
+    # -- copying and pickling (models are immutable; their mappings are read-only views) --
+    def __copy__(self):
+        return self
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def __reduce__(self):
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        fields = {k: dict(v) if isinstance(v, MappingProxyType) else v for k, v in fields.items()}
+        return (_rebuild_model, (type(self), fields))
 
     # -- derivation -------------------------------------------------------------------
     def replace(self, **changes):
@@ -178,6 +205,7 @@ class EquationModel:
     def _check_statements(self, code, variables, where):
         if not code or not code.strip():
             return
+        variables = {**_temporaries(code), **variables}
         self._check_identifiers(code, variables, where)
         try:
             check_units_statements(code, self._with_units(variables, code))
@@ -309,6 +337,7 @@ class SynapseModel(EquationModel):
 
     def validate(self):
         eqs, variables = self._variables()
+        own = set(variables)  # parameters and equation variables (e.g. tau_pre is one)
         for name in list(get_identifiers(self.equations + self.on_pre + self.on_post)):
             if re.fullmatch(r"\w+_(pre|post)", name) and name not in variables:
                 # dimension unknown until the synapse is connected; treat as dimensionless
@@ -317,11 +346,14 @@ class SynapseModel(EquationModel):
         try:
             self._check_equations(eqs, variables)
         except ModelError:
-            if not re.search(r"\w+_(pre|post)\b", self.equations):
+            # only equations that use neuron variables (v_post, ...) of unknown units
+            # are left to Brian2's check at build time
+            if not any(re.fullmatch(r"\w+_(pre|post)", n) and n not in own
+                       for n in get_identifiers(self.equations)):
                 raise
         self._check_initial(variables)
         for where, code in (("on_pre", self.on_pre), ("on_post", self.on_post)):
-            self._check_identifiers(code, variables, where)
+            self._check_identifiers(code, {**variables, **_temporaries(code)}, where)
         return self
 
     def extend(self, equations=None, on_pre=None, on_post=None, parameters=None, initial=None):
@@ -351,7 +383,9 @@ IF = NeuronModel(
     reset="v -= theta",
     parameters={"theta": 1.0},
     initial={"v": 0.0},
-    method="exact",
+    # Brian2's "exact" integrator rejects dv/dt = 0 (singular linear system); Euler integrates
+    # it exactly (v unchanged between inputs).
+    method="euler",
 )
 
 #: Leaky integrate-and-fire (AGD): v decays with tau_m, lambda = exp(-dt/tau_m).
