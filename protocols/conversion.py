@@ -1,12 +1,4 @@
 #!/usr/bin/env python
-# LEAD NOTE (GPU run 02:12 UTC, H200, `--dataset cifar10 --scale full --device cuda
-# --max-minutes 2.3`): the time-budget estimator measured 1069 us/image (warm-up incl. CUDA init)
-# and fit only 1 epoch (which took 3.7 s!), ANN 56.4 %; percentile SNN T=256 56.4 %, balance
-# T=256 50.4 %. Fix the estimator (time a real epoch, or re-estimate after epoch 1) so the ANN
-# uses its budget. The lead has ~5 min of GPU left for ONE rerun; say in your report when ready.
-# LEAD NOTE 2 (02:59 UTC): the lead killed `conversion.py --arch residual --n-train 20000
-# --epochs 2 --n-test 1000` at 17 GB RSS: the machine has 24 GB shared by 6 engineers.
-# Memory must not grow with the data set size like that (batch the evaluation / balancing).
 """ANN-to-SNN conversion, as defined in this project: train (or load) a ReLU ANN, convert it
 to integrate-and-fire neurons with reset by subtraction (threshold balancing and/or activation
 percentiles), evaluate accuracy against T, spike rates and energy; write one HDF5 file and a

@@ -1,0 +1,110 @@
+"""Rate (Poisson) encoding of images for Brian2 networks.
+
+As defined in this project (PAPER.md, "Input coding"), a pixel of intensity ``p`` in
+``[0, 1]`` becomes a Poisson spike train of rate ``p * f_max`` (``f_max = 63.75 Hz`` for STDP,
+Diehl & Cook's value: pixel/4 Hz for 8-bit pixels). Many images are presented in one long
+Brian2 run: a :class:`brian2.TimedArray` holds one row of rates per image (its ``dt`` is the
+presentation period ``t_on + t_off``) and a gate expression silences the input during the
+``t_off`` rest of each period::
+
+    rates = rate_timed_array(images, f_max=63.75 * Hz, period=500 * ms, name="stimulus")
+    inputs = PoissonGroup(784, rates="stimulus(t, i) * " + gate_expression(350*ms, 500*ms, dt))
+"""
+from __future__ import annotations
+
+import numpy as np
+import brian2 as b2
+
+__all__ = ["EncodingError", "check_images", "flatten_images", "poisson_rates",
+           "rate_timed_array", "gate_expression", "steps_per", "poisson_spike_counts"]
+
+
+class EncodingError(ValueError):
+    """Images or timing that cannot be encoded (wrong shape, NaN, out of range)."""
+
+
+def check_images(images, shape=None, name="images") -> np.ndarray:
+    """Validate a batch of images with pixel intensities in ``[0, 1]``; return float64.
+
+    Parameters
+    ----------
+    images : array_like, shape (n, *shape)
+        A batch of images (a single image must be given as a batch of one).
+    shape : tuple of int, optional
+        Expected shape of one image, e.g. ``(28, 28)``; ``(784,)`` also accepts
+        ``(28, 28)`` images (anything with the same number of pixels is flattened later).
+    """
+    arr = np.asarray(images)
+    if arr.dtype == object or not np.issubdtype(arr.dtype, np.number):
+        raise EncodingError(f"{name} must be a numeric array, got dtype {arr.dtype}")
+    if arr.ndim < 2:
+        raise EncodingError(f"{name} must be a batch shaped (n, height, width) or (n, pixels); "
+                            f"got shape {arr.shape}")
+    if shape is not None:
+        shape = tuple(shape)
+        if tuple(arr.shape[1:]) != shape and int(np.prod(arr.shape[1:])) != int(np.prod(shape)):
+            raise EncodingError(f"{name} have shape {arr.shape[1:]} per image but "
+                                f"{shape} (or {int(np.prod(shape))} pixels) is expected")
+    arr = arr.astype(np.float64, copy=False)
+    if arr.size and not np.all(np.isfinite(arr)):
+        bad = int(np.sum(~np.isfinite(arr)))
+        raise EncodingError(f"{name} contain {bad} NaN or infinite pixel value(s); "
+                            "pixel intensities must be finite numbers in [0, 1]")
+    if arr.size and (arr.min() < 0 or arr.max() > 1):
+        raise EncodingError(f"{name} have pixel values in [{arr.min():g}, {arr.max():g}] but "
+                            "[0, 1] is expected (divide 8-bit images by 255)")
+    return arr
+
+
+def flatten_images(images, shape=None) -> np.ndarray:
+    """Validated images as a float64 array shaped (n, pixels)."""
+    arr = check_images(images, shape)
+    return arr.reshape(arr.shape[0], -1)
+
+
+def poisson_rates(images, f_max=63.75 * b2.Hz, intensity=1.0, shape=None):
+    """Firing rates (Quantity in Hz, shape (n, pixels)) of the Poisson inputs: p * f_max * intensity."""
+    if b2.get_dimensions(f_max) != b2.Hz.dim:
+        raise EncodingError(f"f_max must be a rate (e.g. 63.75*Hz), got {f_max!r}")
+    if not np.all(np.asarray(intensity) > 0):
+        raise EncodingError(f"intensity must be > 0, got {intensity!r}")
+    return flatten_images(images, shape) * float(f_max) * np.asarray(intensity) * b2.Hz
+
+
+def rate_timed_array(images, f_max=63.75 * b2.Hz, period=500 * b2.ms, name="stimulus",
+                     intensity=1.0, shape=None) -> b2.TimedArray:
+    """A 2-D TimedArray ``name(t, i)`` giving input ``i``'s rate during image ``t // period``."""
+    if b2.get_dimensions(period) != b2.second.dim or not float(period) > 0:
+        raise EncodingError(f"period must be a positive time, got {period!r}")
+    return b2.TimedArray(poisson_rates(images, f_max, intensity, shape), dt=period, name=name)
+
+
+def steps_per(duration, dt) -> int:
+    """Number of time steps of length ``dt`` in ``duration``; it must be a whole number."""
+    n = float(duration) / float(dt)
+    if abs(n - round(n)) > 1e-6 or round(n) <= 0:
+        raise EncodingError(f"duration {duration} is not a positive whole number of "
+                            f"time steps of {dt}")
+    return int(round(n))
+
+
+def gate_expression(t_on, period, dt) -> str:
+    """Brian2 expression that is 1 during the first ``t_on`` of each ``period``, else 0.
+
+    Exact integer arithmetic on ``t_in_timesteps`` (no floating-point boundary effects).
+    """
+    on, per = steps_per(t_on, dt), steps_per(period, dt)
+    if on > per:
+        raise EncodingError(f"t_on ({t_on}) is longer than the period ({period})")
+    return f"int((t_in_timesteps % {per}) < {on})"
+
+
+def poisson_spike_counts(images, duration, f_max=63.75 * b2.Hz, dt=0.5 * b2.ms, rng=None):
+    """Spike counts of Bernoulli-per-step Poisson trains (numpy; for checks and baselines).
+
+    Each input spikes in a step with probability ``rate * dt``; returns int array (n, pixels).
+    """
+    rng = np.random.default_rng(rng)
+    rates = np.asarray(poisson_rates(images, f_max) / b2.Hz)
+    steps = steps_per(duration, dt)
+    return rng.binomial(steps, np.clip(rates * float(dt), 0, 1))

@@ -1,0 +1,807 @@
+"""Layered spiking, artificial and hybrid networks as PyTorch modules (the AGD network).
+
+A network is built from a list of **layer specs**. Each spec names an operation (``conv``,
+``linear``, ``avgpool``, ``flatten``) and, for the weighted operations, a ``kind``:
+
+* ``'spiking'`` -- the layer's synaptic current drives a neuron model (a
+  :class:`brainsnn.models.NeuronModel`, integrated by :class:`brainsnn.torch_engine.TorchNeuron`)
+  at every one of the T time steps; it emits spikes (0/1);
+* ``'artificial'`` -- the layer is computed once, ReLU on its input (a rate or an analog value).
+
+The interfaces between kinds are those of the hybrid networks *as defined in this project*
+(``shared/PAPER.md``): a spiking layer feeding an artificial one hands over its rate
+r = (1/T) sum_t s[t]; an artificial layer (or a direct-coded analog image) feeding a spiking
+one drives it with a constant input current at every step. ``avgpool`` and ``flatten`` are
+passive: they act on whatever they receive (spikes step by step, or analog values).
+
+The last weighted layer is the **readout**: it has no threshold.  With ``readout='membrane'``
+(default) the logits are the membrane potential of a non-leaky, non-resetting integrator
+accumulated over the T steps and divided by T (= the mean synaptic current); with
+``readout='rate'`` the output layer is spiking and the logits are its spike rates.
+
+Two compound specs:
+
+* :class:`BackRes` -- a block of layers run R times with the **same weights** and a fresh
+  neuron state per pass (re-entry y_r = B(y_{r-1}) or additive y_r = B(y_{r-1} + x)), as
+  defined in this project; the block's output must have the shape of its input.
+* :class:`Residual` -- a forward (skip) residual block: the block's input is added to the
+  input current of its last layer (identity shortcut), for residual-style networks.
+
+The time loop runs layer by layer (all T steps of layer l, then layer l+1). For a feed-forward
+network this gives exactly the step-by-step result (layer l+1 receives layer l's spikes of the
+same step) and lets convolutions run on T*batch images at once.
+
+An all-``'artificial'`` network is a ReLU ANN (the conversion source); :meth:`Network.with_neuron`
+and :meth:`Network.set_thresholds` swap in another neuron model (e.g. IF with reset by
+subtraction) and per-layer thresholds for conversion.
+
+Shapes: images are ``(batch, channels, height, width)`` (a ``(batch, H, W)`` grey image gets a
+channel axis); direct-coded input is static, Poisson input is ``(T, batch, ...)``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+
+import brian2 as b2
+import torch
+from torch import nn
+
+from brainsnn.models import LIF, NeuronModel
+
+__all__ = [
+    "NetworkError", "LayerSpec", "BackRes", "Residual", "conv", "linear", "avgpool", "flatten",
+    "Network", "vgg_specs", "residual_specs", "backres_specs", "specs_to_config",
+    "specs_from_config", "KINDS", "OPS",
+]
+
+KINDS = ("spiking", "artificial")
+OPS = ("conv", "linear", "avgpool", "flatten")
+READOUTS = ("membrane", "rate")
+BACKRES_FORMS = ("reentry", "additive")
+
+
+class NetworkError(ValueError):
+    """A network specification that cannot be built (says what was wrong and what is expected)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Specs
+# ---------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class LayerSpec:
+    """One layer of a network.
+
+    Attributes
+    ----------
+    op : {'conv', 'linear', 'avgpool', 'flatten'}
+    kind : {'spiking', 'artificial'}
+        For ``conv``/``linear``: spiking neurons or ReLU. Ignored by passive ops.
+    out : int
+        Output channels (conv) or features (linear).
+    kernel_size, stride, padding : int
+        Convolution / pooling geometry (padding defaults to kernel_size // 2 for conv).
+    bias : bool
+        Learnable bias (default False, as conversion requires bias-free layers).
+    name : str, optional
+        Layer name used in results files (default: ``<op><index>``).
+    """
+
+    op: str
+    kind: str = "spiking"
+    out: int | None = None
+    kernel_size: int = 3
+    stride: int = 1
+    padding: int | None = None
+    bias: bool = False
+    name: str | None = None
+
+    def __post_init__(self):
+        if self.op not in OPS:
+            raise NetworkError(f"unknown layer op {self.op!r}; expected one of {', '.join(OPS)}")
+        if self.kind not in KINDS:
+            raise NetworkError(f"unknown layer kind {self.kind!r} for {self.op} layer; "
+                               f"expected 'spiking' or 'artificial'")
+        if self.op in ("conv", "linear") and (self.out is None or int(self.out) < 1):
+            raise NetworkError(f"{self.op} layer needs out >= 1 (output channels/features), "
+                               f"got {self.out!r}")
+        if self.kernel_size < 1 or self.stride < 1:
+            raise NetworkError(f"{self.op} layer: kernel_size and stride must be >= 1, got "
+                               f"{self.kernel_size}, {self.stride}")
+
+    @property
+    def weighted(self):
+        return self.op in ("conv", "linear")
+
+    def to_dict(self):
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+@dataclasses.dataclass(frozen=True)
+class BackRes:
+    """A backward residual block, as defined in this project: ``layers`` run ``R`` times.
+
+    Pass r computes y_r = B(y_{r-1}) (``form='reentry'``) or y_r = B(y_{r-1} + x)
+    (``form='additive'``) with y_0 = x, the same weights in every pass and a fresh neuron state
+    (and its own threshold) per pass. R = 1 is the plain block.
+    """
+
+    layers: tuple
+    R: int = 2
+    form: str = "reentry"
+    name: str | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "layers", tuple(as_spec(s) for s in self.layers))
+        if int(self.R) < 1:
+            raise NetworkError(f"BackRes block needs R >= 1 passes, got R={self.R}")
+        if self.form not in BACKRES_FORMS:
+            raise NetworkError(f"BackRes form {self.form!r} unknown; expected 'reentry' or "
+                               "'additive'")
+        if not any(s.weighted for s in self.layers):
+            raise NetworkError("BackRes block needs at least one conv or linear layer")
+
+    def to_dict(self):
+        return {"op": "backres", "R": int(self.R), "form": self.form, "name": self.name,
+                "layers": [s.to_dict() for s in self.layers]}
+
+
+@dataclasses.dataclass(frozen=True)
+class Residual:
+    """A forward residual block: input x is added to the input current of the last layer."""
+
+    layers: tuple
+    name: str | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "layers", tuple(as_spec(s) for s in self.layers))
+        if not self.layers or not self.layers[-1].weighted:
+            raise NetworkError("Residual block must end with a conv or linear layer")
+
+    def to_dict(self):
+        return {"op": "residual", "name": self.name, "layers": [s.to_dict() for s in self.layers]}
+
+
+def conv(out, kind="spiking", kernel_size=3, stride=1, padding=None, bias=False, name=None):
+    """A convolution layer spec (padding 'same' by default)."""
+    return LayerSpec("conv", kind, out, kernel_size, stride, padding, bias, name)
+
+
+def linear(out, kind="spiking", bias=False, name=None):
+    """A fully connected layer spec."""
+    return LayerSpec("linear", kind, out, bias=bias, name=name)
+
+
+def avgpool(kernel_size=2, name=None):
+    """An average-pooling layer spec (stride = kernel_size)."""
+    return LayerSpec("avgpool", "spiking", None, kernel_size, kernel_size, 0, False, name)
+
+
+def flatten(name=None):
+    return LayerSpec("flatten", name=name)
+
+
+def as_spec(obj):
+    """A LayerSpec / BackRes / Residual from itself or from its dict form."""
+    if isinstance(obj, (LayerSpec, BackRes, Residual)):
+        return obj
+    if isinstance(obj, Mapping):
+        d = dict(obj)
+        op = d.get("op")
+        if op == "backres":
+            return BackRes(tuple(as_spec(s) for s in d["layers"]), int(d.get("R", 2)),
+                           d.get("form", "reentry"), d.get("name"))
+        if op == "residual":
+            return Residual(tuple(as_spec(s) for s in d["layers"]), d.get("name"))
+        try:
+            return LayerSpec(**d)
+        except TypeError as exc:
+            raise NetworkError(f"bad layer spec {obj!r}: {exc}") from exc
+    raise NetworkError(f"a layer spec must be a LayerSpec, BackRes, Residual or dict, "
+                       f"got {type(obj).__name__}: {obj!r}")
+
+
+def specs_to_config(specs):
+    """JSON-able list of dicts (for results files); :func:`specs_from_config` inverts it."""
+    return [as_spec(s).to_dict() for s in specs]
+
+
+def specs_from_config(config):
+    return [as_spec(d) for d in config]
+
+
+# ---------------------------------------------------------------------------------------------
+# Builders
+# ---------------------------------------------------------------------------------------------
+def _kind_list(kinds, n, default):
+    if kinds is None:
+        return [default] * n
+    if isinstance(kinds, str):
+        if kinds in KINDS:
+            return [kinds] * n
+        letters = {"S": "spiking", "A": "artificial"}
+        if len(kinds) != n or any(c not in letters for c in kinds):
+            raise NetworkError(f"kinds pattern {kinds!r} must have {n} letters S (spiking) or "
+                               "A (artificial), one per weighted layer including the readout")
+        return [letters[c] for c in kinds]
+    kinds = list(kinds)
+    if len(kinds) != n:
+        raise NetworkError(f"got {len(kinds)} kinds for {n} weighted layers (readout included)")
+    return kinds
+
+
+def vgg_specs(conv_channels=(16, "P", 32, "P"), fc=(128,), n_classes=10, kinds=None,
+              kernel_size=3, bias=False):
+    """VGG-style specs: 3x3 convolutions, 'P' = 2x2 average pooling, then linear layers.
+
+    ``kinds`` is None (all spiking), 'spiking', 'artificial', a pattern string such as
+    ``'SSAA'`` (one letter per weighted layer, readout last) or a list.
+    """
+    n_weighted = sum(1 for c in conv_channels if c != "P") + len(fc) + 1
+    kinds = _kind_list(kinds, n_weighted, "spiking")
+    specs, k = [], 0
+    for c in conv_channels:
+        if c == "P":
+            specs.append(avgpool(2))
+        else:
+            specs.append(conv(int(c), kinds[k], kernel_size, bias=bias))
+            k += 1
+    specs.append(flatten())
+    for f in fc:
+        specs.append(linear(int(f), kinds[k], bias=bias))
+        k += 1
+    specs.append(linear(int(n_classes), kinds[k], bias=bias, name="output"))
+    return specs
+
+
+def residual_specs(width=16, n_blocks=2, layers_per_block=2, n_classes=10, kinds=None,
+                   pool_every=1, bias=False):
+    """Residual-style specs: a stem conv, ``n_blocks`` identity-shortcut blocks, avgpool, readout."""
+    n_weighted = 1 + n_blocks * layers_per_block + 1
+    kinds = _kind_list(kinds, n_weighted, "spiking")
+    specs, k = [conv(width, kinds[0], bias=bias, name="stem")], 1
+    for b in range(n_blocks):
+        block = []
+        for _ in range(layers_per_block):
+            block.append(conv(width, kinds[k], bias=bias))
+            k += 1
+        specs.append(Residual(tuple(block), name=f"res{b}"))
+        if pool_every and (b + 1) % pool_every == 0 and b < 2:
+            specs.append(avgpool(2))
+    specs += [flatten(), linear(n_classes, kinds[k], bias=bias, name="output")]
+    return specs
+
+
+def backres_specs(width=16, block_layers=1, R=2, shared=True, form="reentry", n_classes=10,
+                  stem_pool=True, fc=(), kinds="spiking", bias=False):
+    """Stem conv (+pool), a block of ``block_layers`` convs used R times, pool, readout.
+
+    ``shared=True``: one :class:`BackRes` block with R passes (weights of one pass);
+    ``shared=False``: the block physically repeated R times with separate weights (the
+    "physically deeper" control with the same logical depth).
+    """
+    if int(R) < 1:
+        raise NetworkError(f"R must be >= 1, got {R}")
+    specs = [conv(width, kinds, bias=bias, name="stem")]
+    if stem_pool:
+        specs.append(avgpool(2))
+    block = tuple(conv(width, kinds, bias=bias) for _ in range(block_layers))
+    if shared:
+        specs.append(BackRes(block, R=R, form=form, name="backres"))
+    else:
+        for _ in range(R):
+            specs += list(block)
+    specs += [avgpool(2), flatten()]
+    specs += [linear(f, kinds, bias=bias) for f in fc]
+    specs.append(linear(n_classes, kinds, bias=bias, name="output"))
+    return specs
+
+
+# ---------------------------------------------------------------------------------------------
+# Activity passed between layers
+# ---------------------------------------------------------------------------------------------
+class Activity:
+    """A layer's output: ``temporal`` (T, batch, ...) spikes/currents, or static (batch, ...).
+
+    ``analog`` marks real-valued input (direct-coded image, artificial layer output);
+    ``scale`` converts summed values to spike events (average pooling of k x k spikes divides
+    the event count by k*k, which ``scale`` undoes for the energy count).
+    """
+
+    __slots__ = ("value", "temporal", "analog", "scale")
+
+    def __init__(self, value, temporal, analog, scale=1.0):
+        self.value, self.temporal, self.analog, self.scale = value, temporal, analog, scale
+
+    def static(self):
+        """The rate (mean over T) of a temporal activity, or the static value itself."""
+        return self.value.mean(0) if self.temporal else self.value
+
+    def temporal_value(self, T):
+        if self.temporal:
+            return self.value
+        return self.value.unsqueeze(0).expand(T, *self.value.shape)
+
+    def __add__(self, other):
+        if self.temporal or other.temporal:
+            T = self.value.shape[0] if self.temporal else other.value.shape[0]
+            return Activity(self.temporal_value(T) + other.temporal_value(T), True,
+                            self.analog or other.analog, max(self.scale, other.scale))
+        return Activity(self.value + other.value, False, True)
+
+
+def _apply_op(module, x, temporal):
+    if not temporal:
+        return module(x)
+    T, B = x.shape[:2]
+    y = module(x.reshape(T * B, *x.shape[2:]))
+    return y.reshape(T, B, *y.shape[1:])
+
+
+# ---------------------------------------------------------------------------------------------
+# The network
+# ---------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class LogicalLayer:
+    """One computing layer as it runs (a BackRes block gives R logical layers per spec).
+
+    ``op_name`` names the weight module (shared between the passes of a BackRes block).
+    """
+
+    name: str
+    spec: LayerSpec
+    op_name: str
+    in_shape: tuple = ()
+    out_shape: tuple = ()
+    is_readout: bool = False
+    pass_index: int = 0
+    neuron_key: str | None = None
+
+    @property
+    def kind(self):
+        return self.spec.kind
+
+    @property
+    def macs(self):
+        """Multiply-accumulates of one evaluation of this layer for one image."""
+        s = self.spec
+        if s.op == "linear":
+            return int(self.in_shape[0]) * int(self.out_shape[0])
+        if s.op == "conv":
+            c_in = self.in_shape[0]
+            c_out, h, w = self.out_shape
+            return int(c_in * s.kernel_size ** 2 * c_out * h * w)
+        return 0
+
+
+class Network(nn.Module):
+    """A spiking / artificial / hybrid network built from layer specs.
+
+    Parameters
+    ----------
+    specs : sequence of LayerSpec / BackRes / Residual / dict
+    input_shape : tuple
+        One input image, ``(channels, height, width)`` or ``(features,)``.
+    T : int
+        Default number of time steps (>= 1); ``forward(x, T=...)`` may override it.
+    neuron : NeuronModel
+        Neuron of the spiking layers (default :data:`brainsnn.models.LIF`, reset to zero).
+    dt : brian2 Quantity
+        Time step of the neuron integration (default 1 ms).
+    surrogate, alpha
+        Surrogate derivative of the spike (default triangle, alpha = 1).
+    readout : {'membrane', 'rate'}
+        Logits from the accumulated membrane potential / T (non-spiking integrator) or from
+        the output spike rate (the output layer's kind must then be 'spiking').
+    encoder : None or callable
+        Turns a batch of images into the first layer's input: None = direct coding (the
+        analog image is a constant input current at every step); a callable
+        ``encoder(x, T) -> (T, batch, ...)`` spike tensor (see :mod:`brainsnn.torch_encoding`).
+    thresholds : mapping or sequence, optional
+        Per-logical-layer thresholds (see :meth:`set_thresholds`).
+    """
+
+    def __init__(self, specs, input_shape, T=4, neuron: NeuronModel = LIF, dt=1 * b2.ms,
+                 surrogate="triangle", alpha=1.0, readout="membrane", encoder=None,
+                 thresholds=None):
+        super().__init__()
+        self.specs = [as_spec(s) for s in specs]
+        if not self.specs:
+            raise NetworkError("a network needs at least one layer spec")
+        self.input_shape = tuple(int(d) for d in input_shape)
+        self.T = check_T(T)
+        if not isinstance(neuron, NeuronModel):
+            raise NetworkError(f"neuron must be a brainsnn.models.NeuronModel, got {neuron!r}")
+        if readout not in READOUTS:
+            raise NetworkError(f"readout {readout!r} unknown; expected 'membrane' or 'rate'")
+        self.neuron_model = neuron
+        self.dt = dt
+        self.surrogate = surrogate
+        self.alpha = alpha
+        self.readout = readout
+        self.encoder = encoder
+        self.ops = nn.ModuleDict()
+        self.neurons = nn.ModuleDict()
+        self.layers: list[LogicalLayer] = []
+        self._plan = self._build()
+        self._neuron_models: dict[str, NeuronModel] = {}
+        self._make_neurons({})
+        if thresholds is not None:
+            self.set_thresholds(thresholds)
+        self.record = False
+        #: optional callable probe(logical_layer, current, temporal), called with the input
+        #: current of every weighted layer (shortcut included) before its ReLU / neuron / readout
+        #: (used by brainsnn.conversion to balance thresholds and read the readout per step)
+        self.probe = None
+        self.reset_stats()
+
+    # -- building --------------------------------------------------------------------------
+    def _build(self):
+        weighted_idx = [i for i, s in enumerate(self.specs)
+                        if (isinstance(s, LayerSpec) and s.weighted) or not isinstance(s, LayerSpec)]
+        if not weighted_idx:
+            raise NetworkError("a network needs at least one conv or linear layer (the readout)")
+        last = weighted_idx[-1]
+        if not isinstance(self.specs[last], LayerSpec):
+            raise NetworkError("the last weighted layer (the readout) must be a plain linear or "
+                               "conv layer, not a BackRes/Residual block")
+        if self.readout == "rate" and self.specs[last].kind != "spiking":
+            raise NetworkError("readout='rate' needs a spiking output layer")
+        shape = self.input_shape
+        plan, counter = [], {"n": 0}
+
+        def add_layer(spec, shape, is_readout=False):
+            i = counter["n"]
+            counter["n"] += 1
+            name = spec.name or f"{spec.op}{i}"
+            if name in self.ops:
+                raise NetworkError(f"duplicate layer name {name!r}")
+            module = self._make_op(spec, shape, name)
+            self.ops[name] = module
+            out_shape = _out_shape(module, shape, name)
+            return name, out_shape
+
+        for idx, spec in enumerate(self.specs):
+            if isinstance(spec, LayerSpec):
+                name, out_shape = add_layer(spec, shape)
+                ll = LogicalLayer(name, spec, name, shape, out_shape, is_readout=(idx == last))
+                self.layers.append(ll)
+                plan.append(("layer", ll))
+                shape = out_shape
+            else:
+                block_in = shape
+                names, shapes = [], []
+                for s in spec.layers:
+                    name, out_shape = add_layer(s, shape)
+                    names.append(name)
+                    shapes.append((shape, out_shape))
+                    shape = out_shape
+                bname = spec.name or f"block{idx}"
+                if isinstance(spec, BackRes):
+                    if shape != block_in:
+                        raise NetworkError(
+                            f"BackRes block {bname!r}: output shape {shape} differs from its "
+                            f"input shape {block_in}; a block fed back into itself must keep the "
+                            "shape (same channels, stride 1, no pooling)")
+                    passes = []
+                    for r in range(int(spec.R)):
+                        lls = []
+                        for s, name, (i_sh, o_sh) in zip(spec.layers, names, shapes):
+                            ll = LogicalLayer(f"{name}_pass{r + 1}" if spec.R > 1 else name, s,
+                                              name, i_sh, o_sh, pass_index=r)
+                            self.layers.append(ll)
+                            lls.append(ll)
+                        passes.append(lls)
+                    plan.append(("backres", spec, passes))
+                else:  # Residual
+                    if shape != block_in:
+                        raise NetworkError(
+                            f"Residual block {bname!r}: output shape {shape} differs from its "
+                            f"input shape {block_in}; an identity shortcut needs equal shapes")
+                    lls = []
+                    for s, name, (i_sh, o_sh) in zip(spec.layers, names, shapes):
+                        ll = LogicalLayer(name, s, name, i_sh, o_sh)
+                        self.layers.append(ll)
+                        lls.append(ll)
+                    plan.append(("residual", spec, lls))
+        self.output_shape = shape
+        return plan
+
+    def _make_op(self, spec, shape, name):
+        if spec.op == "conv":
+            if len(shape) != 3:
+                raise NetworkError(f"conv layer {name!r} needs a (channels, height, width) input, "
+                                   f"got shape {shape}; put it before flatten")
+            pad = spec.kernel_size // 2 if spec.padding is None else spec.padding
+            m = nn.Conv2d(shape[0], int(spec.out), spec.kernel_size, spec.stride, pad,
+                          bias=spec.bias)
+        elif spec.op == "linear":
+            if len(shape) != 1:
+                raise NetworkError(f"linear layer {name!r} needs a flat input, got shape {shape}; "
+                                   "add a flatten() spec before it")
+            m = nn.Linear(shape[0], int(spec.out), bias=spec.bias)
+        elif spec.op == "avgpool":
+            if len(shape) != 3:
+                raise NetworkError(f"avgpool layer {name!r} needs a (channels, height, width) "
+                                   f"input, got shape {shape}")
+            m = nn.AvgPool2d(spec.kernel_size, spec.stride, spec.padding or 0)
+        else:
+            m = nn.Flatten()
+        if spec.weighted:
+            nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        return m
+
+    def _make_neurons(self, models):
+        from brainsnn.torch_engine import TorchNeuron  # the package's one neuron integrator
+
+        self.neurons = nn.ModuleDict()
+        for ll in self.layers:
+            if not ll.spec.weighted or ll.kind != "spiking":
+                ll.neuron_key = None
+                continue
+            if ll.is_readout and self.readout == "membrane":
+                ll.neuron_key = None
+                continue
+            model = models.get(ll.name, self.neuron_model)
+            self._neuron_models[ll.name] = model
+            self.neurons[ll.name] = TorchNeuron(model, dt=self.dt, surrogate=self.surrogate,
+                                                alpha=self.alpha)
+            ll.neuron_key = ll.name
+
+    # -- conversion helpers ----------------------------------------------------------------
+    def spiking_layer_names(self):
+        """Names of the logical layers that hold a neuron (one per BackRes pass)."""
+        return [ll.name for ll in self.layers if ll.neuron_key is not None]
+
+    def weighted_layer_names(self):
+        return [ll.name for ll in self.layers if ll.spec.weighted]
+
+    def with_neuron(self, neuron: NeuronModel, thresholds=None, kind=None):
+        """A copy of this network (same weights) with another neuron model.
+
+        ``kind='spiking'`` also turns every artificial layer spiking (ANN -> SNN conversion);
+        ``thresholds`` as in :meth:`set_thresholds`.
+        """
+        specs = self.specs if kind is None else _respec(self.specs, kind)
+        other = Network(specs, self.input_shape, self.T, neuron, self.dt, self.surrogate,
+                        self.alpha, self.readout, self.encoder)
+        other.ops.load_state_dict(self.ops.state_dict())
+        other.to(next(self.parameters()).device)
+        if thresholds is not None:
+            other.set_thresholds(thresholds)
+        return other
+
+    def set_thresholds(self, thresholds, parameter="theta"):
+        """Give spiking layers their own threshold (parameter ``theta`` of the neuron model).
+
+        ``thresholds``: a mapping {logical layer name: value} or a sequence in the order of
+        :meth:`spiking_layer_names`.
+        """
+        names = self.spiking_layer_names()
+        if not isinstance(thresholds, Mapping):
+            thresholds = list(thresholds)
+            if len(thresholds) != len(names):
+                raise NetworkError(f"got {len(thresholds)} thresholds for {len(names)} spiking "
+                                   f"layers ({', '.join(names)})")
+            thresholds = dict(zip(names, thresholds))
+        unknown = sorted(set(thresholds) - set(names))
+        if unknown:
+            raise NetworkError(f"no spiking layer named {', '.join(unknown)}; spiking layers are "
+                               f"{', '.join(names)}")
+        device = next(self.parameters()).device
+        models = dict(self._neuron_models)
+        for name, value in thresholds.items():
+            models[name] = models[name].with_parameters(**{parameter: float(value)})
+        self._make_neurons(models)
+        self.neurons.to(device)
+
+    def thresholds(self, parameter="theta"):
+        return {n: float(self._neuron_models[n].parameters.get(parameter, float("nan")))
+                for n in self.spiking_layer_names()}
+
+    # -- statistics ------------------------------------------------------------------------
+    def reset_stats(self):
+        """Clear the spike statistics accumulated while ``self.record`` is True."""
+        self.stats = {"images": 0, "T": None, "layers": {}}
+
+    def _note(self, ll, x: Activity, T, out=None):
+        if not self.record:
+            return
+        with torch.no_grad():
+            st = self.stats["layers"].setdefault(
+                ll.name, {"input_count": 0.0, "input_analog": False, "input_temporal": False,
+                          "output_spikes": 0.0, "output_neurons": math.prod(ll.out_shape),
+                          "input_neurons": math.prod(ll.in_shape), "op_name": ll.op_name})
+            batch = x.value.shape[1] if x.temporal else x.value.shape[0]
+            st["input_analog"] = st["input_analog"] or bool(x.analog)
+            st["input_temporal"] = bool(x.temporal)
+            if x.temporal and not x.analog:
+                # total input spikes over the T steps, summed over the batch
+                st["input_count"] += float(x.value.sum()) * x.scale
+            if out is not None:
+                st["output_spikes"] += float(out.sum())
+            st["batch_seen"] = st.get("batch_seen", 0) + batch
+
+    # -- running ---------------------------------------------------------------------------
+    def _run_neuron(self, ll, current: Activity, T):
+        neuron = self.neurons[ll.neuron_key]
+        cur = current.value
+        static = not current.temporal
+        shape = cur.shape if static else cur.shape[1:]
+        state = neuron.initial_state(tuple(shape), device=cur.device, dtype=cur.dtype)
+        spikes = []
+        for t in range(T):
+            s, state = neuron(state, cur if static else cur[t])
+            spikes.append(s)
+        return torch.stack(spikes)
+
+    def _layer(self, ll, x: Activity, T, shortcut: Activity | None = None):
+        op = self.ops[ll.op_name]
+        spec = ll.spec
+        if not spec.weighted:
+            scale = x.scale * (spec.kernel_size ** 2 if spec.op == "avgpool" else 1)
+            return Activity(_apply_op(op, x.value, x.temporal), x.temporal, x.analog, scale)
+        if spec.kind == "artificial":
+            inp = x.static()
+            cur = op(inp)
+            if shortcut is not None:
+                cur = cur + shortcut.static()
+            if self.probe is not None:
+                self.probe(ll, cur, False)
+            out = cur if ll.is_readout else torch.relu(cur)
+            self._note(ll, Activity(inp, False, True), T)
+            return Activity(out, False, True)
+        # spiking: synaptic current each step (constant if the input is static/analog)
+        cur = Activity(_apply_op(op, x.value, x.temporal), x.temporal, True)
+        if shortcut is not None:
+            cur = cur + shortcut
+        if self.probe is not None:
+            self.probe(ll, cur.value, cur.temporal)
+        if ll.is_readout and self.readout == "membrane":
+            self._note(ll, x, T)
+            return Activity(cur.static(), False, True)  # accumulated potential / T
+        spikes = self._run_neuron(ll, cur, T)
+        self._note(ll, x, T, spikes)
+        return Activity(spikes, True, False)
+
+    def forward(self, x, T=None):
+        """Logits ``(batch, n_out)`` for a batch of images (see the class docstring)."""
+        T = self.T if T is None else check_T(T)
+        x = self._check_input(x)
+        if self.encoder is None:
+            act = Activity(x, False, True)
+        else:
+            act = Activity(self.encoder(x, T), True, False)
+        if self.record:
+            self.stats["T"] = T
+            self.stats["images"] += x.shape[0]
+        for item in self._plan:
+            if item[0] == "layer":
+                act = self._layer(item[1], act, T)
+            elif item[0] == "backres":
+                spec, passes = item[1], item[2]
+                x0, y = act, act
+                for lls in passes:
+                    y = y + x0 if (spec.form == "additive" and lls[0].pass_index > 0) else y
+                    for ll in lls:
+                        y = self._layer(ll, y, T)
+                act = y
+            else:  # residual
+                lls = item[2]
+                x0, y = act, act
+                for k, ll in enumerate(lls):
+                    y = self._layer(ll, y, T, shortcut=x0 if k == len(lls) - 1 else None)
+                act = y
+        return act.static()
+
+    def _check_input(self, x):
+        if not torch.is_tensor(x):
+            x = torch.as_tensor(x, dtype=torch.float32)
+        shape = tuple(x.shape)
+        if shape == self.input_shape:
+            raise NetworkError(f"input must be a batch (batch, {', '.join(map(str, self.input_shape))})"
+                               f", got one image of shape {shape}; use x[None]")
+        if shape[1:] == self.input_shape:
+            return x
+        if len(self.input_shape) == 3 and self.input_shape[0] == 1 and \
+                shape[1:] == self.input_shape[1:]:
+            return x.unsqueeze(1)
+        raise NetworkError(f"input batch has shape {shape}, the network expects "
+                           f"(batch, {', '.join(map(str, self.input_shape))})")
+
+    @torch.no_grad()
+    def calibrate_rates(self, x, target_rate=0.1, iterations=10, tolerance=0.5, T=None):
+        """Data-driven initialisation: scale weights so every spiking layer fires.
+
+        Layer by layer, in the order they run, the weights of each spiking layer are scaled
+        (factor in [0.5, 2] per iteration) until its mean spike rate on the batch ``x`` lies
+        within a factor ``1 + tolerance`` of ``target_rate`` (spikes per neuron per step).
+        This counters the fading of spiking activity in deep layers at initialisation. A
+        BackRes block's shared weights are scaled on its first pass. Returns {layer: rate}.
+        """
+        was_record, was_training = self.record, self.training
+        self.eval()
+        done, rates = set(), {}
+        try:
+            for ll in self.layers:
+                if ll.neuron_key is None or ll.op_name in done:
+                    continue
+                done.add(ll.op_name)
+                weight = self.ops[ll.op_name].weight
+                for _ in range(int(iterations)):
+                    self.reset_stats()
+                    self.record = True
+                    self(x, T=T)
+                    st = self.stats["layers"][ll.name]
+                    rate = st["output_spikes"] / (st["output_neurons"] * self.stats["images"]
+                                                  * self.stats["T"])
+                    rates[ll.name] = rate
+                    if target_rate / (1 + tolerance) <= rate <= target_rate * (1 + tolerance):
+                        break
+                    factor = 2.0 if rate == 0 else min(2.0, max(0.5, (target_rate / rate) ** 0.7))
+                    weight.mul_(factor)
+        finally:
+            self.record = was_record
+            self.reset_stats()
+            self.train(was_training)
+        return rates
+
+    # -- description -----------------------------------------------------------------------
+    def n_parameters(self):
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def describe(self):
+        """One line per logical layer: name, op, kind, shapes, MACs."""
+        lines = []
+        for ll in self.layers:
+            kind = ll.kind if ll.spec.weighted else "passive"
+            if ll.is_readout:
+                kind += f" readout({self.readout})"
+            lines.append(f"{ll.name:<16} {ll.spec.op:<8} {kind:<28} {str(ll.in_shape):>14} -> "
+                         f"{str(ll.out_shape):<14} MACs={ll.macs}")
+        return "\n".join(lines)
+
+    def config(self):
+        """JSON-able description (for results files)."""
+        return {"specs": specs_to_config(self.specs), "input_shape": list(self.input_shape),
+                "T": self.T, "neuron": self.neuron_model.name, "dt_ms": float(self.dt / b2.ms),
+                "surrogate": self.surrogate, "alpha": float(self.alpha), "readout": self.readout,
+                "encoder": getattr(self.encoder, "name", None) or "direct",
+                "n_parameters": self.n_parameters()}
+
+
+def check_T(T):
+    try:
+        ok = int(T) == T and int(T) >= 1
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise NetworkError(f"T (number of time steps) must be an integer >= 1, got {T!r}")
+    return int(T)
+
+
+def _out_shape(module, shape, name):
+    with torch.no_grad():
+        try:
+            y = module(torch.zeros(1, *shape))
+        except RuntimeError as exc:
+            raise NetworkError(f"layer {name!r} cannot take input of shape {shape}: {exc}") from exc
+    if y.numel() == 0:
+        raise NetworkError(f"layer {name!r} makes an empty output from input shape {shape} "
+                           "(too much pooling for this image size?)")
+    return tuple(y.shape[1:])
+
+
+def _respec(specs, kind):
+    out = []
+    for s in specs:
+        if isinstance(s, LayerSpec):
+            out.append(dataclasses.replace(s, kind=kind) if s.weighted else s)
+        elif isinstance(s, BackRes):
+            out.append(dataclasses.replace(s, layers=tuple(_respec(s.layers, kind))))
+        else:
+            out.append(dataclasses.replace(s, layers=tuple(_respec(s.layers, kind))))
+    return out

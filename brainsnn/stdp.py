@@ -1,0 +1,583 @@
+"""The winner-take-all STDP network of Diehl & Cook (2015), as defined in this project.
+
+784 Poisson inputs (one per pixel) -> N excitatory adaptive-threshold neurons (plastic STDP
+synapses, all-to-all) -> N inhibitory neurons (one-to-one, ``w_exc_inh``) -> back to every
+excitatory neuron except the one that drove it (``w_inh_exc``): lateral inhibition makes the
+layer a soft winner-take-all. Each image is shown for ``t_on`` (350 ms) and followed by a
+``t_off`` (150 ms) rest without input; at the start of each image the incoming weights of
+every excitatory neuron are rescaled so that they sum to ``w_target`` (78).
+
+How it runs (DESIGN.md, "Simulating efficiently in Brian2"):
+
+* one long ``run()`` per chunk of ``chunk_size`` images; the input rates come from a 2-D
+  :class:`~brian2.TimedArray` (one row per image), a gate expression on ``t_in_timesteps``
+  silences the rest periods, and a 1-D TimedArray ``learn(t)`` switches learning on or off
+  per image (``plastic`` of the excitatory neurons: STDP, threshold growth and decay);
+* per-image operations are ``run_regularly`` code: set ``plastic``; weight normalisation
+  (each synapse keeps ``wsum_post``, its neuron's incoming weight sum, up to date when it
+  changes ``w``, so normalising is one multiplication per synapse per image);
+* on ``cpp_standalone``/``cuda_standalone`` the project is compiled once; every chunk is
+  ``device.run(run_args=...)`` with new TimedArray values, weights, thresholds and
+  membrane potentials (no recompilation). On the runtime device the network is rebuilt per
+  chunk (Cython code is cached). The state between chunks is (w, theta, v) only: traces
+  and conductances restart from zero at each chunk (they have decayed during the rest).
+* every chunk gets its own random seed, derived from ``seed`` and the chunk counter, so a
+  run resumed from a saved state (:meth:`get_state`/:meth:`set_state`) continues exactly
+  as the uninterrupted run would have.
+
+Images that make fewer than ``min_spikes`` excitatory spikes are shown again with the input
+rate raised by ``f_boost`` (Diehl & Cook's rule), here chunk-wise: they are queued at the
+start of the next chunk (``min_spikes=0`` turns this off). When a pass over the training
+images has no new image left, the images still pending get one last chunk and are then not
+shown again (a chunk costs its full length however few images it holds). With learning off
+(:meth:`DiehlCookNetwork.transform`) an image is shown at two higher rates at once per
+round (the lowest one that reaches ``min_spikes`` counts).
+"""
+from __future__ import annotations
+
+import contextlib
+import gc
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections import deque
+
+import numpy as np
+import brian2 as b2
+
+from . import devices
+from .encoding import EncodingError, flatten_images, gate_expression, steps_per
+from .models import DIEHL_COOK_EXCITATORY, DIEHL_COOK_INHIBITORY, ModelError, NeuronModel
+from .plasticity import SynapseModel, diehl_cook_stdp
+
+__all__ = ["STDPError", "DiehlCookNetwork", "chunk_seed"]
+
+_SEED_CODE = """
+{
+    const char* _brainsnn_seed = getenv("BRAINSNN_SEED");
+    if (_brainsnn_seed != NULL)
+        for (int _i=0; _i<(int)brian::_random_generators.size(); _i++)
+            brian::_random_generators[_i].seed(strtoull(_brainsnn_seed, NULL, 10) + _i);
+}
+"""
+
+
+class STDPError(ValueError):
+    """Bad configuration or input for the STDP network."""
+
+
+def chunk_seed(seed: int, counter: int, stream: int = 0) -> int:
+    """Seed of the ``counter``-th chunk run (``stream`` 0: training, 1: inference)."""
+    ss = np.random.SeedSequence([int(seed), int(stream), int(counter)])
+    return int(ss.generate_state(1, dtype=np.uint32)[0] % (2**31 - 1))
+
+
+def _q(value, unit):
+    """A float of ``value`` expressed in ``unit`` (for JSON-able configs)."""
+    return float(value / unit)
+
+
+class DiehlCookNetwork:
+    """Unsupervised WTA STDP layer with a scikit-learn-like interface.
+
+    Parameters
+    ----------
+    n_neurons : int
+        N, the number of excitatory (and of inhibitory) neurons.
+    exc_model, inh_model : NeuronModel
+        Excitatory (needs ``input_variable``, ``inhibitory_variable`` and a shared
+        ``plastic`` flag) and inhibitory neuron models.
+    rule : SynapseModel
+        STDP rule of the input synapses (:mod:`brainsnn.plasticity`), gated by ``plastic_post``.
+    device : {"runtime", "cpp_standalone", "cuda_standalone"}
+    chunk_size : int
+        Images per long run (the compiled program's length).
+    seed : int
+        Fixes the initial weights (numpy) and every chunk's Poisson spikes (Brian2).
+    dt : Quantity (time)
+        Simulation time step (0.5 ms).
+    t_on, t_off : Quantity (time)
+        Presentation and rest time per image (350 ms, 150 ms).
+    f_max : Quantity (rate)
+        Input rate of a pixel of intensity 1 (63.75 Hz).
+    f_boost : Quantity (rate)
+        Added to ``f_max`` at each re-presentation of an image with < ``min_spikes`` spikes.
+    min_spikes, max_repeats : int
+        Re-presentation rule (0: off) and the most re-presentations of one image.
+    w_target : float
+        Sum of each excitatory neuron's incoming weights after normalisation (78).
+    w_init : (float, float)
+        Initial weights uniform in this range (before the first normalisation).
+    w_exc_inh, w_inh_exc : float
+        Conductance increments exc->inh (one-to-one) and inh->exc (all but self).
+    inhibitory_variable : str
+        Excitatory neuron variable that the inhibitory spikes increment.
+    n_inputs : int
+        Number of input pixels.
+    threads : int
+        OpenMP threads of cpp_standalone.
+    directory : str, optional
+        Standalone project directory (reusing one with the same network skips compilation).
+    codegen_target : {None, "cython", "numpy"}
+        Runtime device only: Brian2's code generation target (None: Brian2's default;
+        "numpy" needs no compiler, for tiny networks in tests).
+    """
+
+    def __init__(self, n_neurons=100, *, exc_model: NeuronModel = DIEHL_COOK_EXCITATORY,
+                 inh_model: NeuronModel = DIEHL_COOK_INHIBITORY, rule: SynapseModel | None = None,
+                 device="cpp_standalone", chunk_size=1000, seed=0, dt=0.5 * b2.ms,
+                 t_on=350 * b2.ms, t_off=150 * b2.ms, f_max=63.75 * b2.Hz,
+                 f_boost=31.875 * b2.Hz, min_spikes=5, max_repeats=10, w_target=78.0,
+                 w_init=(0.003, 0.303), w_exc_inh=10.4, w_inh_exc=17.0,
+                 inhibitory_variable="gi", n_inputs=784, threads=1, directory=None,
+                 codegen_target=None):
+        self.n_neurons = self._positive_int(n_neurons, "n_neurons")
+        self.n_inputs = self._positive_int(n_inputs, "n_inputs")
+        self.chunk_size = self._positive_int(chunk_size, "chunk_size")
+        self.device = devices.check_device_name(device)
+        self.seed = int(seed)
+        for label, value, unit in (("dt", dt, b2.second), ("t_on", t_on, b2.second),
+                                   ("t_off", t_off, b2.second), ("f_max", f_max, b2.Hz),
+                                   ("f_boost", f_boost, b2.Hz)):
+            if b2.get_dimensions(value) != unit.dim or float(value) < 0:
+                raise STDPError(f"{label} must be a non-negative quantity in units of "
+                                f"{unit!r}, got {value!r}")
+        self.dt, self.t_on, self.t_off, self.f_max, self.f_boost = dt, t_on, t_off, f_max, f_boost
+        self.period = t_on + t_off
+        try:
+            self.steps_per_image = steps_per(self.period, dt)
+            self.gate = gate_expression(t_on, self.period, dt)
+        except EncodingError as exc:
+            raise STDPError(str(exc)) from exc
+        self.min_spikes = int(min_spikes)
+        self.max_repeats = int(max_repeats)
+        self.w_target = float(w_target)
+        self.w_init = (float(w_init[0]), float(w_init[1]))
+        if not 0 <= self.w_init[0] <= self.w_init[1]:
+            raise STDPError(f"w_init must be a range (low, high) with 0 <= low <= high, got {w_init}")
+        self.w_exc_inh, self.w_inh_exc = float(w_exc_inh), float(w_inh_exc)
+        self.inhibitory_variable = inhibitory_variable
+        self.threads = int(threads)
+        self.directory = directory
+        if codegen_target not in (None, "cython", "numpy"):
+            raise STDPError(f"codegen_target must be None, 'cython' or 'numpy', got {codegen_target!r}")
+        self.codegen_target = codegen_target
+        self.exc_model = exc_model
+        self.inh_model = inh_model
+        self.rule = rule if rule is not None else diehl_cook_stdp(traces="neuron")
+        self._check_models()
+        self.timings = {"compile": 0.0, "train": 0.0, "inference": 0.0}
+        self._built = None  # standalone: dict of Brian2 objects
+        self.reset_state()
+
+    # -- checks -----------------------------------------------------------------------
+    @staticmethod
+    def _positive_int(value, name):
+        if isinstance(value, bool) or int(value) != value or int(value) < 1:
+            raise STDPError(f"{name} must be a positive integer, got {value!r}")
+        return int(value)
+
+    def _check_models(self):
+        if not isinstance(self.exc_model, NeuronModel) or not isinstance(self.inh_model, NeuronModel):
+            raise STDPError("exc_model and inh_model must be brainsnn.models.NeuronModel objects")
+        if not isinstance(self.rule, SynapseModel):
+            raise STDPError("rule must be a brainsnn.models.SynapseModel (see brainsnn.plasticity)")
+        exc_vars = set(self.exc_model.brian2_equations.names)
+        for needed in ("v", "theta", "plastic", self.inhibitory_variable):
+            if needed not in exc_vars:
+                raise STDPError(f"excitatory model {self.exc_model.name!r} has no variable "
+                                f"{needed!r}; the STDP network needs v, theta, a shared "
+                                f"'plastic' flag and the inhibitory variable "
+                                f"{self.inhibitory_variable!r}")
+        if "w" not in self.rule.brian2_equations.names:
+            raise STDPError(f"STDP rule {self.rule.name!r} has no weight variable 'w'")
+
+    def config(self) -> dict:
+        """The network's configuration as a JSON-able dict (units in the key names)."""
+        return {
+            "n_neurons": self.n_neurons, "n_inputs": self.n_inputs, "chunk_size": self.chunk_size,
+            "device": self.device, "seed": self.seed, "dt_ms": _q(self.dt, b2.ms),
+            "t_on_ms": _q(self.t_on, b2.ms), "t_off_ms": _q(self.t_off, b2.ms),
+            "f_max_Hz": _q(self.f_max, b2.Hz), "f_boost_Hz": _q(self.f_boost, b2.Hz),
+            "min_spikes": self.min_spikes, "max_repeats": self.max_repeats,
+            "w_target": self.w_target, "w_init": list(self.w_init),
+            "w_exc_inh": self.w_exc_inh, "w_inh_exc": self.w_inh_exc,
+            "threads": self.threads,
+            "exc_model": _model_dict(self.exc_model), "inh_model": _model_dict(self.inh_model),
+            "rule": _model_dict(self.rule),
+        }
+
+    # -- state ------------------------------------------------------------------------
+    def reset_state(self):
+        """Initial weights (seeded numpy uniform in ``w_init``), thresholds and potentials."""
+        rng = np.random.default_rng(self.seed)
+        lo, hi = self.w_init
+        self.weights = lo + (hi - lo) * rng.random((self.n_inputs, self.n_neurons))
+        ns = self.exc_model.namespace()
+        self.theta = np.full(self.n_neurons, self._initial_value(self.exc_model, "theta", 0.0))
+        self.v_exc = np.full(self.n_neurons, self._initial_value(self.exc_model, "v", float(ns.get("v_rest", 0))))
+        ns_i = self.inh_model.namespace()
+        self.v_inh = np.full(self.n_neurons, self._initial_value(self.inh_model, "v", float(ns_i.get("v_rest", 0))))
+        self.position = 0        # index of the next new training image in the current pass
+        self.passes = 0          # completed passes over the training images
+        self.train_runs = 0      # chunk runs done while training (seeds the next one)
+        self.pending = np.zeros((0, 2), dtype=np.int64)  # (image index, level) to re-present
+        self.images_presented = 0  # presentations during training, re-presentations included
+        return self
+
+    @staticmethod
+    def _initial_value(model, var, default):
+        value = model.initial.get(var, default)
+        if isinstance(value, str):
+            value = eval(value, dict(vars(b2)),  # noqa: S307 (model initial-value string)
+                         dict(model.namespace()))
+        return float(value)
+
+    def get_state(self) -> dict:
+        """Everything needed to continue training exactly (numpy arrays and ints; SI units)."""
+        return {"weights": self.weights.copy(), "theta": self.theta.copy(),
+                "v_exc": self.v_exc.copy(), "v_inh": self.v_inh.copy(),
+                "position": self.position, "passes": self.passes,
+                "train_runs": self.train_runs, "pending": self.pending.copy(),
+                "images_presented": self.images_presented}
+
+    def set_state(self, state: dict):
+        """Restore a state from :meth:`get_state` (e.g. read back from a results file)."""
+        w = np.asarray(state["weights"], dtype=np.float64)
+        if w.shape != (self.n_inputs, self.n_neurons):
+            raise STDPError(f"saved weights have shape {w.shape} but this network needs "
+                            f"{(self.n_inputs, self.n_neurons)}")
+        self.weights = w.copy()
+        for name in ("theta", "v_exc", "v_inh"):
+            arr = np.asarray(state[name], dtype=np.float64)
+            if arr.shape != (self.n_neurons,):
+                raise STDPError(f"saved {name} has shape {arr.shape}, expected ({self.n_neurons},)")
+            setattr(self, name, arr.copy())
+        for name in ("position", "passes", "train_runs", "images_presented"):
+            setattr(self, name, int(np.asarray(state[name])))
+        self.pending = np.asarray(state["pending"], dtype=np.int64).reshape(-1, 2)
+        return self
+
+    # -- Brian2 objects -----------------------------------------------------------------
+    def _objects(self, rates, learn):
+        """Build the Brian2 objects for one chunk; ``rates`` (Hz, (chunk, inputs)), ``learn``."""
+        n, n_in = self.n_neurons, self.n_inputs
+        stim = b2.TimedArray(rates * b2.Hz, dt=self.period, name="stimulus")
+        learn_ta = b2.TimedArray(learn, dt=self.period, name="learn")
+        # Poisson inputs as a NeuronGroup (what PoissonGroup does), with the rule's
+        # presynaptic traces when they live on the neurons
+        rule_traces = getattr(self.rule, "traces", "synapse") == "neuron"
+        trace_ns = dict(self.rule.trace_parameters or {}) if rule_traces else {}
+        inputs = b2.NeuronGroup(
+            n_in, f"rates = stimulus(t, i) * {self.gate} : Hz\n"
+                  + (self.rule.pre_equations if rule_traces else ""),
+            # "rates > 0 and": no random number for silent inputs (background pixels, rest)
+            threshold="rates > 0*Hz and rand() < rates * dt",
+            reset=(self.rule.pre_reset or None) if rule_traces else None,
+            method="exact", namespace={"stimulus": stim, **trace_ns}, name="inputs")
+        exc_model = self.exc_model
+        if rule_traces:
+            exc_model = self.rule.post_neuron(exc_model)
+        exc_model = exc_model.extend(equations="wsum : 1\nnorm : 1")
+        exc = exc_model.neuron_group(n, name="exc", namespace={"learn": learn_ta,
+                                                               "w_target": self.w_target})
+        inh = self.inh_model.neuron_group(n, name="inh")
+        # keep wsum_post equal to the postsynaptic neuron's incoming weight sum
+        track = {key: f"w_before = w\n{code}\nwsum_post += w - w_before"
+                 for key, code in (("on_pre", self.rule.on_pre), ("on_post", self.rule.on_post))
+                 if code.strip()}
+        syn = self.rule.replace(**track).synapses(inputs, exc, name="input_exc")
+        syn.connect(i=np.repeat(np.arange(n_in), n), j=np.tile(np.arange(n), n_in))
+        exc.run_regularly("plastic = learn(t)\n"
+                          "norm = 1 + plastic * int(wsum > 0) * (w_target / (wsum + int(wsum <= 0)) - 1)\n"
+                          "wsum = wsum * norm",
+                          dt=self.period, when="start", order=0, name="exc_normalise")
+        syn.run_regularly("w = w * norm_post", dt=self.period, when="start", order=1,
+                          name="input_exc_normalise")
+        ei = b2.Synapses(exc, inh, on_pre=f"{self.inh_model.input_variable}_post += w_exc_inh",
+                         namespace={"w_exc_inh": self.w_exc_inh}, name="exc_inh")
+        ei.connect(i=np.arange(n), j=np.arange(n))
+        ie = b2.Synapses(inh, exc, on_pre=f"{self.inhibitory_variable}_post += w_inh_exc",
+                         namespace={"w_inh_exc": self.w_inh_exc}, name="inh_exc")
+        src, tgt = np.nonzero(~np.eye(n, dtype=bool))  # all pairs but i == j
+        ie.connect(i=src, j=tgt)
+        mon = b2.SpikeMonitor(exc, record=True, name="exc_spikes")
+        net = b2.Network(inputs, exc, inh, syn, ei, ie, mon)
+        return {"net": net, "stim": stim, "learn": learn_ta, "inputs": inputs, "exc": exc,
+                "inh": inh, "syn": syn, "mon": mon}
+
+    def _set_values(self, objs):
+        objs["syn"].w = self.weights.reshape(-1)
+        objs["exc"].wsum = self.weights.sum(axis=0)
+        objs["exc"].theta = self.theta * b2.volt
+        objs["exc"].v = self.v_exc * b2.volt
+        objs["inh"].v = self.v_inh * b2.volt
+
+    def _project_directory(self):
+        if self.directory:
+            return self.directory
+        return tempfile.mkdtemp(prefix=f"brainsnn_dc{self.n_neurons}_")
+
+    def compile(self, generate_only=False):
+        """Generate and compile the standalone project (once; no-op on the runtime device).
+
+        ``generate_only=True`` (cuda_standalone) writes the CUDA project without looking for
+        a GPU and without compiling it: a check of the code generation on a CPU machine.
+        """
+        if self.device == "runtime" or self._built is not None:
+            return self
+        t0 = time.perf_counter()
+        directory = self._project_directory()
+        # objects of an earlier build still alive would make Brian2 rename the new code
+        # objects (..._1), i.e. new source files and a full recompilation
+        gc.collect()
+        devices.select_device(self.device, directory=directory, threads=self.threads,
+                              generate_only=generate_only and self.device == "cuda_standalone")
+        b2.defaultclock.dt = self.dt
+        rates = np.zeros((self.chunk_size, self.n_inputs))
+        objs = self._objects(rates, np.zeros(self.chunk_size))
+        self._set_values(objs)
+        if self.device == "cpp_standalone":
+            b2.device.insert_code("before_network_run", _SEED_CODE)
+        else:
+            b2.seed(self.seed)
+        objs["net"].run(self.chunk_size * self.period, namespace={})
+        b2.device.build(directory=directory, compile=not generate_only, run=False,
+                        with_output=False)
+        objs["directory"] = directory
+        if generate_only:
+            devices._reset_brian2()
+            self.timings["compile"] += time.perf_counter() - t0
+            return self
+        self._built = objs
+        self.timings["compile"] += time.perf_counter() - t0
+        return self
+
+    def close(self):
+        """Forget the compiled project and return Brian2 to the runtime device."""
+        if self._built is not None:
+            with contextlib.suppress(OSError):
+                shutil.rmtree(os.path.join(self._built["directory"], f"results_{os.getpid()}"))
+            devices._reset_brian2()
+            self._built = None
+
+    # -- one chunk ----------------------------------------------------------------------
+    def _run_chunk(self, rates, learn, seed):
+        """Run one chunk; return spike counts (chunk, N) and the final state arrays."""
+        if self.device == "runtime":
+            devices.select_device("runtime")
+            if self.codegen_target:
+                b2.prefs.codegen.target = self.codegen_target
+            b2.defaultclock.dt = self.dt
+            objs = self._objects(rates, learn)
+            self._set_values(objs)
+            b2.seed(seed)
+            objs["net"].run(self.chunk_size * self.period, namespace={})
+        else:
+            self.compile()
+            objs = self._built
+            run_args = {objs["stim"]: rates * b2.Hz, objs["learn"]: learn,
+                        objs["syn"].w: self.weights.reshape(-1),
+                        objs["exc"].wsum: self.weights.sum(axis=0),
+                        objs["exc"].theta: self.theta * b2.volt,
+                        objs["exc"].v: self.v_exc * b2.volt,
+                        objs["inh"].v: self.v_inh * b2.volt}
+            os.environ["BRAINSNN_SEED"] = str(seed)  # read by _SEED_CODE in the program
+            # a results folder per process: runs of the same project may share its folder
+            b2.device.run(results_directory=f"results_{os.getpid()}", run_args=run_args,
+                          with_output=False)
+        # copies: the arrays of the runtime device are freed when Brian2 is reset below
+        mon = objs["mon"]
+        steps = np.round(np.array(mon.t[:] / self.dt)).astype(np.int64)
+        image = np.minimum(steps // self.steps_per_image, self.chunk_size - 1)
+        counts = np.zeros((self.chunk_size, self.n_neurons), dtype=np.int64)
+        np.add.at(counts, (image, np.array(mon.i[:], dtype=np.int64)), 1)
+        final = {"weights": np.array(objs["syn"].w[:], dtype=np.float64).reshape(self.n_inputs, self.n_neurons),
+                 "theta": np.array(objs["exc"].theta[:] / b2.volt, dtype=np.float64),
+                 "v_exc": np.array(objs["exc"].v[:] / b2.volt, dtype=np.float64),
+                 "v_inh": np.array(objs["inh"].v[:] / b2.volt, dtype=np.float64)}
+        if self.device == "runtime":
+            devices._reset_brian2()
+        else:  # this run's input files (stimulus, weights, ...) are not needed again
+            for name in list(b2.device.run_args_arrays):
+                with contextlib.suppress(OSError):
+                    os.remove(os.path.join(objs["directory"], "static_arrays", name))
+        return counts, final
+
+    def _rates(self, pixels, items):
+        """Input rates (Hz) of a chunk of (image index, level) items, padded with blanks."""
+        rates = np.zeros((self.chunk_size, self.n_inputs))
+        learn_rate = float(self.f_max)
+        for row, (idx, level) in enumerate(items):
+            rates[row] = pixels[idx] * (learn_rate + level * float(self.f_boost))
+        return rates
+
+    def _infer(self, pixels, callback=None, levels_per_round=2):
+        """Spike counts of all images with learning off and the re-presentation rule.
+
+        With learning off the presentations are independent, so an image that made fewer
+        than ``min_spikes`` spikes is shown again at its next ``levels_per_round`` levels at
+        once (in the next chunk); the lowest level that reaches ``min_spikes`` is kept.
+        """
+        out = np.zeros((len(pixels), self.n_neurons), dtype=np.int64)
+        new = deque(range(len(pixels)))
+        retry = deque()  # (index, level) presentations still to make
+        candidates = {}  # index -> {level: counts} of the re-presentations so far
+        waiting = {}     # index -> presentations of the current round not yet made
+        counter, done = 0, 0
+
+        def schedule(idx, first):
+            levels = list(range(first, min(first + levels_per_round, self.max_repeats + 1)))
+            retry.extend((idx, lv) for lv in levels)
+            waiting[idx] = len(levels)
+
+        while new or retry:
+            items = []
+            while retry and len(items) < self.chunk_size:
+                items.append(retry.popleft())
+            while new and len(items) < self.chunk_size:
+                items.append((new.popleft(), 0))
+            t0 = time.perf_counter()
+            counts, _ = self._run_chunk(self._rates(pixels, items), np.zeros(self.chunk_size),
+                                        chunk_seed(self.seed, counter, 1))
+            counter += 1
+            for row, (idx, level) in enumerate(items):
+                c = counts[row]
+                if level == 0:
+                    if c.sum() >= self.min_spikes or self.max_repeats == 0:
+                        out[idx] = c
+                        done += 1
+                    else:
+                        candidates[idx] = {}
+                        schedule(idx, 1)
+                    continue
+                candidates[idx][level] = c
+                waiting[idx] -= 1
+                if waiting[idx]:
+                    continue  # the round's other levels are in a later chunk
+                cand = candidates[idx]
+                good = [lv for lv in sorted(cand) if cand[lv].sum() >= self.min_spikes]
+                if good or max(cand) >= self.max_repeats:
+                    out[idx] = cand[good[0] if good else max(cand)]
+                    del candidates[idx], waiting[idx]
+                    done += 1
+                else:
+                    schedule(idx, max(cand) + 1)
+            if callback is not None:
+                callback({"done": done, "total": len(pixels),
+                          "seconds": time.perf_counter() - t0})
+        return out
+
+    # -- public API ---------------------------------------------------------------------
+    def _pixels(self, images):
+        try:
+            pixels = flatten_images(images)
+        except EncodingError as exc:
+            raise STDPError(str(exc)) from exc
+        if pixels.shape[1] != self.n_inputs:
+            raise STDPError(f"images have {pixels.shape[1]} pixels (shape {np.shape(images)[1:]}) "
+                            f"but the network has {self.n_inputs} inputs (e.g. 28x28 MNIST)")
+        return pixels
+
+    def fit(self, images, y=None, callback=None, max_images=None):
+        """Reset the state and train on one pass over ``images`` (labels ``y`` are ignored)."""
+        self.reset_state()
+        return self.partial_fit(images, callback=callback, max_images=max_images)
+
+    def partial_fit(self, images, y=None, callback=None, max_images=None, max_chunks=None):
+        """Continue the current pass over ``images`` from :attr:`position` (resumable).
+
+        ``callback(info)`` is called after every chunk with a dict: ``counts`` (spike counts
+        of the images that were completed in this chunk, rows in ``indices`` order),
+        ``indices``, ``levels``, ``position``, ``seconds``, ``network`` (self). Saving
+        :meth:`get_state` there makes the run resumable. ``max_images`` stops after that
+        many new images and ``max_chunks`` after that many chunk runs (the pass continues
+        at the next call; images waiting to be re-presented are kept in :attr:`pending`).
+        """
+        pixels = self._pixels(images)
+        stop = len(pixels) if max_images is None else min(len(pixels), self.position + int(max_images))
+        t_start = time.perf_counter()
+        chunks = 0
+        while self.position < stop or (len(self.pending) and stop == len(pixels)):
+            if max_chunks is not None and chunks >= max_chunks:
+                break
+            chunks += 1
+            items = [tuple(map(int, p)) for p in self.pending]
+            n_new = max(0, min(self.chunk_size - len(items), stop - self.position))
+            items += [(i, 0) for i in range(self.position, self.position + n_new)]
+            if not items:
+                break
+            flags = np.zeros(self.chunk_size)
+            flags[:len(items)] = 1.0
+            t0 = time.perf_counter()
+            counts, final = self._run_chunk(self._rates(pixels, items), flags,
+                                            chunk_seed(self.seed, self.train_runs, 0))
+            seconds = time.perf_counter() - t0
+            self.train_runs += 1
+            self.images_presented += len(items)
+            self.weights, self.theta = final["weights"], final["theta"]
+            self.v_exc, self.v_inh = final["v_exc"], final["v_inh"]
+            self.position += n_new
+            # at the end of the pass (no new image left) pending images get one more chunk
+            last = self.position >= len(pixels)
+            pending, done_idx, done_lvl, done_rows = [], [], [], []
+            for row, (idx, level) in enumerate(items):
+                if (counts[row].sum() < self.min_spikes and level < self.max_repeats
+                        and not (last and n_new == 0)):
+                    pending.append((idx, level + 1))
+                else:
+                    done_idx.append(idx)
+                    done_lvl.append(level)
+                    done_rows.append(row)
+            self.pending = np.asarray(pending, dtype=np.int64).reshape(-1, 2)
+            if self.position >= len(pixels) and not len(self.pending):
+                self.passes += 1
+                self.position = 0
+                stop = 0
+            if callback is not None:
+                callback({"counts": counts[done_rows], "indices": np.asarray(done_idx, dtype=np.int64),
+                          "levels": np.asarray(done_lvl, dtype=np.int64),
+                          "presented": len(items), "position": self.position,
+                          "passes": self.passes, "seconds": seconds, "network": self})
+        self.timings["train"] += time.perf_counter() - t_start
+        return self
+
+    def transform(self, images, callback=None):
+        """Excitatory spike counts (n, N) of ``images`` with learning off (state unchanged).
+
+        Images with fewer than ``min_spikes`` spikes are shown again at higher rates (levels
+        1 .. ``max_repeats``, two per round), as in training; the counts of the lowest level
+        that reaches ``min_spikes`` (else of the highest level) are returned. ``callback(info)`` gets
+        ``done``, ``total`` and ``seconds`` after each chunk.
+        """
+        pixels = self._pixels(images)
+        t_start = time.perf_counter()
+        out = self._infer(pixels, callback)
+        self.timings["inference"] += time.perf_counter() - t_start
+        return out
+
+    @property
+    def receptive_fields(self):
+        """Weights as images, shape (N, 28, 28) for 784 inputs (else (N, n_inputs))."""
+        side = int(round(np.sqrt(self.n_inputs)))
+        w = self.weights.T
+        return w.reshape(-1, side, side) if side * side == self.n_inputs else w
+
+
+def _model_dict(model) -> dict:
+    """JSON-able description of an equation model (strings and parameters with units)."""
+    out = {"name": model.name, "equations": model.equations, "method": model.method,
+           "parameters": {k: str(v) for k, v in model.parameters.items()},
+           "initial": {k: str(v) for k, v in model.initial.items()}}
+    for field in ("threshold", "reset", "refractory", "input_variable", "on_pre", "on_post"):
+        if hasattr(model, field):
+            out[field] = str(getattr(model, field))
+    return out
+
+
+def config_hash(config: dict) -> str:
+    """Short stable hash of a configuration (for standalone project directories)."""
+    return hashlib.sha1(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]

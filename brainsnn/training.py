@@ -1,0 +1,394 @@
+"""Trainable stages with a scikit-learn-like interface: ``fit`` / ``predict`` / ``score``.
+
+:class:`AGDClassifier` trains a :class:`brainsnn.networks.Network` (spiking, artificial or
+hybrid) by approximate gradient descent, as defined in this project: backpropagation through
+the T time steps with the spike's surrogate derivative (the torch engine's neurons), Adam,
+a cosine learning-rate schedule, softmax cross-entropy or stochmax at the output.
+
+Example::
+
+    from brainsnn.networks import vgg_specs
+    from brainsnn.training import AGDClassifier
+    clf = AGDClassifier(vgg_specs((16, "P", 32, "P"), fc=(128,)), T=4, epochs=2, seed=0)
+    clf.fit(x_train, y_train)            # images (n, 28, 28) in [0, 1], labels int64 (n,)
+    clf.score(x_test, y_test)            # accuracy in [0, 1]
+    clf.accuracy_vs_T(x_test, y_test, [1, 2, 4, 8])
+
+Every random number (weight init, batch order, Poisson input, stochmax noise, augmentation)
+comes from ``seed`` (torch, numpy and brian2 seeds are set by :meth:`fit`).
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import torch
+
+from brainsnn.losses import make_loss
+from brainsnn.models import LIF
+from brainsnn.networks import Network, NetworkError, check_T
+from brainsnn.torch_encoding import make_encoder
+
+__all__ = ["AGDClassifier", "TrainingError", "seed_everything", "augment_crop_flip"]
+
+
+class TrainingError(ValueError):
+    """Bad training data or configuration."""
+
+
+def seed_everything(seed):
+    """Seed torch, numpy and brian2 (returns a numpy Generator for this run)."""
+    import brian2
+
+    torch.manual_seed(int(seed))
+    np.random.seed(int(seed) % 2**32)
+    brian2.seed(int(seed))
+    return np.random.default_rng(int(seed))
+
+
+def augment_crop_flip(x, pad=4, generator=None):
+    """Random translation by up to ``pad`` pixels (zero padding) and horizontal flip.
+
+    ``x`` is (n, C, H, W) on any device; the random draws come from ``generator`` (CPU).
+    """
+    n, c, h, w = x.shape
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
+    flip = (torch.rand(n, generator=generator) < 0.5).to(x.device)
+    cols = torch.arange(w, device=x.device)
+    cols = torch.where(flip[:, None], w - 1 - cols[None, :], cols[None, :]) + dx[:, None]
+    rows = torch.arange(h, device=x.device)[None, :] + dy[:, None]
+    return padded[torch.arange(n, device=x.device)[:, None, None, None],
+                  torch.arange(c, device=x.device)[None, :, None, None],
+                  rows[:, None, :, None], cols[:, None, None, :]]
+
+
+def _as_images(X, name="X"):
+    X = np.asarray(X, dtype=np.float32)
+    if X.ndim < 2:
+        raise TrainingError(f"{name} must be a batch of images (n, ...), got shape {X.shape}")
+    if X.size and (X.min() < 0 or X.max() > 1):
+        raise TrainingError(f"{name} must hold intensities in [0, 1], got min {X.min():.3g}, "
+                            f"max {X.max():.3g}")
+    return X
+
+
+def _as_labels(y, n, name="y"):
+    y = np.asarray(y)
+    if y.ndim != 1 or len(y) != n:
+        raise TrainingError(f"{name} must be (n,) integer labels for {n} images, got shape {y.shape}")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise TrainingError(f"{name} must hold integer class labels, got dtype {y.dtype}")
+    return y.astype(np.int64)
+
+
+class AGDClassifier:
+    """Approximate-gradient-descent classifier on a spiking / hybrid network.
+
+    Parameters
+    ----------
+    specs : list of layer specs (see :mod:`brainsnn.networks`), or None with ``network``
+    network : Network, optional
+        A ready network (its T, neuron, readout and encoder are used).
+    T : int
+        Time steps per image in training (>= 1).
+    neuron : NeuronModel
+        Neuron of the spiking layers (default LIF, tau_m = 20 ms, theta = 1, dt = 1 ms).
+    encoder : {'direct', 'poisson'}
+        Input coding (direct: analog image as constant current; poisson: Bernoulli spikes).
+    readout : {'membrane', 'rate'}
+    loss : {'softmax', 'stochmax'} or nn.Module;  loss_options : dict for StochMax
+    epochs, batch_size, lr, weight_decay
+        Adam with cosine learning-rate decay over all steps.
+    augment : None or 'crop_flip'
+        Data augmentation (CIFAR-10).
+    max_minutes : float, optional
+        Training time budget; training stops after the batch that exceeds it.
+    device : str
+        torch device ('cpu', 'cuda').
+    seed : int
+    verbose : bool or int
+        Print progress (an int: every that many batches).
+    init_rate : float, optional
+        Before training, scale each spiking layer's initial weights so that it fires at about
+        this rate (spikes per neuron per step) on 256 training images
+        (:meth:`brainsnn.networks.Network.calibrate_rates`); useful for deep networks.
+    """
+
+    def __init__(self, specs=None, network=None, T=4, neuron=LIF, encoder="direct",
+                 readout="membrane", surrogate="triangle", alpha=1.0, loss="softmax",
+                 loss_options=None, epochs=3, batch_size=64, lr=1e-3, weight_decay=0.0,
+                 augment=None, max_minutes=None, device="cpu", seed=0, verbose=False,
+                 eval_batch_size=256, init_rate=None):
+        if specs is None and network is None:
+            raise TrainingError("give layer specs or a ready network")
+        self.specs, self.network = specs, network
+        self.T = check_T(network.T if network is not None else T)
+        self.neuron, self.encoder, self.readout = neuron, encoder, readout
+        self.surrogate, self.alpha = surrogate, alpha
+        self.loss, self.loss_options = loss, dict(loss_options or {})
+        if int(epochs) < 1 or int(batch_size) < 1 or not lr > 0:
+            raise TrainingError(f"need epochs >= 1, batch_size >= 1, lr > 0; got {epochs}, "
+                                f"{batch_size}, {lr}")
+        if augment not in (None, "crop_flip"):
+            raise TrainingError(f"augment must be None or 'crop_flip', got {augment!r}")
+        self.epochs, self.batch_size, self.lr = int(epochs), int(batch_size), float(lr)
+        self.weight_decay, self.augment, self.max_minutes = float(weight_decay), augment, max_minutes
+        self.device, self.seed, self.verbose = torch.device(device), int(seed), verbose
+        self.eval_batch_size = int(eval_batch_size)
+        self.init_rate = init_rate
+        self.history = []
+        self.train_seconds = 0.0
+        self.stopped_early = False
+
+    # -- sklearn-like --------------------------------------------------------------------
+    def get_params(self):
+        return {"T": self.T, "neuron": self.neuron.name, "encoder": self.encoder,
+                "readout": self.readout, "surrogate": self.surrogate, "alpha": self.alpha,
+                "loss": self.loss if isinstance(self.loss, str) else type(self.loss).__name__,
+                "loss_options": self.loss_options, "epochs": self.epochs,
+                "batch_size": self.batch_size, "lr": self.lr, "weight_decay": self.weight_decay,
+                "augment": self.augment, "max_minutes": self.max_minutes,
+                "device": str(self.device), "seed": self.seed, "init_rate": self.init_rate}
+
+    def _build(self, input_shape):
+        if self.network is None:
+            self.network = Network(self.specs, input_shape, T=self.T, neuron=self.neuron,
+                                   surrogate=self.surrogate, alpha=self.alpha,
+                                   readout=self.readout, encoder=make_encoder(self.encoder))
+        self.network.to(self.device)
+        return self.network
+
+    def _log(self, msg):
+        if self.verbose:
+            print(msg, flush=True)
+
+    def fit(self, X, y, X_val=None, y_val=None, callback=None):
+        """Train on images ``X`` (n, ...) in [0, 1] and labels ``y`` (n,); returns self.
+
+        ``X_val``/``y_val`` (optional, never the test set when choosing hyperparameters) are
+        scored after every epoch into :attr:`history`; ``callback(self, epoch_record)`` is
+        called after every epoch (e.g. to checkpoint).
+        """
+        X = _as_images(X)
+        y = _as_labels(y, len(X))
+        if len(X) == 0:
+            raise TrainingError("X is empty")
+        rng = seed_everything(self.seed)
+        input_shape = X.shape[1:]
+        if len(input_shape) == 2:
+            input_shape = (1, *input_shape)
+        net = self._build(input_shape)
+        self.loss_fn = make_loss(self.loss, **self.loss_options).to(self.device)
+        opt = torch.optim.Adam(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        n_batches = math.ceil(len(X) / self.batch_size)
+        # cosine decay over the planned steps; with a time budget the plan shrinks after each
+        # epoch to the epochs that fit, so that the schedule still ends at a small rate
+        plan = {"epochs": self.epochs, "total": n_batches * self.epochs}
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda k: 0.5 * (1 + math.cos(math.pi * min(k, plan["total"]) / plan["total"])))
+        gen = torch.Generator().manual_seed(self.seed)
+        on_device = self.device.type != "cpu"
+        Xd = torch.from_numpy(X if X.ndim == 4 else X[:, None] if X.ndim == 3 else X)
+        yd = torch.from_numpy(y)
+        if on_device:  # the whole training set on the GPU once
+            Xd, yd = Xd.to(self.device), yd.to(self.device)
+        if self.init_rate:
+            sample = Xd[torch.from_numpy(rng.permutation(len(X))[:256]).to(Xd.device)]
+            rates = net.calibrate_rates(sample.to(self.device), target_rate=self.init_rate)
+            self._log("initial spike rates: " + ", ".join(f"{k} {v:.3f}" for k, v in rates.items()))
+        start = time.perf_counter()
+        step = 0
+        verbose_every = self.verbose if isinstance(self.verbose, int) and self.verbose > 1 \
+            else max(1, n_batches // 10)
+        epoch = 0
+        while epoch < plan["epochs"]:
+            net.train()
+            self.loss_fn.train()
+            order = torch.from_numpy(rng.permutation(len(X))).to(Xd.device)
+            loss_sum, correct, seen = 0.0, 0, 0
+            t_epoch = time.perf_counter()
+            for b in range(n_batches):
+                idx = order[b * self.batch_size:(b + 1) * self.batch_size]
+                xb, yb = Xd[idx], yd[idx]
+                if self.augment == "crop_flip":
+                    xb = augment_crop_flip(xb, generator=gen)
+                xb = xb.to(self.device, non_blocking=True)
+                yb = yb.to(self.device, non_blocking=True)
+                z = net(xb)
+                loss = self.loss_fn(z, yb)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                step += 1
+                loss_sum += float(loss.detach()) * len(idx)
+                correct += int((z.argmax(1) == yb).sum())
+                seen += len(idx)
+                if self.verbose and (b + 1) % verbose_every == 0:
+                    el = time.perf_counter() - start
+                    self._log(f"  epoch {epoch + 1}/{plan['epochs']} batch {b + 1}/{n_batches} "
+                              f"loss {loss_sum / seen:.4f} train acc {correct / seen:.4f} "
+                              f"({seen / (time.perf_counter() - t_epoch):.1f} img/s, {el:.0f} s)")
+                if self.max_minutes:
+                    elapsed = time.perf_counter() - start
+                    if elapsed > 60 * self.max_minutes or step >= plan["total"]:
+                        # out of time, or at the end of a schedule shortened to the budget
+                        self.stopped_early = step < n_batches * self.epochs
+                        break
+                    if step % 20 == 0:
+                        # steps that fit in the budget at the measured speed: the cosine
+                        # schedule is shortened to end (at a small rate) when the budget does
+                        fit = int(60 * self.max_minutes * step / elapsed)
+                        if fit < plan["total"]:
+                            plan["total"] = max(step + 1, fit)
+                            plan["epochs"] = math.ceil(plan["total"] / n_batches)
+            epoch += 1
+            rec = {"epoch": epoch, "train_loss": loss_sum / seen, "train_acc": correct / seen,
+                   "seconds": time.perf_counter() - start, "images": seen, "steps": step}
+            if X_val is not None:
+                rec["val_acc"] = self.score(X_val, y_val)
+            self.history.append(rec)
+            self._log(f"epoch {epoch}: " + ", ".join(
+                f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in rec.items()))
+            if callback is not None:
+                callback(self, rec)
+            if self.stopped_early:
+                self._log(f"time budget of {self.max_minutes} min: stopped after {step} of "
+                          f"{n_batches * self.epochs} planned steps (schedule shortened)")
+                break
+            if step >= plan["total"]:
+                break
+        self.train_seconds = time.perf_counter() - start
+        net.eval()
+        return self
+
+    @torch.no_grad()
+    def predict_logits(self, X, T=None, batch_size=None):
+        """Unperturbed output logits (n, n_classes) as a numpy array."""
+        if self.network is None:
+            raise TrainingError("call fit() first (no network yet)")
+        X = _as_images(X)
+        net = self.network
+        was = net.training
+        net.eval()
+        out = []
+        bs = batch_size or self.eval_batch_size
+        try:
+            for i in range(0, len(X), bs):
+                xb = torch.from_numpy(X[i:i + bs]).to(self.device)
+                out.append(net(xb, T=T).float().cpu())
+        finally:
+            net.train(was)
+        return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
+
+    def predict(self, X, T=None):
+        """Class indices (n,): argmax of the unperturbed logits."""
+        return self.predict_logits(X, T).argmax(1)
+
+    def score(self, X, y, T=None):
+        """Accuracy in [0, 1] on ``X``, ``y`` (with ``T`` steps, default the training T)."""
+        y = _as_labels(y, len(X))
+        return float((self.predict(X, T) == y).mean())
+
+    def accuracy_vs_T(self, X, y, Ts):
+        """Accuracies for each number of inference steps in ``Ts`` (numpy array)."""
+        return np.array([self.score(X, y, T=check_T(T)) for T in Ts])
+
+    def energy(self, X, T=None, **kwargs):
+        """Energy report (see :func:`brainsnn.energy.energy_report`) measured on ``X``."""
+        from brainsnn.energy import measure
+
+        X = _as_images(X)
+        if X.ndim == 3:
+            X = X[:, None]
+        return measure(self.network, X, batch_size=self.eval_batch_size, T=T,
+                       device=self.device, **kwargs)
+
+    def state_dict(self):
+        return {k: v.detach().cpu() for k, v in self.network.state_dict().items()}
+
+
+__all__ += ["NetworkError"]
+
+
+def store_network(rec, network):
+    """Write a network's weights and thresholds into a RunResults record.
+
+    ``layers/<op>/kernels`` (conv, (out, in, kh, kw)) or ``layers/<op>/weights`` (linear,
+    layout post_pre), ``layers/<op>/bias`` when present, ``layers/<logical layer>/theta``.
+    """
+    for name, op in network.ops.items():
+        w = getattr(op, "weight", None)
+        if w is None:
+            continue
+        w = w.detach().cpu().numpy()
+        if w.ndim == 4:
+            rec.set(f"layers/{name}/kernels", w, units="1")
+        else:
+            rec.set(f"layers/{name}/weights", w, layout="post_pre", units="1")
+        if getattr(op, "bias", None) is not None:
+            rec.set(f"layers/{name}/bias", op.bias.detach().cpu().numpy(), units="1")
+    for name, theta in network.thresholds().items():
+        rec.set(f"layers/{name}/theta", float(theta), units="1")
+
+
+def training_figure(path_or_rec):
+    """Figure from a results file alone: training accuracy per epoch, test accuracy vs T."""
+    from matplotlib.figure import Figure
+
+    from brainsnn.results import RunResults
+
+    rec = RunResults.load(path_or_rec) if not hasattr(path_or_rec, "get") else path_or_rec
+    fig = Figure(figsize=(9, 3.5), layout="constrained")
+    ax1, ax2 = fig.subplots(1, 2)
+    acc = rec.get("metrics/train_acc")
+    if acc is not None:
+        acc = np.atleast_1d(acc)
+        ax1.plot(np.arange(1, len(acc) + 1), acc, "o-")
+    ax1.set(xlabel="epoch", ylabel="training accuracy", title=rec.attrs("").get("protocol", ""))
+    Ts, accT = rec.get("metrics/T"), rec.get("metrics/accuracy_vs_T")
+    if Ts is not None and accT is not None:
+        ax2.plot(np.atleast_1d(Ts), np.atleast_1d(accT), "o-")
+    ax2.set(xlabel="inference time steps T", ylabel="test accuracy")
+    return fig
+
+
+DATASET_LOADERS = {"mnist": "load_mnist", "fashion": "load_fashion_mnist",
+                   "cifar10": "load_cifar10"}
+
+
+def load_image_data(dataset, n_train=None, n_test=None, data_dir=None):
+    """(x_train, y_train, x_test, y_test) with images (n, C, H, W) float32 in [0, 1]."""
+    from brainsnn import datasets
+
+    if dataset not in DATASET_LOADERS:
+        raise TrainingError(f"unknown dataset {dataset!r}; expected one of "
+                            f"{', '.join(DATASET_LOADERS)}")
+    loader = getattr(datasets, DATASET_LOADERS[dataset])
+    x_train, y_train = loader("train", data_dir=data_dir, n=n_train)
+    x_test, y_test = loader("test", data_dir=data_dir, n=n_test)
+    if x_train.ndim == 3:
+        x_train, x_test = x_train[:, None], x_test[:, None]
+    return x_train, y_train, x_test, y_test
+
+
+def train_and_evaluate(specs, x_train, y_train, x_test, y_test, eval_T=(), energy_images=1000,
+                       **clf_kwargs):
+    """Fit an :class:`AGDClassifier` and measure it; returns ``(clf, result)``.
+
+    ``result`` holds test accuracy (at the training T), accuracy for each T in ``eval_T``,
+    parameter count, training seconds, the energy report (on the first ``energy_images`` test
+    images) and the per-epoch history.
+    """
+    clf = AGDClassifier(specs, **clf_kwargs)
+    clf.fit(x_train, y_train)
+    result = {"test_accuracy": clf.score(x_test, y_test),
+              "accuracy_vs_T": clf.accuracy_vs_T(x_test, y_test, list(eval_T)) if eval_T
+              else np.zeros(0),
+              "n_parameters": clf.network.n_parameters(),
+              "train_seconds": clf.train_seconds, "history": clf.history,
+              "energy": clf.energy(x_test[:energy_images]) if energy_images else None}
+    return clf, result

@@ -1,0 +1,382 @@
+#!/usr/bin/env python
+"""Deep convolutional STDP features + hybrid readout, as defined in this project.
+
+Learns the kernels of a stack of convolutional STDP layers without labels (each layer on
+patches of its input presented over time to a winner-take-all STDP network in Brian2; layer
+l+1 on the spike rates of layer l), optionally followed by a BackRes block (one layer run R
+times with shared kernels), extracts spike-count features of the frozen stack over the
+training and test images with the torch engine (same equations, batched), trains a readout
+by gradient descent on the training features (linear / MLP / spiking, softmax or stochmax)
+and reports the test accuracy. One HDF5 file holds the kernels and thresholds per layer,
+spike rates per layer, accuracy, energy per image, timings and the extraction speed.
+
+Scales (every value can be overridden with the flags):
+  smoke   1 layer of 8 5x5 kernels, 150 patches, 200 train / 100 test images (tests; < 2 min)
+  small   2 layers (16 5x5, 32 5x5), 20k/20k patches, 3,000 train / 1,000 test images
+          (default; about 65 min on the shared 2-core CPU: extraction runs at about 2 img/s
+          per core there)
+  full    2 layers (32 5x5, 64 5x5), 40k/40k patches, all training / test images
+          (use --torch-device cuda: 785 img/s measured on an H200; about 5 min in all)
+
+The readout never sees the test set while it is trained (no early stopping on it).
+
+Example:
+  python protocols/conv_stdp.py --scale small --dataset mnist --readout linear
+  brainsnn inspect results/conv_stdp_small_seed0.h5
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+PROTOCOL = "conv_stdp"
+SCALES = {
+    "smoke": dict(w_per_input="0.35", kernels="8", kernel_sizes="5", pools="2", patches="150", stdp_images=50,
+                  train_images=200, test_images=100, t_on=40.0, t_off=20.0, epochs=20,
+                  device="runtime", chunk_size=150, feature_pool=2),
+    "small": dict(w_per_input="0.35", kernels="16,32", kernel_sizes="5,5", pools="2,2", patches="20000,20000",
+                  stdp_images=500, train_images=3000, test_images=1000, t_on=100.0, t_off=50.0,
+                  epochs=40, device="cpp_standalone", chunk_size=2000, feature_pool=1),
+    "full": dict(w_per_input="0.35", kernels="32,64", kernel_sizes="5,5", pools="2,2", patches="40000,40000",
+                 stdp_images=2000, train_images=None, test_images=None, t_on=100.0, t_off=50.0,
+                 epochs=60, device="cpp_standalone", chunk_size=4000, feature_pool=1),
+}
+DATASETS = ("mnist", "fashion_mnist", "cifar10")
+
+
+def _ints(text, name):
+    try:
+        vals = [int(v) for v in str(text).split(",") if v.strip()]
+    except ValueError:
+        raise SystemExit(f"error: --{name} must be comma-separated integers, got {text!r}")
+    if not vals or min(vals) < 1:
+        raise SystemExit(f"error: --{name} must hold positive integers, got {text!r}")
+    return vals
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="conv_stdp.py", description=__doc__.split("\n\n")[0],
+                                epilog="Scales: " + "; ".join(f"{k}: {v}" for k, v in SCALES.items()),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--scale", choices=sorted(SCALES), default="small",
+                   help="problem size (default: small)")
+    p.add_argument("--dataset", choices=DATASETS, default="mnist")
+    p.add_argument("--device", default=None, choices=["runtime", "cpp_standalone", "cuda_standalone"],
+                   help="Brian2 device of STDP learning (default: the scale's; smoke: runtime)")
+    p.add_argument("--torch-device", default=None,
+                   help="torch device of extraction and readout (default: cuda if available)")
+    p.add_argument("--out", default=None,
+                   help="results file (default results/conv_stdp_<scale>_seed<seed>.h5; "
+                        "with --dataset other than mnist, _<dataset> is added)")
+    p.add_argument("--seed", type=int, default=0, help="seed of every random number (default 0)")
+    p.add_argument("--data", default=None, help="datasets folder (default $BRAINSNN_DATA or ../shared/data)")
+    p.add_argument("--kernels", default=None, help="kernels per layer, e.g. 16,32")
+    p.add_argument("--kernel-sizes", default=None, help="kernel side per layer, e.g. 5,5")
+    p.add_argument("--pools", default=None, help="pooling window per layer (1: none), e.g. 2,2")
+    p.add_argument("--pool-kind", choices=["avg", "max"], default="avg")
+    p.add_argument("--patches", default=None, help="patches presented per layer, e.g. 20000,20000")
+    p.add_argument("--w-per-input", default=None,
+                   help="mean kernel weight per layer (w_target = value * k*k*C), e.g. "
+                        "0.35,0.05; layers fed by sparse spikes need a small one so that "
+                        "the normalised weight can gather on the few active inputs")
+    p.add_argument("--backres-R", type=int, default=0,
+                   help="append a BackRes block (3x3 'same' conv, as many kernels as the last "
+                        "layer) run R times with shared kernels (0: none)")
+    p.add_argument("--stdp-images", type=int, default=None,
+                   help="training images whose patches (and spikes) the STDP layers learn on")
+    p.add_argument("--train-images", type=int, default=None, help="readout training images (default all)")
+    p.add_argument("--test-images", type=int, default=None, help="test images (default all)")
+    p.add_argument("--validation", type=int, default=0,
+                   help="evaluate on the last N training images instead of the test set "
+                        "(for development: choices are never made on the test set)")
+    p.add_argument("--t-on", type=float, default=None, help="presentation time per patch/image (ms)")
+    p.add_argument("--t-off", type=float, default=None, help="rest after each patch (ms)")
+    p.add_argument("--f-in", type=float, default=255.0, help="input rate of intensity 1 (Hz)")
+    p.add_argument("--feature-pool", type=int, default=None,
+                   help="sum-pool the last stage's spike counts over this window (features)")
+    p.add_argument("--features", choices=["last", "all"], default="last",
+                   help="readout input: the last stage's pooled spike counts, or those of "
+                        "every stage concatenated (default last)")
+    p.add_argument("--readout", default="linear",
+                   help="readout(s) trained on the same features, comma-separated from linear, "
+                        "mlp, spiking; the first is the main one (default linear)")
+    p.add_argument("--loss", choices=["softmax", "stochmax"], default="softmax")
+    p.add_argument("--readout-T", type=int, default=8, help="time steps of the spiking readout")
+    p.add_argument("--epochs", type=int, default=None, help="readout epochs")
+    p.add_argument("--lr", type=float, default=2e-3, help="readout learning rate (Adam)")
+    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--chunk-size", type=int, default=None, help="patches per compiled Brian2 run")
+    p.add_argument("--batch-size", type=int, default=256, help="images per extraction batch")
+    p.add_argument("--build-dir", default=None, help="standalone build folder base")
+    p.add_argument("--plot", action="store_true", help="draw the kernels of each layer to <out>.png")
+    p.add_argument("--quiet", action="store_true")
+    args = p.parse_args(argv)
+    for key, value in SCALES[args.scale].items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+    args.kernels = _ints(args.kernels, "kernels")
+    n = len(args.kernels)
+    args.kernel_sizes = _ints(args.kernel_sizes, "kernel-sizes")
+    args.pools = _ints(args.pools, "pools")
+    args.patches = _ints(args.patches, "patches")
+    args.w_per_input = [float(v) for v in str(args.w_per_input).split(",")]
+    for name in ("kernel_sizes", "pools", "patches", "w_per_input"):
+        vals = getattr(args, name)
+        if len(vals) == 1 and n > 1:
+            setattr(args, name, vals * n)
+        elif len(vals) != n:
+            p.error(f"--{name.replace('_', '-')} needs {n} values (one per layer), got {vals}")
+    for kind in args.readout.split(","):
+        if kind not in ("linear", "mlp", "spiking"):
+            p.error(f"--readout: unknown readout {kind!r}; expected linear, mlp or spiking")
+    if args.backres_R < 0:
+        p.error("--backres-R must be >= 0")
+    if args.out is None:
+        suffix = "" if args.dataset == "mnist" else f"_{args.dataset}"
+        args.out = str(REPO / "results" / f"{PROTOCOL}_{args.scale}{suffix}_seed{args.seed}.h5")
+    return args
+
+
+def log(args, *msg):
+    if not args.quiet:
+        print(time.strftime("%H:%M:%S"), *msg, flush=True)
+
+
+def load_data(args):
+    from brainsnn import datasets
+
+    loader = {"mnist": datasets.load_mnist, "fashion_mnist": datasets.load_fashion_mnist,
+              "cifar10": datasets.load_cifar10}[args.dataset]
+    if getattr(args, "validation", 0):
+        n = None if args.train_images is None else args.train_images + args.validation
+        x, y = loader("train", data_dir=args.data, n=n)
+        x_train, y_train = x[:-args.validation], y[:-args.validation]
+        x_test, y_test = x[-args.validation:], y[-args.validation:]
+    else:
+        x_train, y_train = loader("train", data_dir=args.data, n=args.train_images)
+        x_test, y_test = loader("test", data_dir=args.data, n=args.test_images)
+    if x_train.ndim == 3:
+        x_train, x_test = x_train[:, None], x_test[:, None]
+    return x_train, y_train, x_test, y_test
+
+
+def build_stack(args, input_shape, torch_device, layer_specs=None, backres_R=None):
+    """The conv STDP stack the arguments describe (``layer_specs``: list of dicts to override)."""
+    import brian2 as b2
+    from brainsnn.conv_stdp import BackResSTDPBlock, ConvSTDPLayer, SpikingConvStack
+
+    t_on = args.t_on * b2.ms
+    stages, channels = [], input_shape[0]
+    specs = layer_specs or [dict(n_kernels=k, kernel_size=ks, pool=pl, n_patches=npch,
+                                 w_per_input=wpi)
+                            for k, ks, pl, npch, wpi in zip(args.kernels, args.kernel_sizes,
+                                                            args.pools, args.patches,
+                                                            args.w_per_input)]
+    build = Path(args.build_dir) if args.build_dir else REPO / "build" / "standalone"
+    for li, spec in enumerate(specs):
+        name = spec.pop("name", f"conv{li + 1}")
+        layer = ConvSTDPLayer(in_channels=channels, pool_kind=args.pool_kind, t_on=t_on,
+                              t_off=args.t_off * b2.ms,
+                              f_max=args.f_in * b2.Hz, device=args.device,
+                              chunk_size=args.chunk_size, seed=args.seed + 101 * li, name=name,
+                              directory=str(build / f"{PROTOCOL}_{name}_{channels}_{spec['n_kernels']}"
+                                            f"_{spec['kernel_size']}"), **spec)
+        stages.append(layer)
+        channels = layer.n_kernels
+    R = args.backres_R if backres_R is None else backres_R
+    if R:
+        k = stages[-1].n_kernels
+        blk = ConvSTDPLayer(k, 3, k, padding=1, pool=1, n_patches=args.patches[-1], t_on=t_on,
+                            t_off=args.t_off * b2.ms,
+                            device=args.device, chunk_size=args.chunk_size,
+                            seed=args.seed + 977, name="backres",
+                            directory=str(build / f"{PROTOCOL}_backres_{k}"))
+        stages.append(BackResSTDPBlock(blk, R))
+    return SpikingConvStack(stages, input_shape, t_on=t_on, torch_device=torch_device,
+                            batch_size=args.batch_size, seed=args.seed + 12345)
+
+
+def sum_pool(features, window):
+    """Sum-pool (n, K, H, W) counts over ``window`` x ``window`` cells (floor)."""
+    if window <= 1:
+        return features
+    n, k, h, w = features.shape
+    h2, w2 = h // window, w // window
+    f = features[:, :, :h2 * window, :w2 * window].reshape(n, k, h2, window, w2, window)
+    return f.sum(axis=(3, 5))
+
+
+def extract(args, stack, x, what):
+    t0 = time.perf_counter()
+
+    def cb(done, total, seconds):
+        if done == total or (done // stack.batch_size) % 10 == 0:
+            log(args, f"  extract {what}: {done}/{total} images ({done / max(seconds, 1e-9):.1f} img/s)")
+
+    res = stack.run(x, callback=cb)
+    seconds = time.perf_counter() - t0
+    if getattr(args, "features", "last") == "all":
+        feats = np.concatenate([sum_pool(o, args.feature_pool).reshape(len(x), -1)
+                                for o in res["stage_outputs"]], axis=1)
+    else:
+        feats = sum_pool(res["output"], args.feature_pool).reshape(len(x), -1)
+    return feats, res, seconds
+
+
+def run_pipeline(args, rec, stack, x_train, y_train, x_test, y_test, prefix="", log_name=""):
+    """Learn, extract, read out; write results under ``prefix``. Returns the test accuracy."""
+    from brainsnn.conv_stdp import FeatureScaler, make_readout, stack_energy
+    from brainsnn.energy import E_MAC
+
+    torch_device = str(stack.torch_device)
+    x_stdp = x_train[:args.stdp_images]
+    with rec.timer(f"{prefix}stdp"):
+        stack.fit(x_stdp, verbose=not args.quiet)
+    for stage in stack.stages:
+        layer = getattr(stage, "layer", stage)
+        rec.set(f"{prefix}layers/{layer.name}/kernels", layer.kernels, units="1",
+                layout="(n_kernels, in_channels, k, k)", R=int(getattr(stage, "R", 1)))
+        rec.set(f"{prefix}layers/{layer.name}/theta", layer.theta, units="V",
+                description="adaptive threshold offset per kernel (frozen in extraction)")
+        rec.set(f"{prefix}timings/stdp_{layer.name}", float(layer.timings["train"]), units="s",
+                patches=int(layer.patches_presented), compile_s=float(layer.timings["compile"]))
+    log(args, f"{log_name}STDP done; extracting features ({stack.steps} steps per image, "
+              f"device {torch_device})")
+    f_train, res_train, s_train = extract(args, stack, x_train, "train")
+    f_test, res_test, s_test = extract(args, stack, x_test, "test")
+    ips = (len(x_train) + len(x_test)) / max(s_train + s_test, 1e-9)
+    rec.set(f"{prefix}timings/extract", s_train + s_test, units="s")
+    rec.set(f"{prefix}timings/extract_images_per_second", ips, units="1/s",
+            torch_device=torch_device, steps=int(stack.steps))
+    log(args, f"{log_name}features {f_train.shape[1]} per image; extraction {ips:.1f} img/s")
+    for si, stage in enumerate(stack.stages):
+        layer = getattr(stage, "layer", stage)
+        for p, rate in enumerate(res_test["rates"][si]):
+            name = layer.name if len(res_test["rates"][si]) == 1 else f"{layer.name}_pass{p + 1}"
+            rec.set(f"{prefix}layers/{name}/spike_rate", float(rate),
+                    units="spikes per neuron per step", dt_ms=float(stack.dt) * 1e3,
+                    steps=int(stack.steps), images="test")
+    rec.set(f"{prefix}features/mean_count", float(f_test.mean()), units="spikes per feature per image")
+    rec.set(f"{prefix}features/silent_fraction", float((f_test == 0).mean()), units="1")
+    scaler = FeatureScaler().fit(f_train)
+    z_train, z_test = scaler.transform(f_train), scaler.transform(f_test)
+    rec.set(f"{prefix}features/scale", float(scaler.scale_), units="spikes",
+            description="feature counts are divided by this (99.5th percentile of the positive "
+                        "training counts) and clipped to 1 before the readout")
+    acc, clf = None, None
+    for kind in args.readout.split(","):
+        model = make_readout(kind, loss=args.loss, T=args.readout_T, epochs=args.epochs,
+                             lr=args.lr, weight_decay=args.weight_decay, seed=args.seed,
+                             torch_device=torch_device, verbose=False)
+        with rec.timer(f"{prefix}readout_{kind}"):
+            model.fit(z_train, y_train)
+        train_acc = model.score(z_train, y_train)
+        test_acc = model.score(z_test, y_test)
+        log(args, f"{log_name}readout {kind}/{args.loss}: train {train_acc:.4f}, "
+                  f"test {test_acc:.4f}")
+        rec.set(f"{prefix}metrics/test_accuracy_{kind}", test_acc, units="1", images=len(x_test),
+                loss=args.loss)
+        rec.set(f"{prefix}metrics/train_accuracy_{kind}", train_acc, units="1",
+                images=len(x_train), loss=args.loss)
+        for h in model.history:
+            rec.add_metric(f"{prefix}readout_{kind}_train_loss".replace("/", "_"), h["train_loss"],
+                           step=h["epoch"])
+        if acc is None:                       # the first readout named is the main one
+            acc, clf = test_acc, model
+            rec.set(f"{prefix}metrics/test_accuracy", test_acc, units="1", images=len(x_test),
+                    readout=kind, loss=args.loss)
+            rec.set(f"{prefix}metrics/train_accuracy", train_acc, units="1", images=len(x_train),
+                    readout=kind)
+    rec.set(f"{prefix}metrics/n_parameters_stdp", int(stack.n_parameters))
+    n_readout = sum(int(p.numel()) for p in clf.network.parameters())
+    rec.set(f"{prefix}metrics/n_parameters_readout", n_readout)
+    # energy per image: STDP conv layers (AC per input spike) + readout
+    energy = stack_energy(stack, x_test, res_test)
+    rep = clf.energy(z_test[:min(len(z_test), 1000)])
+    total = 0.0
+    for name, e in energy.items():
+        rec.set(f"{prefix}energy/{name}", float(e["energy"]), units="J/image", kind="spiking",
+                macs=int(e["macs"]), op_type="AC", operations=float(e["operations"]),
+                input_spikes_per_neuron=float(e["input_spikes_per_neuron"]))
+        total += e["energy"]
+    ann = sum(e["macs"] * E_MAC for e in energy.values())
+    for name, e in rep["layers"].items():
+        rec.set(f"{prefix}energy/readout_{name}", float(e["energy"]), units="J/image",
+                kind=e["kind"], macs=int(e["macs"]), op_type=e["op_type"],
+                operations=float(e["operations"]))
+        total += e["energy"]
+    ann += rep["ann_total"]
+    rec.set(f"{prefix}energy/total", float(total), units="J/image", ann_total=float(ann),
+            ratio_to_ann=float(total / ann) if ann else float("nan"))
+    log(args, f"{log_name}energy {total * 1e9:.2f} nJ/image (equivalent ANN {ann * 1e9:.2f} nJ)")
+    return acc
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    from brainsnn.datasets import DatasetError
+    from brainsnn.results import RunResults
+    from brainsnn.training import seed_everything
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    if args.torch_device is None:
+        args.torch_device = "cuda" if torch.cuda.is_available() else "cpu"
+    seed_everything(args.seed)
+    try:
+        x_train, y_train, x_test, y_test = load_data(args)
+    except DatasetError as exc:
+        raise SystemExit(f"error: {exc}")
+    log(args, f"{args.dataset}: {len(x_train)} train, {len(x_test)} test images "
+              f"{x_train.shape[1:]}; scale {args.scale}")
+    config = {k: v for k, v in vars(args).items()}
+    stack = build_stack(args, x_train.shape[1:], args.torch_device)
+    config["stack"] = stack.config()
+    rec = RunResults(PROTOCOL, config, seed=args.seed, device=args.device)
+    rec.set("config/learning", "patches", description=(
+        "kernels learned on patches presented over time to a WTA STDP network (Brian2), "
+        "then applied at every position (torch engine, same equations)"))
+    try:
+        acc = run_pipeline(args, rec, stack, x_train, y_train, x_test, y_test)
+    finally:
+        stack.close()
+    out = rec.save(args.out, complete=True)
+    log(args, f"test accuracy {acc:.4f}; wrote {out}")
+    if args.plot:
+        plot_kernels(out)
+    return rec
+
+
+def plot_kernels(path):
+    """Figure of the learned kernels of each layer (from the results file alone)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from brainsnn.plotting import kernel_grid
+    from brainsnn.results import RunResults
+
+    rec = RunResults.load(path)
+    names = [n for n in rec.children("layers") if rec.get(f"layers/{n}/kernels") is not None]
+    fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 4), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        kernel_grid(rec.get(f"layers/{name}/kernels"), ax=ax, title=f"{name} kernels")
+    png = str(path)[:-3] + ".png" if str(path).endswith(".h5") else str(path) + ".png"
+    fig.savefig(png, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    print(f"wrote {png}")
+    return png
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,281 @@
+"""Convolutional STDP: kernel sharing, learning update, BackRes, extraction, readouts, errors."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import brian2 as b2
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from brainsnn import devices
+from brainsnn.conv_stdp import (BackResSTDPBlock, ConvSTDPError, ConvSTDPLayer, FeatureScaler,
+                                SpikingConvStack, _conv_synapses, brian2_stack_spikes,
+                                conv_output_shape, extract_patches, make_readout)
+from brainsnn.plasticity import make_rule
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _random_kernels(layer, rng, scale=3.0):
+    k = rng.random(layer.kernels.shape)
+    k *= layer.w_target / k.reshape(len(k), -1).sum(1)[:, None, None, None]
+    # theta in [18, 22] mV: thresholds around -52 mV, above rest (no spike without input)
+    layer.set_kernels(k * scale, theta=rng.uniform(0.018, 0.022, layer.n_kernels))
+    return layer
+
+
+# -- kernel sharing -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("stride,padding,pool_in", [(1, 0, 1), (2, 1, 1), (1, 1, 2)])
+def test_unrolled_synapses_apply_the_kernel_at_every_position(stride, padding, pool_in):
+    """Every unrolled synapse carries its kernel element: summing w * s over the synapses
+    gives conv2d(s, kernels), the input current of every position (avg pooling folded in)."""
+    rng = np.random.default_rng(1)
+    layer = ConvSTDPLayer(3, 3, 2, stride=stride, padding=padding, pool=1)
+    layer.set_kernels(rng.normal(size=layer.kernels.shape))
+    in_shape = (2, 7, 6)
+    pre_shape = (2, 7 * pool_in, 6 * pool_in)
+    s = rng.random(pre_shape)
+    i, j, widx = _conv_synapses(in_shape, layer, pool_in, pre_shape)
+    conv = layer.conv_shape(in_shape)
+    current = np.zeros(int(np.prod(conv)))
+    np.add.at(current, j, layer.kernels.reshape(-1)[widx] / pool_in ** 2 * s.reshape(-1)[i])
+    pooled = F.avg_pool2d(torch.as_tensor(s)[None], pool_in) if pool_in > 1 else torch.as_tensor(s)[None]
+    expected = F.conv2d(pooled, torch.as_tensor(layer.kernels), stride=stride, padding=padding)
+    np.testing.assert_allclose(current.reshape(conv), expected[0].numpy(), rtol=1e-10, atol=1e-12)
+    # and the patch layout is the kernel layout: patches @ kernel = conv
+    pats = extract_patches(pooled.numpy(), 3, stride, padding)[0]         # (positions, C*k*k)
+    via_patches = pats @ layer.kernels.reshape(3, -1).T.astype(np.float32)
+    np.testing.assert_allclose(via_patches.T.reshape(conv), expected[0].numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_single_pairing_changes_the_shared_kernel_by_the_hand_computed_amount():
+    """A pre spike at image pixel (y0+dy, x0+dx), then a post spike of kernel 1 at position
+    (y0, x0), 4 ms later: only kernel element (1, 0, dy, dx) changes, by
+    nu_post * (exp(-4 ms / tau_pre) - x_tar) * (w_max - w)**mu (Diehl & Cook's rule)."""
+    layer = ConvSTDPLayer(2, 3, 1, pool=1, seed=3)
+    w0 = layer.kernels.copy()
+    dy, dx, y0, x0 = 2, 1, 3, 4
+    image = np.zeros((1, 1, 8, 8))
+    image[0, 0, y0 + dy, x0 + dx] = 1.0
+    patch = extract_patches(image, 3)[0].reshape(6, 6, -1)[y0, x0]       # the patch at (y0, x0)
+    (pre_index,) = np.nonzero(patch)
+    rule = make_rule("diehl_cook", gate=None)
+    dt = 0.5 * b2.ms
+    with devices.device_session("runtime"):
+        b2.prefs.codegen.target = "numpy"
+        pre = b2.SpikeGeneratorGroup(layer.n_inputs, pre_index, [1.0] * b2.ms, dt=dt)
+        post = b2.NeuronGroup(layer.n_kernels, "ge : 1", threshold="i == 1 and t >= 5*ms and t < 5.4*ms",
+                              dt=dt)
+        syn = rule.synapses(pre, post)
+        syn.connect()                                # i-major: (input, kernel)
+        syn.w = layer._weights.reshape(-1)
+        b2.Network(pre, post, syn).run(10 * b2.ms, namespace={})
+        w_after = np.asarray(syn.w[:]).reshape(layer.n_inputs, layer.n_kernels)
+    layer._weights = w_after
+    w1 = layer.kernels
+    p = rule.parameters
+    # hand computation: at the post spike of kernel 1 every synapse of kernel 1 changes by
+    # nu_post * (xpre - x_tar) * (w_max - w)**mu, xpre = exp(-4 ms / tau_pre) for the paired
+    # input and 0 for the others; the pre spike came first (xpost = 0: no depression);
+    # kernel 0 never fired and is unchanged.
+    xpre = np.zeros((3, 3))
+    xpre[dy, dx] = np.exp(-4e-3 / float(p["tau_pre"]))
+    expected = w0.copy()
+    expected[1, 0] = np.clip(w0[1, 0] + p["nu_post"] * (xpre - p["x_tar"])
+                             * (p["w_max"] - w0[1, 0]) ** p["mu"], 0, p["w_max"])
+    np.testing.assert_allclose(w1, expected, rtol=1e-12, atol=1e-15)
+    assert w1[1, 0, dy, dx] > w0[1, 0, dy, dx]                    # the paired element grows
+    assert np.all(np.delete(w1[1, 0].ravel(), dy * 3 + dx) < np.delete(w0[1, 0].ravel(), dy * 3 + dx))
+
+
+# -- BackRes ----------------------------------------------------------------------------------
+
+def test_backres_passes_share_one_set_of_kernels():
+    base = ConvSTDPLayer(4, 3, 4, padding=1, pool=1)
+    counts = [BackResSTDPBlock(base, R).n_parameters for R in (1, 2, 3)]
+    assert counts == [4 * 4 * 9 + 4] * 3                   # does not grow with R
+    deeper = [ConvSTDPLayer(4, 3, 4, padding=1, pool=1) for _ in range(3)]
+    assert sum(layer.n_parameters for layer in deeper) == 3 * counts[0]
+    stack = SpikingConvStack([BackResSTDPBlock(base, 3)], (4, 6, 6))
+    mods = stack._modules(1)[0]
+    assert len(mods) == 3 and all(m is mods[0] for m in mods)   # one kernel tensor, 3 passes
+
+
+def test_backres_block_shape_is_checked():
+    with pytest.raises(ConvSTDPError, match="in_channels"):
+        BackResSTDPBlock(ConvSTDPLayer(4, 3, 2, padding=1, pool=1), 2)
+    with pytest.raises(ConvSTDPError, match="same"):
+        BackResSTDPBlock(ConvSTDPLayer(4, 3, 4, padding=0, pool=1), 2)
+
+
+# -- extraction: torch engine == Brian2 --------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def small_stack():
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    l1 = _random_kernels(ConvSTDPLayer(4, 3, 1, pool=2, seed=0), rng)
+    l2 = _random_kernels(ConvSTDPLayer(3, 3, 4, pool=1, seed=1), rng, scale=25.0)
+    blk = BackResSTDPBlock(_random_kernels(ConvSTDPLayer(3, 3, 3, padding=1, pool=1, seed=2),
+                                           rng, scale=40.0), R=2)
+    stack = SpikingConvStack([l1, l2, blk], (1, 12, 12), dtype=torch.float64, t_on=40 * b2.ms)
+    stack.f_in = 400 * b2.Hz
+    x = rng.random((2, 1, 12, 12))
+    spikes_in = stack.poisson_input(x, torch.Generator().manual_seed(0))
+    res = stack.simulate(spikes_in, record=True)
+    return stack, spikes_in, res
+
+
+def _brian2(stack, spikes_in):
+    with devices.device_session("runtime"):
+        b2.prefs.codegen.target = "numpy"
+        return brian2_stack_spikes(stack, spikes_in.numpy().astype(bool))
+
+
+def test_torch_extraction_equals_brian2_spikes(small_stack):
+    stack, spikes_in, res = small_stack
+    ref = _brian2(stack, spikes_in)
+    for si, (fast, slow) in enumerate(zip(res["spikes"], ref)):
+        assert len(fast) == len(slow) == (2 if si == 2 else 1)
+        for p, (a, b) in enumerate(zip(fast, slow)):
+            a = a.numpy()
+            assert a.sum() >= 3, f"stage {si} pass {p}: only {a.sum()} spikes, a weak test"
+            diff = np.argwhere(a != b)
+            assert diff.size == 0, f"stage {si} pass {p}: {len(diff)} spikes differ, first {diff[0]}"
+    # counts and pooled output are the recorded spikes
+    assert torch.equal(res["counts"][0][0], res["spikes"][0][0].sum(0).to(res["counts"][0][0].dtype))
+
+
+def test_extraction_comparison_can_fail(small_stack):
+    """Swapping two layer-1 kernels in Brian2 changes spikes: the comparison detects it."""
+    stack, spikes_in, res = small_stack
+    l1 = stack.stages[0]
+    k, th = l1.kernels, l1.theta
+    try:
+        l1.set_kernels(k[[1, 0, 2, 3]], th)
+        ref = _brian2(stack, spikes_in)
+    finally:
+        l1.set_kernels(k, th)
+    assert (res["spikes"][0][0].numpy() != ref[0][0]).any()
+
+
+def test_lateral_inhibition_is_per_position(small_stack):
+    """The winner of a position inhibits the other maps there: without the inh->exc weight
+    layer 1 fires more, and every map's count changes only where its position has spikes."""
+    stack, spikes_in, res = small_stack
+    l1 = stack.stages[0]
+    saved = l1.w_inh_exc
+    try:
+        l1.w_inh_exc = 0.0
+        free = stack.simulate(spikes_in, upto=1)["counts"][0][0]
+    finally:
+        l1.w_inh_exc = saved
+    with_inh = res["counts"][0][0]
+    assert float(free.sum()) > 1.2 * float(with_inh.sum())
+    # positions where no map fires are unaffected by the inhibition of other positions
+    silent = free.sum(1) == 0
+    assert torch.all(with_inh.sum(1)[silent] == 0)
+
+
+# -- learning (patches) and stacking ----------------------------------------------------------
+
+def test_layer_learns_on_patches_and_second_layer_on_first_layer_spikes(mnist_small):
+    x = mnist_small[0][:40, None]
+    l1 = ConvSTDPLayer(4, 5, 1, pool=2, n_patches=60, device="runtime", chunk_size=60,
+                       t_on=40 * b2.ms, t_off=20 * b2.ms, seed=0, f_max=500 * b2.Hz)
+    l2 = ConvSTDPLayer(4, 3, 4, pool=1, n_patches=30, device="runtime", chunk_size=30,
+                       t_on=40 * b2.ms, t_off=20 * b2.ms, seed=1, min_spikes=0, w_per_input=0.9)
+    stack = SpikingConvStack([l1, l2], (1, 28, 28), batch_size=20)
+    k1_before, k2_before = l1.kernels, l2.kernels
+    stack.fit(x)
+    assert l1.patches_presented == 60 and l2.patches_presented == 30
+    assert not np.allclose(l1.kernels, k1_before)
+    assert not np.allclose(l2.kernels, k2_before)         # layer 2 fired and learned
+    # normalisation: every kernel sums to w_target (at the start of the last patch)
+    assert np.all(l1.kernels >= 0) and np.all(l1.kernels <= 1.0 + 1e-9)
+    assert float(l2.f_max) == pytest.approx(1 / 0.5e-3)        # fed by spikes: spikes per step
+    rates = stack.stage_input_rates(x[:4], 1)
+    assert rates.shape == (4, 4, 12, 12) and rates.max() <= 1.0 and rates.sum() > 0
+    feats = stack.transform(x[:4])
+    assert feats.shape == (4, 4 * 10 * 10)
+    out = stack.run(x[:4])
+    assert out["stage_outputs"][0].shape == (4, 4, 12, 12)
+    np.testing.assert_array_equal(out["stage_outputs"][-1], out["output"])
+
+
+# -- readouts ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["linear", "mlp", "spiking"])
+def test_readout_reaches_100_percent_on_separable_features(kind):
+    rng = np.random.default_rng(0)
+    n, d, classes = 300, 20, 4
+    y = rng.integers(0, classes, n)
+    centers = rng.random((classes, d)) * 20
+    counts = np.maximum(0, centers[y] + rng.normal(0, 1.0, (n, d)))
+    z = FeatureScaler().fit_transform(counts)
+    clf = make_readout(kind, n_classes=classes, hidden=32, T=4, epochs=40, lr=1e-2, seed=0)
+    clf.fit(z[:200], y[:200])
+    assert clf.score(z[:200], y[:200]) == 1.0
+    assert clf.score(z[200:], y[200:]) == 1.0
+
+
+def test_stochmax_readout_is_selectable():
+    clf = make_readout("linear", loss="stochmax", epochs=1)
+    assert clf.loss == "stochmax"
+
+
+# -- errors -----------------------------------------------------------------------------------
+
+def test_bad_input_gives_clear_errors():
+    with pytest.raises(ConvSTDPError, match="larger than the input"):
+        ConvSTDPLayer(4, 9, 1).output_shape((1, 8, 8))
+    with pytest.raises(ConvSTDPError, match="larger than the input"):
+        SpikingConvStack([ConvSTDPLayer(4, 30, 1)], (1, 28, 28))
+    with pytest.raises(ConvSTDPError, match="n_kernels must be a positive integer"):
+        ConvSTDPLayer(0, 5, 1)
+    with pytest.raises(ConvSTDPError, match="mismatched channels"):
+        SpikingConvStack([ConvSTDPLayer(4, 5, 1), ConvSTDPLayer(4, 3, 2)], (1, 28, 28))
+    with pytest.raises(ConvSTDPError, match="mismatched channels"):
+        ConvSTDPLayer(4, 5, 3).fit(np.zeros((2, 1, 28, 28)))
+    with pytest.raises(ConvSTDPError, match="non-negative"):
+        SpikingConvStack([ConvSTDPLayer(4, 5, 1)], (1, 28, 28)).transform(-np.ones((1, 1, 28, 28)))
+    with pytest.raises(ConvSTDPError, match="pool_kind"):
+        ConvSTDPLayer(4, 5, 1, pool_kind="median")
+    with pytest.raises(ConvSTDPError, match="readout"):
+        make_readout("svm")
+    assert conv_output_shape((1, 28, 28), 5, 1, 0, 2) == (24, 24)
+
+
+# -- protocols (smoke scale) --------------------------------------------------------------------
+
+def _run_protocol(script, out, extra=()):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, str(REPO / "protocols" / script), "--scale", "smoke", "--out",
+           str(out), "--torch-device", "cpu", "--quiet", *extra]
+    subprocess.run(cmd, check=True, env=env, timeout=300, cwd=REPO)
+    from brainsnn.results import RunResults
+    return RunResults.load(out)
+
+
+@pytest.mark.slow
+def test_conv_stdp_protocol_smoke(tmp_path, data_dir):
+    rec = _run_protocol("conv_stdp.py", tmp_path / "cs.h5")
+    assert rec.is_complete
+    assert rec.get("layers/conv1/kernels").shape == (8, 1, 5, 5)
+    assert rec.get("layers/conv1/spike_rate") > 0
+    assert 0.0 <= rec.get("metrics/test_accuracy") <= 1.0
+    assert rec.get("energy/total") > 0
+    assert rec.get("timings/extract_images_per_second") > 0
+
+
+@pytest.mark.slow
+def test_backres_stdp_protocol_smoke(tmp_path, data_dir):
+    rec = _run_protocol("backres_stdp.py", tmp_path / "br.h5")
+    params = list(rec.get("metrics/n_parameters"))
+    names = [n.decode() if isinstance(n, bytes) else str(n) for n in rec.get("metrics/configs")]
+    assert names == ["backres_R1", "backres_R2", "separate_D2"]
+    assert params[0] == params[1] and params[2] > params[1]

@@ -1,0 +1,84 @@
+"""Losses: softmax cross-entropy and stochmax (as defined in this project)."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from brainsnn.losses import LossError, SoftmaxCrossEntropy, StochMax, gumbel_noise, make_loss
+
+
+@pytest.fixture
+def batch():
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(16, 10, generator=g) * 3
+    y = torch.randint(0, 10, (16,), generator=g)
+    return z, y
+
+
+def test_stochmax_with_zero_noise_is_softmax_cross_entropy(batch):
+    z, y = batch
+    z1 = z.clone().requires_grad_(True)
+    z2 = z.clone().requires_grad_(True)
+    loss = StochMax(sigma=0.0, tau=1.0).train()(z1, y)
+    ref = SoftmaxCrossEntropy()(z2, y)
+    # hand formula: -log softmax(z)_y averaged over the batch
+    hand = float(torch.mean(torch.logsumexp(z, 1) - z[torch.arange(16), y]))
+    assert float(loss.detach()) == pytest.approx(float(ref.detach()), abs=1e-6)
+    assert float(ref) == pytest.approx(hand, abs=1e-5)
+    loss.backward()
+    ref.backward()
+    assert torch.allclose(z1.grad, z2.grad, atol=1e-7)
+
+
+def test_stochmax_noise_only_in_training(batch):
+    z, y = batch
+    sm = StochMax(sigma=1.0, generator=torch.Generator().manual_seed(1))
+    noisy = float(sm.train()(z, y))
+    assert noisy != pytest.approx(float(F.cross_entropy(z, y)), abs=1e-4)
+    assert float(sm.eval()(z, y)) == pytest.approx(float(F.cross_entropy(z, y)), abs=1e-6)
+    # the same seed gives the same noise
+    a = StochMax(sigma=1.0, generator=torch.Generator().manual_seed(5)).train()(z, y)
+    b = StochMax(sigma=1.0, generator=torch.Generator().manual_seed(5)).train()(z, y)
+    assert float(a) == float(b)
+
+
+def test_stochmax_gumbel_perturbation_is_the_defined_one(batch):
+    z, y = batch
+    sm = StochMax(sigma=0.7, tau=2.0, generator=torch.Generator().manual_seed(3)).train()
+    g = gumbel_noise(z.shape, torch.Generator().manual_seed(3))
+    assert torch.allclose(sm.perturb(z, y), (z + 0.7 * g) / 2.0)
+
+
+def test_gumbel_noise_statistics():
+    g = gumbel_noise((200000,), torch.Generator().manual_seed(0))
+    assert float(g.mean()) == pytest.approx(0.5772, abs=0.01)   # Euler-Mascheroni constant
+    assert float(g.var()) == pytest.approx(math.pi ** 2 / 6, rel=0.03)
+
+
+def test_noisy_target_pushes_only_the_true_logit_down(batch):
+    z, y = batch
+    sm = StochMax(form="noisy_target", alpha=0.5,
+                  generator=torch.Generator().manual_seed(2)).train()
+    zp = sm.perturb(z, y)
+    mask = F.one_hot(y, 10).bool()
+    assert torch.equal(zp[~mask], z[~mask])
+    assert torch.all(zp[mask] <= z[mask])
+    xi = torch.randn(16, generator=torch.Generator().manual_seed(2))
+    assert torch.allclose(zp[mask], z[mask] - 0.5 * z[mask].abs() * xi.abs())
+    zero = StochMax(form="noisy_target", alpha=0.0).train()
+    assert float(zero(z, y)) == pytest.approx(float(F.cross_entropy(z, y)), abs=1e-6)
+
+
+def test_bad_configurations():
+    with pytest.raises(LossError, match="unknown loss 'hinge'"):
+        make_loss("hinge")
+    with pytest.raises(LossError, match="tau must be > 0"):
+        StochMax(tau=0)
+    with pytest.raises(LossError, match="form 'uniform' unknown"):
+        StochMax(form="uniform")
+    with pytest.raises(LossError, match=r"logits must be \(batch, n_classes\)"):
+        make_loss("softmax")(torch.zeros(3), torch.zeros(3, dtype=torch.long))
+    with pytest.raises(LossError, match="targets"):
+        make_loss("stochmax")(torch.zeros(3, 2), torch.zeros(4, dtype=torch.long))
+    assert isinstance(make_loss("stochmax", sigma=0.5), StochMax)

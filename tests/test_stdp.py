@@ -1,0 +1,313 @@
+"""The WTA STDP network (brainsnn.stdp): invariants, determinism, resume, devices, bad input.
+
+Fast tests use tiny networks on Brian2's runtime device with the numpy target (no compiler);
+the compiled-device tests are marked slow.
+"""
+import brian2 as b2
+import numpy as np
+import pytest
+
+from brainsnn import devices
+from brainsnn.models import DIEHL_COOK_EXCITATORY, ModelError
+from brainsnn.stdp import DiehlCookNetwork, STDPError, chunk_seed
+
+FAST = dict(device="runtime", codegen_target="numpy", t_on=30 * b2.ms, t_off=10 * b2.ms,
+            f_max=255 * b2.Hz, min_spikes=0)
+
+
+def tiny(n=5, chunk_size=3, seed=1, **kw):
+    return DiehlCookNetwork(n, chunk_size=chunk_size, seed=seed, **{**FAST, **kw})
+
+
+@pytest.fixture(scope="module")
+def images(mnist_small):
+    x, y = mnist_small
+    return x[:12], y[:12]
+
+
+def test_normalisation_and_theta_growth(images):
+    """Each image starts with every neuron's incoming weights summing to w_target, and
+    theta grows by theta_plus per spike (decaying by the factor 1 - t/tau_theta).
+
+    The last image of the chunk is blank (no input spikes, so no STDP): the weights at the
+    end are those normalised at its start. This also checks the incremental wsum bookkeeping.
+    """
+    x, _ = images
+    net = tiny()
+    assert not np.allclose(net.weights.sum(axis=0), 78.0)
+    pixels = net._pixels(np.concatenate([x[:2], np.zeros((1, 28, 28))]))
+    counts, final = net._run_chunk(net._rates(pixels, [(0, 0), (1, 0), (2, 0)]),
+                                   np.ones(3), seed=5)
+    assert counts[:2].sum() > 0, "the test images must make the neurons fire"
+    w = final["weights"]
+    assert not np.allclose(w, net.weights), "learning changed the weights"
+    np.testing.assert_allclose(w.sum(axis=0), 78.0, rtol=1e-10)
+    theta_plus = float(DIEHL_COOK_EXCITATORY.parameters["theta_plus"])
+    decay = 1 - 0.120 / float(DIEHL_COOK_EXCITATORY.parameters["tau_theta"])
+    expected = (net.theta + counts.sum(axis=0) * theta_plus) * decay
+    np.testing.assert_allclose(final["theta"], expected, rtol=0, atol=1e-8)  # << theta_plus
+
+
+def test_no_normalisation_or_learning_when_learning_is_off(images):
+    x, _ = images
+    net = tiny()
+    pixels = net._pixels(x[:3])
+    counts, final = net._run_chunk(net._rates(pixels, [(0, 0), (1, 0), (2, 0)]),
+                                   np.zeros(3), seed=5)
+    assert counts.sum() > 0
+    np.testing.assert_array_equal(final["weights"], net.weights)
+    np.testing.assert_array_equal(final["theta"], net.theta)
+
+
+@pytest.fixture(scope="module")
+def two_chunk_runs(images):
+    """The same training (4 images, chunks of 2) twice with seed 3, recording spikes."""
+    x, _ = images
+    runs = []
+    for _ in range(2):
+        net, counts = tiny(seed=3, chunk_size=2), []
+        net.fit(x[:4], callback=lambda info: counts.append(info["counts"]))
+        runs.append((net, np.concatenate(counts)))
+    return runs
+
+
+def test_same_seed_same_weights_and_spikes(two_chunk_runs, images):
+    (a, ca), (b, cb) = two_chunk_runs
+    assert ca.shape == (4, 5) and ca.sum() > 0
+    np.testing.assert_array_equal(a.weights, b.weights)
+    np.testing.assert_array_equal(ca, cb)
+    assert not np.array_equal(a.weights, tiny(seed=3).weights), "training changed the weights"
+    assert not np.array_equal(a.weights[:, 0], tiny(seed=4).weights[:, 0])
+
+
+def test_resume_continues_exactly(two_chunk_runs, images):
+    """Stop after one chunk, restore the state into a new network, continue: same result."""
+    x, _ = images
+    whole = two_chunk_runs[0][0]
+    first = tiny(seed=3, chunk_size=2)
+    first.partial_fit(x[:4], max_chunks=1)   # "interrupted" after the first chunk
+    state = first.get_state()
+    assert state["position"] == 2 and state["train_runs"] == 1 and state["passes"] == 0
+    assert not np.array_equal(state["weights"], whole.weights)
+    resumed = tiny(seed=3, chunk_size=2).set_state(state)
+    resumed.partial_fit(x[:4])
+    np.testing.assert_array_equal(resumed.weights, whole.weights)
+    np.testing.assert_array_equal(resumed.theta, whole.theta)
+    assert resumed.images_presented == whole.images_presented == 4
+    assert resumed.passes == whole.passes == 1 and resumed.position == 0
+
+
+def test_re_presentation_of_silent_images(images):
+    """An image with < min_spikes spikes is shown again (rate raised by f_boost)."""
+    x, _ = images
+    net = tiny(min_spikes=10**6, max_repeats=1)  # nothing reaches it: every image shown twice
+    net.fit(x[:2])
+    assert net.images_presented == 2 * 2
+    assert net.passes == 1 and net.position == 0 and len(net.pending) == 0
+
+
+def test_transform_leaves_state_and_is_deterministic(images):
+    x, _ = images
+    net = tiny(chunk_size=4)
+    before = net.get_state()
+    a = net.transform(x[:4])
+    b = net.transform(x[:4])
+    assert a.shape == (4, 5) and a.sum() > 0
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(net.weights, before["weights"])
+    assert not np.array_equal(a, tiny(chunk_size=4, seed=4).transform(x[:4]))
+
+
+def test_transform_re_presents_two_levels_per_round(images, monkeypatch):
+    """Learning off: silent images are shown at levels (1, 2), then (3,): three chunk runs."""
+    x, _ = images
+    net = tiny(chunk_size=6, min_spikes=10**6, max_repeats=3)
+    rates_seen = []
+    real = DiehlCookNetwork._run_chunk
+
+    def spy(self, rates, learn, seed):
+        rates_seen.append(rates.max(axis=1))
+        return real(self, rates, learn, seed)
+
+    monkeypatch.setattr(DiehlCookNetwork, "_run_chunk", spy)
+    counts = net.transform(x[:2])
+    assert counts.shape == (2, 5) and len(rates_seen) == 3
+    f0, fb = float(net.f_max), float(net.f_boost)
+    peak = x[:2].reshape(2, -1).max(axis=1)
+    np.testing.assert_allclose(rates_seen[0][:2], peak * f0)
+    np.testing.assert_allclose(rates_seen[1][:4], np.repeat(peak, 2) * (f0 + fb * np.tile([1, 2], 2)))
+    np.testing.assert_allclose(rates_seen[2][:2], peak * (f0 + 3 * fb))
+
+
+def test_chunk_seeds_differ():
+    seeds = {chunk_seed(0, k, s) for k in range(50) for s in (0, 1)}
+    assert len(seeds) == 100 and chunk_seed(0, 3) == chunk_seed(0, 3)
+
+
+def test_extended_neuron_runs_in_the_network(images):
+    """A user's variant: theta grows towards a ceiling theta_max (README example)."""
+    x, _ = images
+    capped = DIEHL_COOK_EXCITATORY.replace(
+        name="dc_exc_capped",
+        reset="v = v_reset\ntheta += plastic * theta_plus * (1 - theta / theta_max)",
+        parameters={**DIEHL_COOK_EXCITATORY.parameters, "theta_max": 20.2 * b2.mV,
+                    "theta_plus": 0.5 * b2.mV})
+    net = tiny(exc_model=capped)
+    net.fit(x[:3])
+    assert net.theta.max() <= 20.2e-3 + 1e-12
+    assert net.theta.max() > 20.0e-3, "the neurons spiked and theta grew"
+
+
+@pytest.mark.parametrize("bad, match", [
+    (np.zeros((2, 27, 28)), "pixels"),
+    (np.full((2, 28, 28), np.nan), "NaN"),
+    (np.full((2, 28, 28), 2.0), r"\[0, 1\]"),
+    (np.zeros(784), "batch"),
+])
+def test_bad_images_raise(bad, match):
+    with pytest.raises(STDPError, match=match):
+        tiny().fit(bad)
+
+
+def test_bad_configuration_raises():
+    with pytest.raises(devices.DeviceError, match="unknown device"):
+        DiehlCookNetwork(10, device="tpu")
+    with pytest.raises(STDPError, match="n_neurons"):
+        DiehlCookNetwork(0)
+    with pytest.raises(STDPError, match="whole number of time steps"):
+        DiehlCookNetwork(10, t_on=350.2 * b2.ms)
+    from brainsnn.models import LIF
+    with pytest.raises(STDPError, match="plastic"):
+        DiehlCookNetwork(10, exc_model=LIF)
+    with pytest.raises(STDPError, match="saved weights"):
+        tiny().set_state({**tiny().get_state(), "weights": np.zeros((3, 3))})
+
+
+def test_unit_error_in_extended_neuron_raises():
+    with pytest.raises(ModelError, match="units"):
+        DIEHL_COOK_EXCITATORY.extend(equations="dz/dt = -z : volt")
+
+
+def test_cuda_without_gpu_raises_clear_error():
+    if devices.gpu_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(devices.DeviceError, match="(no NVIDIA GPU|brian2cuda)"):
+        DiehlCookNetwork(10, device="cuda_standalone", chunk_size=2).compile()
+    devices._reset_brian2()
+
+
+@pytest.mark.slow
+def test_cpp_standalone_deterministic_and_same_statistics_as_runtime(images, tmp_path):
+    """Brian2 does not promise the same random numbers on runtime and cpp_standalone, so
+    the two devices are compared by statistics; each device is exactly reproducible."""
+    x, _ = images
+    kw = dict(n=10, chunk_size=6, seed=2, t_on=350 * b2.ms, t_off=150 * b2.ms,
+              f_max=63.75 * b2.Hz, codegen_target=None)
+    cpp = tiny(device="cpp_standalone", directory=str(tmp_path / "a"), **kw)
+    c1 = cpp.transform(x)
+    c2 = cpp.transform(x)
+    np.testing.assert_array_equal(c1, c2)
+    cpp.close()
+    rt = tiny(**kw)
+    r1 = rt.transform(x)
+    # mean spikes per image agree within Poisson noise
+    assert abs(c1.sum(1).mean() - r1.sum(1).mean()) < 4 * np.sqrt(r1.sum(1).mean() / len(x)) + 2
+    # learning: weight sums are normalised identically on both devices
+    cpp = tiny(device="cpp_standalone", directory=str(tmp_path / "a"), **kw)
+    cpp.fit(x[:6])
+    rt = tiny(**kw)
+    rt.fit(x[:6])
+    assert np.corrcoef(cpp.weights.ravel(), rt.weights.ravel())[0, 1] > 0.9
+    cpp.close()
+
+
+# -- protocols -------------------------------------------------------------------------------
+
+def _protocol(name):
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parent.parent / "protocols" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"protocol_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_protocol_help_and_defaults(capsys):
+    dc = _protocol("diehl_cook")
+    with pytest.raises(SystemExit):
+        dc.parse_args(["--help"])
+    assert "--resume" in capsys.readouterr().out
+    args = dc.parse_args([])
+    assert args.scale == "small" and args.device == "cpp_standalone"
+    assert args.out.endswith("results/diehl_cook_small_seed0.h5")
+    assert dc.parse_args(["--neurons", "400"]).out.endswith("diehl_cook_small_n400_seed0.h5")
+    bench = _protocol("bench_stdp")
+    assert bench.parse_args([]).neurons == [100, 400, 1600]
+
+
+def test_protocol_cuda_without_gpu_fails_clearly(capsys, tmp_path):
+    if devices.gpu_available():
+        pytest.skip("a GPU is present")
+    dc = _protocol("diehl_cook")
+    assert dc.main(["--scale", "smoke", "--device", "cuda_standalone",
+                    "--out", str(tmp_path / "x.h5")]) == 2
+    err = capsys.readouterr().err
+    assert "cuda_standalone" in err and ("no NVIDIA GPU" in err or "brian2cuda" in err)
+    assert not (tmp_path / "x.h5").exists()
+
+
+@pytest.mark.slow
+def test_protocol_smoke_writes_results(tmp_path):
+    """The smoke scale end to end on cpp_standalone (compiles once into build/)."""
+    from brainsnn.results import RunResults
+    dc = _protocol("diehl_cook")
+    out = tmp_path / "smoke.h5"
+    assert dc.main(["--scale", "smoke", "--out", str(out), "--quiet"]) == 0
+    rec = RunResults.load(out)
+    assert rec.is_complete and rec.protocol == "diehl_cook"
+    assert rec["layers/exc/weights"].shape == (784, 20)
+    np.testing.assert_allclose(rec["layers/exc/weights"].sum(axis=0), 78.0, rtol=0.05)
+    assert 0.0 <= float(rec["metrics/test_accuracy"]) <= 1.0
+    assert rec["metrics/confusion_matrix"].sum() == 200
+
+
+@pytest.mark.slow
+def test_protocol_resume_continues_exactly(tmp_path, monkeypatch, data_dir):
+    """Crash the protocol after its first chunk; --resume finishes with the same weights."""
+    from brainsnn.results import RunResults
+    dc = _protocol("diehl_cook")
+    real_build = dc.build_network
+
+    def build_tiny(args):
+        net = real_build(args)
+        return tiny(n=args.neurons, chunk_size=args.chunk_size, seed=args.seed, rule=net.rule)
+
+    monkeypatch.setattr(dc, "build_network", build_tiny)
+    argv = ["--scale", "smoke", "--device", "runtime", "--neurons", "4", "--train-images", "4",
+            "--assign-images", "2", "--test-images", "2", "--chunk-size", "2",
+            "--eval-every", "2", "--quiet", "--data", str(data_dir)]
+    assert dc.main(argv + ["--out", str(tmp_path / "whole.h5")]) == 0
+
+    calls = {"n": 0}
+    real_run = DiehlCookNetwork._run_chunk
+
+    def crash_second_chunk(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt("simulated interruption")
+        return real_run(self, *a, **k)
+
+    out = tmp_path / "resumed.h5"
+    monkeypatch.setattr(DiehlCookNetwork, "_run_chunk", crash_second_chunk)
+    with pytest.raises(KeyboardInterrupt):
+        dc.main(argv + ["--out", str(out)])
+    checkpoint = RunResults.load(out)
+    assert not checkpoint.is_complete and int(checkpoint["state/position"]) == 2
+    monkeypatch.setattr(DiehlCookNetwork, "_run_chunk", real_run)
+    assert dc.main(argv + ["--out", str(out), "--resume"]) == 0
+    whole, resumed = RunResults.load(tmp_path / "whole.h5"), RunResults.load(out)
+    assert resumed.is_complete
+    np.testing.assert_array_equal(resumed["layers/exc/weights"], whole["layers/exc/weights"])
+    np.testing.assert_array_equal(resumed["metrics/test_predictions"],
+                                  whole["metrics/test_predictions"])

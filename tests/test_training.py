@@ -1,0 +1,127 @@
+"""AGDClassifier (fit/predict/score), seeding, input checks, and the protocols at smoke scale."""
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from brainsnn.networks import NetworkError, avgpool, conv, flatten, linear
+from brainsnn.training import AGDClassifier, TrainingError, augment_crop_flip
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _toy(n=240, seed=0):
+    """Two classes: the bright bar is in the left or the right half of a 6x6 image."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    x = rng.uniform(0, 0.2, (n, 6, 6)).astype(np.float32)
+    for k in range(n):
+        cols = slice(0, 3) if y[k] == 0 else slice(3, 6)
+        x[k, :, cols] += 0.7
+    return np.clip(x, 0, 1), y.astype(np.int64)
+
+
+SPECS = [conv(4), avgpool(2), flatten(), linear(2, name="output")]
+
+
+def test_fit_predict_score_on_a_separable_task():
+    x, y = _toy()
+    clf = AGDClassifier(SPECS, T=3, epochs=3, batch_size=20, lr=1e-2, seed=0)
+    assert clf.fit(x[:200], y[:200]) is clf
+    pred = clf.predict(x[200:])
+    assert pred.shape == (40,) and pred.dtype.kind == "i"
+    assert clf.score(x[200:], y[200:]) >= 0.9
+    logits = clf.predict_logits(x[200:], T=2)
+    assert logits.shape == (40, 2)
+    acc = clf.accuracy_vs_T(x[200:], y[200:], [1, 2, 3])
+    assert acc.shape == (3,) and np.all((acc >= 0) & (acc <= 1))
+    assert len(clf.history) == 3 and clf.history[-1]["train_acc"] > 0.8
+    rep = clf.energy(x[:20])
+    assert rep["total"] > 0 and rep["images"] == 20
+
+
+def test_same_seed_same_weights_other_seed_differs():
+    x, y = _toy(80)
+    a = AGDClassifier(SPECS, T=2, epochs=1, batch_size=16, seed=3, encoder="poisson",
+                      loss="stochmax").fit(x, y)
+    b = AGDClassifier(SPECS, T=2, epochs=1, batch_size=16, seed=3, encoder="poisson",
+                      loss="stochmax").fit(x, y)
+    c = AGDClassifier(SPECS, T=2, epochs=1, batch_size=16, seed=4, encoder="poisson",
+                      loss="stochmax").fit(x, y)
+    for k, v in a.state_dict().items():
+        assert torch.equal(v, b.state_dict()[k])
+    assert any(not torch.equal(v, c.state_dict()[k]) for k, v in a.state_dict().items())
+
+
+def test_time_budget_stops_training():
+    x, y = _toy(200)
+    clf = AGDClassifier(SPECS, T=2, epochs=50, batch_size=10, max_minutes=1e-6).fit(x, y)
+    assert clf.stopped_early and len(clf.history) == 1
+    assert clf.history[0]["images"] == 10
+
+
+def test_bad_inputs_are_refused():
+    x, y = _toy(20)
+    clf = AGDClassifier(SPECS, T=2, epochs=1)
+    with pytest.raises(TrainingError, match=r"intensities in \[0, 1\]"):
+        clf.fit(x * 255, y)
+    with pytest.raises(TrainingError, match="labels for 20 images"):
+        clf.fit(x, y[:10])
+    with pytest.raises(TrainingError, match="integer class labels"):
+        clf.fit(x, y.astype(float))
+    with pytest.raises(TrainingError, match="call fit"):
+        AGDClassifier(SPECS).predict(x)
+    with pytest.raises(NetworkError, match="integer >= 1"):
+        AGDClassifier(SPECS, T=0)
+    with pytest.raises(TrainingError, match="augment"):
+        AGDClassifier(SPECS, augment="mixup")
+
+
+def test_crop_flip_keeps_shape_and_content():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(5, 3, 8, 8)
+    y = augment_crop_flip(x, pad=0, generator=g)
+    for k in range(5):
+        assert torch.equal(y[k], x[k]) or torch.equal(y[k], x[k].flip(-1))
+    assert augment_crop_flip(x, pad=2, generator=g).shape == x.shape
+
+
+def _protocol(name):
+    spec = importlib.util.spec_from_file_location(name, REPO / "protocols" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_agd_protocol_smoke(tmp_path, data_dir):
+    from brainsnn.results import RunResults
+
+    out = tmp_path / "agd.h5"
+    mod = _protocol("agd")
+    assert mod.main(["--scale", "smoke", "--out", str(out), "--data", str(data_dir),
+                     "--n-train", "300", "--n-test", "200", "--eval-T", "1,4"]) == 0
+    rec = RunResults.load(out)
+    assert 0 <= float(rec.get("metrics/test_accuracy")) <= 1
+    assert list(np.asarray(rec.get("metrics/T"))) == [1, 4]
+    total = float(rec.get("energy/total"))
+    layers = [k for k in rec.children("energy") if k != "total"]
+    assert total == pytest.approx(sum(float(rec.get(f"energy/{k}")) for k in layers))
+    assert rec.get("layers/conv0/kernels").shape == (8, 1, 3, 3)
+    assert out.with_suffix(".png").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["stochmax_latency", "backres_depth", "hybrid_layers"])
+def test_claim_protocols_smoke(name, tmp_path, data_dir):
+    from brainsnn.results import RunResults
+
+    out = tmp_path / f"{name}.h5"
+    assert _protocol(name).main(["--scale", "smoke", "--out", str(out),
+                                 "--data", str(data_dir)]) == 0
+    rec = RunResults.load(out)
+    assert rec.get("claims/summary")
+    assert out.with_suffix(".png").exists()
