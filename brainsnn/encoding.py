@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 import brian2 as b2
+from .datasets import validate_images
 
 __all__ = ["EncodingError", "check_images", "flatten_images", "poisson_rates",
            "rate_timed_array", "gate_expression", "steps_per", "poisson_spike_counts"]
@@ -34,26 +35,16 @@ def check_images(images, shape=None, name="images") -> np.ndarray:
         Expected shape of one image, e.g. ``(28, 28)``; ``(784,)`` also accepts
         ``(28, 28)`` images (anything with the same number of pixels is flattened later).
     """
-    arr = np.asarray(images)
-    if arr.dtype == object or not np.issubdtype(arr.dtype, np.number):
-        raise EncodingError(f"{name} must be a numeric array, got dtype {arr.dtype}")
-    if arr.ndim < 2:
-        raise EncodingError(f"{name} must be a batch shaped (n, height, width) or (n, pixels); "
-                            f"got shape {arr.shape}")
+    try:
+        arr = validate_images(images, name=name)
+    except ValueError as exc:
+        raise EncodingError(str(exc)) from exc
     if shape is not None:
         shape = tuple(shape)
         if tuple(arr.shape[1:]) != shape and int(np.prod(arr.shape[1:])) != int(np.prod(shape)):
             raise EncodingError(f"{name} have shape {arr.shape[1:]} per image but "
                                 f"{shape} (or {int(np.prod(shape))} pixels) is expected")
-    arr = arr.astype(np.float64, copy=False)
-    if arr.size and not np.all(np.isfinite(arr)):
-        bad = int(np.sum(~np.isfinite(arr)))
-        raise EncodingError(f"{name} contain {bad} NaN or infinite pixel value(s); "
-                            "pixel intensities must be finite numbers in [0, 1]")
-    if arr.size and (arr.min() < 0 or arr.max() > 1):
-        raise EncodingError(f"{name} have pixel values in [{arr.min():g}, {arr.max():g}] but "
-                            "[0, 1] is expected (divide 8-bit images by 255)")
-    return arr
+    return arr.astype(np.float64, copy=False)
 
 
 def flatten_images(images, shape=None) -> np.ndarray:

@@ -21,7 +21,11 @@ Rules, as defined in this project (see PAPER.md, "STDP"):
     The rule of Diehl & Cook's published code (a minimal triplet rule, Pfister & Gerstner
     2006): at a post spike ``dw = nu_post * xpre * xpost2``, where ``xpost2`` (slow post
     trace, ``tau_post2``) is read before it is set to 1; at a pre spike
-    ``dw = -nu_pre * xpost``.
+    ``dw = -nu_pre * xpost``. It learns smooth digit prototypes where ``diehl_cook_stdp``
+    (x_tar 0.4, mu 0.2) memorises single digits with weights near 0 or 1, and it is the
+    default of ``protocols/diehl_cook.py`` (with ``nu_post=0.04``, tuned on MNIST training
+    images: 82.0 % validation accuracy after 10,000 images at N=100, vs 69.0 % for
+    ``diehl_cook_stdp`` and 74.3 % for nu_post 0.01).
 ``pair_stdp``
     Classic additive pair-based STDP with all-to-all traces (``+= 1``): at a post spike
     ``dw = nu_post * xpre``, at a pre spike ``dw = -nu_pre * xpost``.

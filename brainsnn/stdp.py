@@ -91,7 +91,10 @@ class DiehlCookNetwork:
         Excitatory (needs ``input_variable``, ``inhibitory_variable`` and a shared
         ``plastic`` flag) and inhibitory neuron models.
     rule : SynapseModel
-        STDP rule of the input synapses (:mod:`brainsnn.plasticity`), gated by ``plastic_post``.
+        STDP rule of the input synapses (:mod:`brainsnn.plasticity`), gated by ``plastic_post``
+        (default ``diehl_cook_stdp(traces="neuron")``, PAPER.md's rule; Diehl & Cook's code
+        and ``protocols/diehl_cook.py`` use ``triplet_stdp(nu_post=0.04, traces="neuron")``,
+        which is far more accurate).
     device : {"runtime", "cpp_standalone", "cuda_standalone"}
     chunk_size : int
         Images per long run (the compiled program's length).

@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import torch
 
+from brainsnn.encoding import EncodingError
+
 __all__ = ["EncodingError", "PoissonEncoder", "DirectEncoder", "make_encoder"]
-
-
-class EncodingError(ValueError):
-    """Bad encoder input (values outside [0, 1], T < 1, unknown encoder)."""
 
 
 def _check(x, T):
