@@ -98,6 +98,16 @@ def select_device(name: str, directory: str | None = None, threads: int = 1,
     return directory
 
 
+def check_device(name: str) -> str:
+    """Raise :class:`DeviceError` now if this machine cannot run ``name`` (Brian2 left as it was
+    found: runtime). Protocols call it before loading data or building anything."""
+    try:
+        select_device(name)
+    finally:
+        _reset_brian2()
+    return name
+
+
 @contextlib.contextmanager
 def device_session(name: str, **kwargs):
     """Context manager: ``select_device(name, **kwargs)``, then back to runtime on exit."""

@@ -91,11 +91,10 @@ def main(argv=None):
     import numpy as np
     import torch
 
-    from brainsnn import datasets
     from brainsnn.energy import format_report, write_energy
     from brainsnn.networks import vgg_specs
     from brainsnn.results import RunResults
-    from brainsnn.training import AGDClassifier, store_network
+    from brainsnn.training import AGDClassifier, load_image_data, store_network
 
     torch.set_num_threads(args.threads)
     if args.device.startswith("cuda"):
@@ -111,13 +110,9 @@ def main(argv=None):
                      ("max_minutes", args.max_minutes), ("init_rate", args.init_rate)):
         if val is not None:
             cfg[key] = val
-    loader = {"mnist": datasets.load_mnist, "fashion": datasets.load_fashion_mnist,
-              "cifar10": datasets.load_cifar10}[args.dataset]
     print(f"[agd] loading {args.dataset} ...", flush=True)
-    x_train, y_train = loader("train", data_dir=args.data, n=cfg["n_train"])
-    x_test, y_test = loader("test", data_dir=args.data, n=cfg["n_test"])
-    if x_train.ndim == 3:
-        x_train, x_test = x_train[:, None], x_test[:, None]
+    x_train, y_train, x_test, y_test = load_image_data(args.dataset, cfg["n_train"],
+                                                       cfg["n_test"], data_dir=args.data)
     specs = vgg_specs(cfg["conv"], fc=cfg["fc"], kinds=args.kinds)
     loss_options = {"sigma": args.sigma} if args.loss == "stochmax" else {}
     clf = AGDClassifier(specs, T=cfg["T"], encoder=args.encoder, loss=args.loss,

@@ -174,12 +174,10 @@ def main(argv=None):
     from brainsnn.results import RunResults
 
     try:
-        devices.select_device(args.device)
+        devices.check_device(args.device)
     except devices.DeviceError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    finally:
-        devices._reset_brian2()
     try:
         x, _ = load_mnist("train", data_dir=args.data, n=max(args.images) + args.naive_images + 1)
     except DatasetError as exc:

@@ -207,12 +207,11 @@ def main(argv=None):
     import numpy as np
     import torch
 
-    from brainsnn import datasets
     from brainsnn.conversion import ANNToSNN, attach_batchnorm, fold_batchnorm, train_ann
     from brainsnn.energy import format_report, write_energy
     from brainsnn.networks import Network
     from brainsnn.results import RunResults
-    from brainsnn.training import seed_everything
+    from brainsnn.training import load_image_data, seed_everything
 
     t_start = time.perf_counter()
     torch.set_num_threads(args.threads)
@@ -241,13 +240,9 @@ def main(argv=None):
     Rs = _ints(args.R, "--R") if args.arch == "backres" else [1]
     seed_everything(args.seed)
 
-    loader = {"mnist": datasets.load_mnist, "fashion": datasets.load_fashion_mnist,
-              "cifar10": datasets.load_cifar10}[args.dataset]
     print(f"[conversion] loading {args.dataset} ...", flush=True)
-    x_train, y_train = loader("train", data_dir=args.data, n=cfg["n_train"])
-    x_test, y_test = loader("test", data_dir=args.data, n=cfg["n_test"])
-    if x_train.ndim == 3:
-        x_train, x_test = x_train[:, None], x_test[:, None]
+    x_train, y_train, x_test, y_test = load_image_data(args.dataset, cfg["n_train"],
+                                                       cfg["n_test"], data_dir=args.data)
     # threshold-setting images: a fixed random subset of the training set
     fit_idx = np.random.default_rng(args.seed).permutation(len(x_train))[:cfg["n_fit"]]
     x_fit = x_train[fit_idx]

@@ -174,12 +174,10 @@ def main(argv=None):
 
     # fail early and clearly for a device this machine cannot run
     try:
-        devices.select_device(args.device)
+        devices.check_device(args.device)
     except devices.DeviceError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    finally:
-        devices._reset_brian2()
     try:
         x_train, y_train = load_mnist("train", data_dir=args.data,
                                       n=max(args.train_images, args.assign_images))
