@@ -63,6 +63,7 @@ from torch import nn
 
 from brainsnn.models import IF, NeuronModel
 from brainsnn.networks import LayerSpec, Network, NetworkError, as_spec
+from brainsnn.networks import _BNOp, _device_of, attach_batchnorm, fold_batchnorm  # noqa: F401
 from brainsnn.networks import check_T as _network_check_T
 
 __all__ = [
@@ -180,80 +181,6 @@ def _rebuild(net, specs, neuron=None, encoder="same", readout=None):
                     encoder=net.encoder if encoder == "same" else encoder)
     other.ops.load_state_dict(net.ops.state_dict())
     return other.to(_device_of(net))
-
-
-def _device_of(module):
-    p = next(module.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
-
-
-# ---------------------------------------------------------------------------------------------
-# Batch-norm: trained with it, folded away before conversion
-# ---------------------------------------------------------------------------------------------
-class _BNOp(nn.Sequential):
-    """A weight op followed by batch-norm (training-time only; see :func:`fold_batchnorm`)."""
-
-
-def attach_batchnorm(net):
-    """Put batch-norm after every weighted layer except the readout (in place; returns ``net``).
-
-    Training aid for deep ANNs: train with it, then :func:`fold_batchnorm` before conversion.
-    A BackRes block's passes share the batch-norm with the weights.
-    """
-    readout = next(ll.op_name for ll in net.layers if ll.is_readout)
-    for ll in net.layers:
-        if not ll.spec.weighted or ll.op_name == readout or isinstance(net.ops[ll.op_name], _BNOp):
-            continue
-        op = net.ops[ll.op_name]
-        bn = nn.BatchNorm2d(op.out_channels) if ll.spec.op == "conv" else \
-            nn.BatchNorm1d(op.out_features)
-        net.ops[ll.op_name] = _BNOp(op, bn.to(op.weight.device))
-    return net
-
-
-def fold_batchnorm(net):
-    """A new Network without batch-norm: BN folded into the preceding weights and biases.
-
-    W' = W * gamma / sqrt(var + eps) (per output channel), b' = (b - mean) * gamma /
-    sqrt(var + eps) + beta. Folded layers get ``bias=True`` in their spec. A network without
-    batch-norm is returned unchanged (the same object).
-    """
-    folded = {name for name, op in net.ops.items() if isinstance(op, _BNOp)}
-    if not folded:
-        return net
-
-    def walk(items):
-        out = []
-        for s in items:
-            if isinstance(s, LayerSpec):
-                name = _spec_names(net).get(id(s))
-                out.append(dataclasses.replace(s, bias=True) if name in folded else s)
-            else:
-                out.append(dataclasses.replace(s, layers=tuple(walk(s.layers))))
-        return out
-
-    specs = walk(net.specs)
-    other = Network(specs, net.input_shape, T=net.T, neuron=net.neuron_model, dt=net.dt,
-                    surrogate=net.surrogate, alpha=net.alpha, readout=net.readout,
-                    encoder=net.encoder).to(_device_of(net))
-    with torch.no_grad():
-        for name, op in net.ops.items():
-            target = other.ops[name]
-            if isinstance(op, _BNOp):
-                w_op, bn = op[0], op[1]
-                g = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-                shape = (-1,) + (1,) * (w_op.weight.dim() - 1)
-                target.weight.copy_(w_op.weight * g.reshape(shape))
-                b = w_op.bias if w_op.bias is not None else torch.zeros_like(bn.running_mean)
-                target.bias.copy_((b - bn.running_mean) * g + bn.bias)
-            else:
-                target.load_state_dict(op.state_dict())
-    return other
-
-
-def _spec_names(net):
-    """{id(spec): op name} for the LayerSpecs of ``net`` (from its logical layers)."""
-    return {id(ll.spec): ll.op_name for ll in net.layers}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -726,11 +653,13 @@ def _check_ann(ann):
 # Training the ANN (the gradient-descent trainer of the package, all layers artificial)
 # ---------------------------------------------------------------------------------------------
 def train_ann(ann, X, y, epochs=3, batch_size=128, lr=1e-3, weight_decay=0.0, augment=None,
-              max_minutes=None, device=None, seed=0, verbose=False, X_val=None, y_val=None):
+              max_minutes=None, device=None, seed=0, verbose=False, X_val=None, y_val=None,
+              optimizer="adam"):
     """Train an all-artificial Network with :class:`brainsnn.training.AGDClassifier` (T = 1).
 
     Returns the classifier (its ``history``, ``train_seconds``); the network is trained in
     place. Batch-norm attached with :func:`attach_batchnorm` is trained too (fold it after).
+    ``optimizer``: 'adam' or 'sgd' (Nesterov momentum, see :class:`~brainsnn.training.AGDClassifier`).
     """
     from brainsnn.training import AGDClassifier
 
@@ -738,7 +667,7 @@ def train_ann(ann, X, y, epochs=3, batch_size=128, lr=1e-3, weight_decay=0.0, au
     device = device or _device_of(ann)
     clf = AGDClassifier(network=ann, T=1, epochs=epochs, batch_size=batch_size, lr=lr,
                         weight_decay=weight_decay, augment=augment, max_minutes=max_minutes,
-                        device=str(device), seed=seed, verbose=verbose)
+                        device=str(device), seed=seed, verbose=verbose, optimizer=optimizer)
     clf.fit(X, y, X_val, y_val)
     ann.eval()
     return clf

@@ -773,6 +773,82 @@ class Network(nn.Module):
                 "n_parameters": self.n_parameters()}
 
 
+# ---------------------------------------------------------------------------------------------
+# Batch-norm as a training aid, folded into weights and biases afterwards
+# ---------------------------------------------------------------------------------------------
+def _device_of(module):
+    p = next(module.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+class _BNOp(nn.Sequential):
+    """A weight op followed by batch-norm (training-time only; see :func:`fold_batchnorm`)."""
+
+
+def attach_batchnorm(net):
+    """Put batch-norm after every weighted layer except the readout (in place; returns ``net``).
+
+    Training aid for deep networks (ANN or SNN): train with it, then :func:`fold_batchnorm`
+    (before conversion; :class:`brainsnn.training.AGDClassifier` folds at the end of ``fit``).
+    In a spiking layer batch-norm normalises the input current over batch and time steps.
+    A BackRes block's passes share the batch-norm with the weights.
+    """
+    readout = next(ll.op_name for ll in net.layers if ll.is_readout)
+    for ll in net.layers:
+        if not ll.spec.weighted or ll.op_name == readout or isinstance(net.ops[ll.op_name], _BNOp):
+            continue
+        op = net.ops[ll.op_name]
+        bn = nn.BatchNorm2d(op.out_channels) if ll.spec.op == "conv" else \
+            nn.BatchNorm1d(op.out_features)
+        net.ops[ll.op_name] = _BNOp(op, bn.to(op.weight.device))
+    return net
+
+
+def fold_batchnorm(net):
+    """A new Network without batch-norm: BN folded into the preceding weights and biases.
+
+    W' = W * gamma / sqrt(var + eps) (per output channel), b' = (b - mean) * gamma /
+    sqrt(var + eps) + beta. Folded layers get ``bias=True`` in their spec. A network without
+    batch-norm is returned unchanged (the same object).
+    """
+    folded = {name for name, op in net.ops.items() if isinstance(op, _BNOp)}
+    if not folded:
+        return net
+
+    def walk(items):
+        out = []
+        for s in items:
+            if isinstance(s, LayerSpec):
+                name = _spec_names(net).get(id(s))
+                out.append(dataclasses.replace(s, bias=True) if name in folded else s)
+            else:
+                out.append(dataclasses.replace(s, layers=tuple(walk(s.layers))))
+        return out
+
+    specs = walk(net.specs)
+    other = Network(specs, net.input_shape, T=net.T, neuron=net.neuron_model, dt=net.dt,
+                    surrogate=net.surrogate, alpha=net.alpha, readout=net.readout,
+                    encoder=net.encoder).to(_device_of(net))
+    with torch.no_grad():
+        for name, op in net.ops.items():
+            target = other.ops[name]
+            if isinstance(op, _BNOp):
+                w_op, bn = op[0], op[1]
+                g = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+                shape = (-1,) + (1,) * (w_op.weight.dim() - 1)
+                target.weight.copy_(w_op.weight * g.reshape(shape))
+                b = w_op.bias if w_op.bias is not None else torch.zeros_like(bn.running_mean)
+                target.bias.copy_((b - bn.running_mean) * g + bn.bias)
+            else:
+                target.load_state_dict(op.state_dict())
+    return other
+
+
+def _spec_names(net):
+    """{id(spec): op name} for the LayerSpecs of ``net`` (from its logical layers)."""
+    return {id(ll.spec): ll.op_name for ll in net.layers}
+
+
 def check_T(T):
     try:
         ok = int(T) == T and int(T) >= 1

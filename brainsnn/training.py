@@ -27,7 +27,7 @@ import torch
 
 from brainsnn.losses import make_loss
 from brainsnn.models import LIF
-from brainsnn.networks import Network, NetworkError, check_T
+from brainsnn.networks import Network, NetworkError, attach_batchnorm, check_T, fold_batchnorm
 from brainsnn.torch_encoding import make_encoder
 
 __all__ = ["AGDClassifier", "TrainingError", "seed_everything", "augment_crop_flip"]
@@ -101,7 +101,16 @@ class AGDClassifier:
     readout : {'membrane', 'rate'}
     loss : {'softmax', 'stochmax'} or nn.Module;  loss_options : dict for StochMax
     epochs, batch_size, lr, weight_decay
-        Adam with cosine learning-rate decay over all steps.
+        Cosine learning-rate decay over all steps.
+    optimizer : {'adam', 'sgd'}
+        Adam (default), or SGD with Nesterov momentum 0.9 and a linear warm-up of the learning
+        rate over the first 2 % of the steps (for deep networks with batch-norm).
+    batchnorm : bool
+        Train with batch-norm after every weighted layer but the readout (in a spiking layer
+        it normalises the input current over batch and time steps) and fold it into the
+        weights and biases at the end of :meth:`fit`
+        (:func:`brainsnn.networks.fold_batchnorm`), so the trained network is a plain
+        network of the same equations with a constant bias current.
     augment : None or 'crop_flip'
         Data augmentation (CIFAR-10).
     max_minutes : float, optional
@@ -121,7 +130,7 @@ class AGDClassifier:
                  readout="membrane", surrogate="triangle", alpha=1.0, loss="softmax",
                  loss_options=None, epochs=3, batch_size=64, lr=1e-3, weight_decay=0.0,
                  augment=None, max_minutes=None, device="cpu", seed=0, verbose=False,
-                 eval_batch_size=256, init_rate=None):
+                 eval_batch_size=256, init_rate=None, optimizer="adam", batchnorm=False):
         if specs is None and network is None:
             raise TrainingError("give layer specs or a ready network")
         self.specs, self.network = specs, network
@@ -132,6 +141,9 @@ class AGDClassifier:
         if int(epochs) < 1 or int(batch_size) < 1 or not lr > 0:
             raise TrainingError(f"need epochs >= 1, batch_size >= 1, lr > 0; got {epochs}, "
                                 f"{batch_size}, {lr}")
+        if optimizer not in ("adam", "sgd"):
+            raise TrainingError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
+        self.optimizer, self.batchnorm = optimizer, bool(batchnorm)
         if augment not in (None, "crop_flip"):
             raise TrainingError(f"augment must be None or 'crop_flip', got {augment!r}")
         self.epochs, self.batch_size, self.lr = int(epochs), int(batch_size), float(lr)
@@ -151,13 +163,16 @@ class AGDClassifier:
                 "loss_options": self.loss_options, "epochs": self.epochs,
                 "batch_size": self.batch_size, "lr": self.lr, "weight_decay": self.weight_decay,
                 "augment": self.augment, "max_minutes": self.max_minutes,
-                "device": str(self.device), "seed": self.seed, "init_rate": self.init_rate}
+                "device": str(self.device), "seed": self.seed, "init_rate": self.init_rate,
+                "optimizer": self.optimizer, "batchnorm": self.batchnorm}
 
     def _build(self, input_shape):
         if self.network is None:
             self.network = Network(self.specs, input_shape, T=self.T, neuron=self.neuron,
                                    surrogate=self.surrogate, alpha=self.alpha,
                                    readout=self.readout, encoder=make_encoder(self.encoder))
+        if self.batchnorm:
+            attach_batchnorm(self.network)
         self.network.to(self.device)
         return self.network
 
@@ -182,13 +197,19 @@ class AGDClassifier:
             input_shape = (1, *input_shape)
         net = self._build(input_shape)
         self.loss_fn = make_loss(self.loss, **self.loss_options).to(self.device)
-        opt = torch.optim.Adam(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        if self.optimizer == "sgd":
+            opt = torch.optim.SGD(net.parameters(), lr=self.lr, momentum=0.9, nesterov=True,
+                                  weight_decay=self.weight_decay)
+        else:
+            opt = torch.optim.Adam(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         n_batches = math.ceil(len(X) / self.batch_size)
         # cosine decay over the planned steps; with a time budget the plan shrinks after each
         # epoch to the epochs that fit, so that the schedule still ends at a small rate
         plan = {"epochs": self.epochs, "total": n_batches * self.epochs}
+        warmup = max(1, n_batches * self.epochs // 50) if self.optimizer == "sgd" else 0
         sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda k: 0.5 * (1 + math.cos(math.pi * min(k, plan["total"]) / plan["total"])))
+            opt, lambda k: min(1.0, (k + 1) / warmup if warmup else 1.0) * 0.5
+            * (1 + math.cos(math.pi * min(k, plan["total"]) / plan["total"])))
         gen = torch.Generator().manual_seed(self.seed)
         on_device = self.device.type != "cpu"
         Xd = torch.from_numpy(X if X.ndim == 4 else X[:, None] if X.ndim == 3 else X)
@@ -200,7 +221,7 @@ class AGDClassifier:
             rates = net.calibrate_rates(sample.to(self.device), target_rate=self.init_rate)
             self._log("initial spike rates: " + ", ".join(f"{k} {v:.3f}" for k, v in rates.items()))
         start = time.perf_counter()
-        step = 0
+        step, ref = 0, (0, 0.0)
         verbose_every = self.verbose if isinstance(self.verbose, int) and self.verbose > 1 \
             else max(1, n_batches // 10)
         epoch = 0
@@ -238,13 +259,15 @@ class AGDClassifier:
                         # out of time, or at the end of a schedule shortened to the budget
                         self.stopped_early = step < n_batches * self.epochs
                         break
-                    if step % 20 == 0:
+                    if step == 20:  # speed is measured after these (CUDA/cuDNN warm-up)
+                        ref = (step, elapsed)
+                    elif step % 20 == 0 and step > 20:
                         # steps that fit in the budget at the measured speed: the cosine
-                        # schedule is shortened to end (at a small rate) when the budget does
-                        fit = int(60 * self.max_minutes * step / elapsed)
-                        if fit < plan["total"]:
-                            plan["total"] = max(step + 1, fit)
-                            plan["epochs"] = math.ceil(plan["total"] / n_batches)
+                        # schedule is set to end (at a small rate) when the budget does
+                        rate = (step - ref[0]) / max(elapsed - ref[1], 1e-9)
+                        fit = step + int(rate * (60 * self.max_minutes - elapsed))
+                        plan["total"] = max(step + 1, min(n_batches * self.epochs, fit))
+                        plan["epochs"] = math.ceil(plan["total"] / n_batches)
             epoch += 1
             rec = {"epoch": epoch, "train_loss": loss_sum / seen, "train_acc": correct / seen,
                    "seconds": time.perf_counter() - start, "images": seen, "steps": step}
@@ -262,6 +285,8 @@ class AGDClassifier:
             if step >= plan["total"]:
                 break
         self.train_seconds = time.perf_counter() - start
+        if self.batchnorm:
+            self.network = net = fold_batchnorm(net)
         net.eval()
         return self
 

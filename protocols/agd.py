@@ -35,17 +35,20 @@ CONFIGS = {
                             T=4, batch_size=50, lr=3e-3),
     ("gray", "small"): dict(n_train=10000, n_test=10000, epochs=2, conv=(16, "P", 32, "P"),
                             fc=(128,), T=4, batch_size=64, lr=2e-3),
-    ("gray", "full"): dict(n_train=None, n_test=None, epochs=3, conv=(16, "P", 32, "P"),
-                           fc=(128,), T=4, batch_size=64, lr=2e-3),
+    # full: batch-norm during training (folded into weights and bias currents afterwards);
+    # the time budget keeps a 1-thread CPU run under an hour
+    ("gray", "full"): dict(n_train=None, n_test=None, epochs=4, conv=(16, "P", 32, "P"),
+                           fc=(128,), T=4, batch_size=64, lr=2e-3, batchnorm=True,
+                           max_minutes=55.0),
     ("cifar", "smoke"): dict(n_train=1000, n_test=500, epochs=1, conv=(16, "P", 32, "P"),
                              fc=(64,), T=4, batch_size=50, lr=2e-3, augment=None),
     ("cifar", "small"): dict(n_train=10000, n_test=10000, epochs=3, conv=(32, "P", 64, "P"),
                              fc=(128,), T=4, batch_size=64, lr=2e-3, augment="crop_flip",
                              init_rate=0.1),
-    ("cifar", "full"): dict(n_train=None, n_test=None, epochs=30,
+    ("cifar", "full"): dict(n_train=None, n_test=None, epochs=60,
                             conv=(64, 64, "P", 128, 128, "P", 256, 256, "P"), fc=(512,), T=4,
-                            batch_size=128, lr=1e-3, augment="crop_flip", max_minutes=4.0,
-                            init_rate=0.1),
+                            batch_size=128, lr=1e-3, augment="crop_flip", max_minutes=6.0,
+                            batchnorm=True),
 }
 
 
@@ -66,6 +69,12 @@ def build_parser():
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--optimizer", choices=("adam", "sgd"), default=None,
+                   help="default per configuration (adam)")
+    p.add_argument("--weight-decay", type=float, default=None)
+    p.add_argument("--batchnorm", type=int, choices=(0, 1), default=None,
+                   help="1: train with batch-norm, folded into weights and bias currents after "
+                        "training (default per configuration)")
     p.add_argument("--n-train", type=int, default=None, help="use the first N training images")
     p.add_argument("--n-test", type=int, default=None, help="use the first N test images")
     p.add_argument("--encoder", choices=("direct", "poisson"), default="direct")
@@ -107,7 +116,9 @@ def main(argv=None):
     cfg = dict(CONFIGS[(family, args.scale)])
     for key, val in (("T", args.T), ("epochs", args.epochs), ("batch_size", args.batch_size),
                      ("lr", args.lr), ("n_train", args.n_train), ("n_test", args.n_test),
-                     ("max_minutes", args.max_minutes), ("init_rate", args.init_rate)):
+                     ("max_minutes", args.max_minutes), ("init_rate", args.init_rate),
+                     ("optimizer", args.optimizer), ("batchnorm", args.batchnorm),
+                     ("weight_decay", args.weight_decay)):
         if val is not None:
             cfg[key] = val
     print(f"[agd] loading {args.dataset} ...", flush=True)
@@ -119,8 +130,9 @@ def main(argv=None):
                         loss_options=loss_options, epochs=cfg["epochs"],
                         batch_size=cfg["batch_size"], lr=cfg["lr"],
                         augment=cfg.get("augment"), max_minutes=cfg.get("max_minutes"),
-                        init_rate=cfg.get("init_rate"),
-                        device=args.device, seed=args.seed, verbose=True)
+                        init_rate=cfg.get("init_rate"), optimizer=cfg.get("optimizer", "adam"),
+                        batchnorm=bool(cfg.get("batchnorm", False)),
+                        weight_decay=cfg.get("weight_decay", 0.0), device=args.device, seed=args.seed, verbose=True)
     config = {**vars(args), **{k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()},
               "n_train_used": int(len(x_train)), "n_test_used": int(len(x_test))}
     if args.dataset == "cifar10":

@@ -66,11 +66,12 @@ CONFIGS = {
                              batchnorm=True, augment="crop_flip", Ts=(32, 64, 128, 256),
                              n_fit=300, balance_T=128, eval_batch=50),
     ("cifar", "full"): dict(n_train=None, n_test=None,
-                            conv=(64, 64, "P", 128, 128, "P", 256, 256, "P", 512, "P"),
-                            fc=(512,), width=64, epochs=30, batch_size=256, lr=2e-3,
-                            weight_decay=5e-4, batchnorm=True, augment="crop_flip",
+                            conv=(96, 96, "P", 192, 192, "P", 384, 384, "P", 512, "P"),
+                            fc=(512,), width=64, epochs=60, batch_size=256, lr=0.1,
+                            optimizer="sgd", weight_decay=5e-4, batchnorm=True,
+                            augment="crop_flip",
                             Ts=(32, 64, 128, 256), n_fit=512, balance_T=128, eval_batch=128,
-                            max_minutes=4.0, reserve_minutes=1.4),
+                            max_minutes=8.0, reserve_minutes=2.6),
 }
 
 
@@ -113,6 +114,8 @@ def build_parser():
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--optimizer", choices=("adam", "sgd"), default=None,
+                   help="ANN optimizer (default per scale: sgd for CIFAR-10 full, else adam)")
     p.add_argument("--n-train", type=int, default=None, help="use the first N training images")
     p.add_argument("--n-test", type=int, default=None, help="use the first N test images")
     p.add_argument("--n-fit", type=int, default=None,
@@ -186,7 +189,7 @@ def fit_epochs(make_ann, x_train, y_train, cfg, minutes, args):
     n = min(len(x_train), 24 * cfg["batch_size"])
     probe = make_ann()
     kwargs = dict(batch_size=cfg["batch_size"], lr=cfg["lr"], augment=cfg["augment"],
-                  device=args.device, seed=args.seed)
+                  optimizer=cfg.get("optimizer", "adam"), device=args.device, seed=args.seed)
     # warm-up (CUDA context, cuDNN autotuning) is not timed
     train_ann(probe, x_train[:n // 3], y_train[:n // 3], epochs=1, **kwargs)
     t0 = time.perf_counter()
@@ -223,7 +226,8 @@ def main(argv=None):
         torch.backends.cudnn.allow_tf32 = True
     family = "cifar" if args.dataset == "cifar10" else "gray"
     cfg = dict(CONFIGS[(family, args.scale)])
-    for key, val in (("width", args.width), ("epochs", args.epochs), ("batch_size", args.batch_size), ("lr", args.lr),
+    for key, val in (("width", args.width), ("epochs", args.epochs),
+                     ("batch_size", args.batch_size), ("lr", args.lr), ("optimizer", args.optimizer),
                      ("n_train", args.n_train), ("n_test", args.n_test), ("n_fit", args.n_fit),
                      ("balance_T", args.balance_T), ("eval_batch", args.eval_batch),
                      ("max_minutes", args.max_minutes), ("reserve_minutes", args.reserve_minutes)):
@@ -295,7 +299,7 @@ def main(argv=None):
                                 batch_size=cfg["batch_size"], lr=cfg["lr"],
                                 weight_decay=cfg.get("weight_decay", 0.0), augment=cfg["augment"],
                                 max_minutes=train_minutes, device=args.device, seed=args.seed,
-                                verbose=True)
+                                optimizer=cfg.get("optimizer", "adam"), verbose=True)
             for h in clf.history:
                 rec.add_metric(f"train_acc_{label}", float(h["train_acc"]), step=h["epoch"])
             rec.set(f"models/{label}/training/stopped_early", int(clf.stopped_early))

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from brainsnn.networks import NetworkError, avgpool, conv, flatten, linear
+from brainsnn.networks import (Network, NetworkError, attach_batchnorm, avgpool, conv, flatten,
+                               fold_batchnorm, linear)
 from brainsnn.training import AGDClassifier, TrainingError, augment_crop_flip
 
 REPO = Path(__file__).resolve().parent.parent
@@ -61,6 +62,47 @@ def test_time_budget_stops_training():
     clf = AGDClassifier(SPECS, T=2, epochs=50, batch_size=10, max_minutes=1e-6).fit(x, y)
     assert clf.stopped_early and len(clf.history) == 1
     assert clf.history[0]["images"] == 10
+
+
+def test_batchnorm_is_folded_into_a_spiking_network_with_the_same_spikes():
+    """Batch-norm on input currents folds exactly into weights and a bias current."""
+    torch.manual_seed(0)
+    net = Network([conv(4), avgpool(2), flatten(), linear(6), linear(2, name="output")],
+                  (1, 6, 6), T=5)
+    attach_batchnorm(net)
+    x = torch.rand(8, 1, 6, 6)
+    net.train()
+    with torch.no_grad():
+        for _ in range(3):
+            net(x * 3)                      # non-trivial running statistics
+        for op in net.ops.values():
+            if hasattr(op, "__getitem__"):
+                op[1].weight.uniform_(0.5, 1.5)
+                op[1].bias.uniform_(-0.2, 0.4)
+    net.eval()
+    folded = fold_batchnorm(net)
+    with torch.no_grad():
+        net.record = folded.record = True
+        ref, out = net(x), folded(x)
+    assert not any(hasattr(op, "__getitem__") for op in folded.ops.values())
+    assert folded.specs[0].bias and not folded.specs[-1].bias   # readout had no batch-norm
+    np.testing.assert_allclose(out.numpy(), ref.numpy(), atol=1e-5)
+    spikes = {k: v["output_spikes"] for k, v in net.stats["layers"].items()}
+    assert all(v > 0 for k, v in spikes.items() if k != "output"), spikes
+    assert spikes == {k: v["output_spikes"] for k, v in folded.stats["layers"].items()}
+
+
+def test_batchnorm_and_sgd_options_train_and_fold():
+    x, y = _toy()
+    clf = AGDClassifier(SPECS, T=3, epochs=3, batch_size=20, lr=0.05, seed=0,
+                        optimizer="sgd", batchnorm=True, weight_decay=1e-4)
+    clf.fit(x[:200], y[:200])
+    assert not any(hasattr(op, "__getitem__") for op in clf.network.ops.values())
+    assert clf.network.ops["conv0"].bias is not None
+    assert clf.score(x[200:], y[200:]) >= 0.9
+    assert clf.get_params()["optimizer"] == "sgd" and clf.get_params()["batchnorm"]
+    with pytest.raises(TrainingError, match="optimizer"):
+        AGDClassifier(SPECS, optimizer="rmsprop")
 
 
 def test_bad_inputs_are_refused():
