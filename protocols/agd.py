@@ -5,8 +5,8 @@ CIFAR-10, as defined in this project; write one HDF5 results file and a figure.
 Examples::
 
     python protocols/agd.py --dataset mnist --scale smoke
-    nice -n 10 python protocols/agd.py --dataset mnist --scale full       # ~30-40 min, 1 CPU thread
-    python protocols/agd.py --dataset cifar10 --scale full --device cuda --max-minutes 4
+    nice -n 10 python protocols/agd.py --dataset mnist --scale full       # ~12 min, 1 CPU thread
+    python protocols/agd.py --dataset cifar10 --scale full --device cuda --max-minutes 5.6
 
 The file holds the configuration and seed, per-epoch training loss/accuracy, the test
 accuracy, accuracy against the number of inference steps T (``metrics/accuracy_vs_T``,

@@ -10,7 +10,7 @@ Examples::
     nice -n 10 python protocols/conversion.py --dataset mnist --scale small
     nice -n 10 python protocols/conversion.py --dataset fashion --scale small
     nice -n 10 python protocols/conversion.py --dataset mnist --arch backres --R 1,2,3
-    python protocols/conversion.py --dataset cifar10 --scale full --device cuda --max-minutes 4
+    python protocols/conversion.py --dataset cifar10 --scale full --device cuda --max-minutes 7
 
 Architectures (``--arch``): ``vgg`` (3x3 convolutions, average pooling, fully connected
 layers; batch-norm during training for CIFAR-10, folded into weights and biases before
