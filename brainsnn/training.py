@@ -360,6 +360,30 @@ def store_network(rec, network):
         rec.set(f"layers/{name}/theta", float(theta), units="1")
 
 
+def protocol_config(scale_cfg, args, keys=(), seeds=False):
+    """A protocol's configuration: ``scale_cfg`` with the command-line values of ``keys`` given.
+
+    ``args`` is the protocol's argparse namespace; an attribute that is None (option not given)
+    keeps the scale's value. With ``seeds=True`` the entry ``seeds`` becomes ``args.seed``,
+    ``args.seed + 1``, ... (``args.n_seeds`` of them, default as many as the scale lists).
+    """
+    cfg = dict(scale_cfg)
+    for key in keys:
+        if getattr(args, key, None) is not None:
+            cfg[key] = getattr(args, key)
+    if seeds:
+        n_seeds = getattr(args, "n_seeds", None) or len(cfg["seeds"])
+        cfg["seeds"] = tuple(args.seed + k for k in range(n_seeds))
+    return cfg
+
+
+def config_record(args, cfg, **extra):
+    """What a results file stores as configuration: the command line, the resolved ``cfg``
+    (tuples as lists) and ``extra``."""
+    return {**vars(args), **{k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()},
+            **extra}
+
+
 def training_figure(path_or_rec):
     """Figure from a results file alone: training accuracy per epoch, test accuracy vs T."""
     from matplotlib.figure import Figure

@@ -103,7 +103,8 @@ def main(argv=None):
     from brainsnn.energy import format_report, write_energy
     from brainsnn.networks import vgg_specs
     from brainsnn.results import RunResults
-    from brainsnn.training import AGDClassifier, load_image_data, store_network
+    from brainsnn.training import (AGDClassifier, config_record, load_image_data,
+                                   protocol_config, store_network)
 
     torch.set_num_threads(args.threads)
     if args.device.startswith("cuda"):
@@ -113,14 +114,9 @@ def main(argv=None):
         torch.backends.cuda.matmul.allow_tf32 = True   # TF32 convolutions/matmuls on the GPU
         torch.backends.cudnn.allow_tf32 = True
     family = "cifar" if args.dataset == "cifar10" else "gray"
-    cfg = dict(CONFIGS[(family, args.scale)])
-    for key, val in (("T", args.T), ("epochs", args.epochs), ("batch_size", args.batch_size),
-                     ("lr", args.lr), ("n_train", args.n_train), ("n_test", args.n_test),
-                     ("max_minutes", args.max_minutes), ("init_rate", args.init_rate),
-                     ("optimizer", args.optimizer), ("batchnorm", args.batchnorm),
-                     ("weight_decay", args.weight_decay)):
-        if val is not None:
-            cfg[key] = val
+    cfg = protocol_config(CONFIGS[(family, args.scale)], args,
+                          ("T", "epochs", "batch_size", "lr", "n_train", "n_test", "max_minutes",
+                           "init_rate", "optimizer", "batchnorm", "weight_decay"))
     print(f"[agd] loading {args.dataset} ...", flush=True)
     x_train, y_train, x_test, y_test = load_image_data(args.dataset, cfg["n_train"],
                                                        cfg["n_test"], data_dir=args.data)
@@ -132,9 +128,10 @@ def main(argv=None):
                         augment=cfg.get("augment"), max_minutes=cfg.get("max_minutes"),
                         init_rate=cfg.get("init_rate"), optimizer=cfg.get("optimizer", "adam"),
                         batchnorm=bool(cfg.get("batchnorm", False)),
-                        weight_decay=cfg.get("weight_decay", 0.0), device=args.device, seed=args.seed, verbose=True)
-    config = {**vars(args), **{k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()},
-              "n_train_used": int(len(x_train)), "n_test_used": int(len(x_test))}
+                        weight_decay=cfg.get("weight_decay", 0.0), device=args.device,
+                        seed=args.seed, verbose=True)
+    config = config_record(args, cfg, n_train_used=int(len(x_train)),
+                           n_test_used=int(len(x_test)))
     if args.dataset == "cifar10":
         config["caveat"] = CIFAR_CAVEAT
     rec = RunResults("agd", config=config, seed=args.seed, device=args.device)

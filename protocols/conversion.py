@@ -214,7 +214,8 @@ def main(argv=None):
     from brainsnn.energy import format_report, write_energy
     from brainsnn.networks import Network
     from brainsnn.results import RunResults
-    from brainsnn.training import load_image_data, seed_everything
+    from brainsnn.training import (config_record, load_image_data, protocol_config,
+                                   seed_everything)
 
     t_start = time.perf_counter()
     torch.set_num_threads(args.threads)
@@ -225,14 +226,9 @@ def main(argv=None):
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     family = "cifar" if args.dataset == "cifar10" else "gray"
-    cfg = dict(CONFIGS[(family, args.scale)])
-    for key, val in (("width", args.width), ("epochs", args.epochs),
-                     ("batch_size", args.batch_size), ("lr", args.lr), ("optimizer", args.optimizer),
-                     ("n_train", args.n_train), ("n_test", args.n_test), ("n_fit", args.n_fit),
-                     ("balance_T", args.balance_T), ("eval_batch", args.eval_batch),
-                     ("max_minutes", args.max_minutes), ("reserve_minutes", args.reserve_minutes)):
-        if val is not None:
-            cfg[key] = val
+    cfg = protocol_config(CONFIGS[(family, args.scale)], args,
+                          ("width", "epochs", "batch_size", "lr", "optimizer", "n_train", "n_test",
+                           "n_fit", "balance_T", "eval_batch", "max_minutes", "reserve_minutes"))
     if args.eval_T:
         cfg["Ts"] = tuple(_ints(args.eval_T, "--eval-T"))
     if args.eval_batch is None and (args.arch != "vgg" or cfg["conv"]):
@@ -251,9 +247,8 @@ def main(argv=None):
     fit_idx = np.random.default_rng(args.seed).permutation(len(x_train))[:cfg["n_fit"]]
     x_fit = x_train[fit_idx]
 
-    config = {**vars(args), **{k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()},
-              "methods": methods, "R_values": Rs, "n_train_used": int(len(x_train)),
-              "n_test_used": int(len(x_test))}
+    config = config_record(args, cfg, methods=methods, R_values=Rs,
+                           n_train_used=int(len(x_train)), n_test_used=int(len(x_test)))
     if args.dataset == "cifar10":
         config["caveat"] = CIFAR_CAVEAT
     rec = RunResults("conversion", config=config, seed=args.seed, device=args.device)

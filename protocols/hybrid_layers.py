@@ -94,18 +94,14 @@ def main(argv=None):
     from brainsnn.energy import write_energy
     from brainsnn.networks import vgg_specs
     from brainsnn.results import RunResults
-    from brainsnn.training import load_image_data, train_and_evaluate
+    from brainsnn.training import (config_record, load_image_data, protocol_config,
+                                   train_and_evaluate)
 
     torch.set_num_threads(args.threads)
-    cfg = dict(SCALES[args.scale])
+    cfg = protocol_config(SCALES[args.scale], args, ("n_train", "n_test", "epochs"), seeds=True)
     if args.patterns:
         cfg["patterns"] = tuple(p.strip().upper() for p in args.patterns.split(","))
-    for key in ("n_train", "n_test", "epochs"):
-        if getattr(args, key) is not None:
-            cfg[key] = getattr(args, key)
-    n_seeds = args.n_seeds or len(cfg["seeds"])
-    cfg["seeds"] = tuple(args.seed + k for k in range(n_seeds))
-    config = {**vars(args), **{k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()}}
+    config = config_record(args, cfg)
     rec = RunResults("hybrid_layers", config=config, seed=args.seed, device=args.device)
     out = args.out or f"results/hybrid_layers_{args.scale}_seed{args.seed}.h5"
     x_tr, y_tr, x_te, y_te = load_image_data(args.dataset, cfg["n_train"], cfg["n_test"],
