@@ -110,8 +110,9 @@ class STDPRule(SynapseModel):
     def _extend_neuron(self, model, equations, reset):
         if self.traces != "neuron":
             return model
-        if model.method not in ("exact", "linear"):
+        if model.method not in ("exact", "linear", "exponential_euler"):
             # one Euler step of this form is the exact decay exp(-dt/tau) of the trace
+            # (exact, linear and exponential Euler integrate the plain decay exactly)
             equations = re.sub(r"d(\w+)/dt = -\1 / (\w+) : 1",
                                r"d\1/dt = -\1 * (1 - exp(-dt / \2)) / dt : 1", equations)
         return model.extend(equations=equations, reset=reset,

@@ -25,6 +25,13 @@ How it runs (DESIGN.md, "Simulating efficiently in Brian2"):
   run resumed from a saved state (:meth:`get_state`/:meth:`set_state`) continues exactly
   as the uninterrupted run would have.
 
+The neurons' membranes are integrated by linearly implicit Euler (:func:`stable_neuron_model`;
+everything else as the models say, i.e. forward Euler like Diehl & Cook's code): with forward
+Euler, ~30 inhibitory spikes in one time step (easily reached at N=400) throw ``v`` below
+``v_inh`` and back above threshold, and the layer then fires at its maximal rate for ever.
+A training chunk without any excitatory spike warns (:class:`SilentNetworkWarning`), and the
+normalisation sets weights below ``W_FLUSH * w_max`` to 0 (no slow denormal numbers).
+
 Images that make fewer than ``min_spikes`` excitatory spikes are shown again with the input
 rate raised by ``f_boost`` (Diehl & Cook's rule), here chunk-wise: they are queued at the
 start of the next chunk (``min_spikes=0`` turns this off). When a pass over the training
@@ -40,9 +47,11 @@ import gc
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
+import warnings
 from collections import deque
 
 import numpy as np
@@ -53,7 +62,14 @@ from .encoding import EncodingError, flatten_images, gate_expression, steps_per
 from .models import DIEHL_COOK_EXCITATORY, DIEHL_COOK_INHIBITORY, ModelError, NeuronModel
 from .plasticity import SynapseModel, diehl_cook_stdp
 
-__all__ = ["STDPError", "DiehlCookNetwork", "chunk_seed"]
+__all__ = ["STDPError", "SilentNetworkWarning", "DiehlCookNetwork", "chunk_seed",
+           "stable_neuron_model", "W_FLUSH"]
+
+#: Weights below this are set to 0 by the per-image normalisation. A weight whose input
+#: never spikes only shrinks (by the normalisation factor, < 1, image after image) and would
+#: end as a denormal number, on which every multiplication is ~100x slower; 1e-12 of w_max
+#: changes no conductance measurably (and additive potentiation restarts from 0 the same way).
+W_FLUSH = 1e-12
 
 _SEED_CODE = """
 {
@@ -69,10 +85,70 @@ class STDPError(ValueError):
     """Bad configuration or input for the STDP network."""
 
 
+class SilentNetworkWarning(RuntimeWarning):
+    """A whole training chunk made no excitatory spike (the network stopped learning)."""
+
+
 def chunk_seed(seed: int, counter: int, stream: int = 0) -> int:
     """Seed of the ``counter``-th chunk run (``stream`` 0: training, 1: inference)."""
     ss = np.random.SeedSequence([int(seed), int(stream), int(counter)])
     return int(ss.generate_state(1, dtype=np.uint32)[0] % (2**31 - 1))
+
+
+def stable_neuron_model(model: NeuronModel, variables=("v",)) -> NeuronModel:
+    """``model`` with its membrane equation made unconditionally stable under forward Euler.
+
+    Why: the membrane of a conductance-based neuron, ``tau_m dv/dt = (v_rest - v) - ge v +
+    gi (v_inh - v)``, relaxes with the time constant ``tau_m / (1 + ge + gi)``. Forward Euler
+    (the models' ``method``, as in Diehl & Cook's Brian 1 code) multiplies the distance to
+    the equilibrium by ``1 - dt (1 + ge + gi) / tau_m`` per step: ``v`` overshoots past the
+    reversal potential when ``ge + gi > tau_m/dt - 1`` and diverges beyond ``2 tau_m/dt - 1``
+    (399 for the excitatory neuron at dt 0.5 ms). Lateral inhibition adds ``w_inh_exc`` = 17
+    per inhibitory spike, and N=400 has 399 inhibitory inputs per neuron: ~30 inhibitory
+    spikes in one step throw ``v`` below ``v_inh`` and back above threshold, so inhibition
+    itself makes neurons fire, which makes more inhibition; the whole layer then fires at
+    its maximal rate with or without input and theta runs away (an N=400 training run went
+    that way after ~2,900 images and was silent ever after).
+
+    The fix, for each variable ``x`` of ``variables`` whose equation ``dx/dt = A x + B`` is
+    linear in ``x`` (``A``, ``B`` may depend on other variables, e.g. the conductances):
+    ``dx/dt = f`` becomes ``dx/dt = f / (1 - dt A)``. One forward Euler step of it is the
+    linearly implicit (backward) Euler step ``x' = (x + dt B) / (1 - dt A)`` of the original
+    equation: ``v'`` is a weighted mean of ``v``, the leak and the reversal potentials with
+    positive weights, so it stays between them for any conductance (no overshoot, no spike
+    from inhibition); for the conductances of normal activity (``dt |A|`` ~ 0.01) the step
+    differs from forward Euler's by ~1 %. Everything else (the conductance decays, traces,
+    threshold) stays exactly as in the Euler-integrated model, and it costs one division
+    per neuron and step (exponential Euler would cost an ``exp()`` and slow N=400 training
+    down twofold). Models not integrated by ``"euler"`` are returned unchanged.
+
+    ``variables``: the membrane potential(s) to treat so (default ``("v",)``).
+    """
+    if model.method != "euler":
+        return model
+    # deferred import: Brian2's helper that splits dx/dt into A x + B (with sympy)
+    from brian2.stateupdaters.exponential_euler import get_conditionally_linear_system
+    import sympy
+    from brian2.parsing.sympytools import sympy_to_str
+
+    try:
+        system = get_conditionally_linear_system(b2.Equations(model.equations))
+    except ValueError as exc:
+        raise STDPError(f"model {model.name!r}: cannot make {', '.join(variables)} implicit: "
+                        f"the equations are not linear in them ({exc})") from exc
+    equations = model.equations
+    for var in variables:
+        if var not in system:
+            raise STDPError(f"model {model.name!r}: {var!r} is not a differential variable "
+                            "linear in itself")
+        coefficient = sympy_to_str(sympy.sympify(system[var][0]))
+        pattern = re.compile(rf"^(\s*)d{var}/dt\s*=\s*(.+?)\s*:(.*)$", flags=re.M)
+        if len(pattern.findall(equations)) != 1:
+            raise STDPError(f"model {model.name!r}: no single line 'd{var}/dt = ...' found")
+        equations = pattern.sub(lambda m: f"{m.group(1)}d{var}/dt = ({m.group(2)}) / "
+                                          f"(1 - dt * ({coefficient})) :{m.group(3)}",
+                                equations)
+    return model.replace(equations=equations)
 
 
 def _q(value, unit):
@@ -127,6 +203,12 @@ class DiehlCookNetwork:
     codegen_target : {None, "cython", "numpy"}
         Runtime device only: Brian2's code generation target (None: Brian2's default;
         "numpy" needs no compiler, for tiny networks in tests).
+    integration : {"stable", "model"}
+        How the neurons' membranes are integrated. "stable" (default): as
+        :func:`stable_neuron_model` makes them (linearly implicit Euler for ``v``, stable for
+        any conductance; all else as in the models); "model": the models' own forward Euler
+        (as Diehl & Cook's code), which diverges when many inhibitory neurons fire in the
+        same step (it wrecked N=400 training) and is kept only to reproduce earlier runs.
     """
 
     def __init__(self, n_neurons=100, *, exc_model: NeuronModel = DIEHL_COOK_EXCITATORY,
@@ -136,7 +218,7 @@ class DiehlCookNetwork:
                  f_boost=31.875 * b2.Hz, min_spikes=5, max_repeats=10, w_target=78.0,
                  w_init=(0.003, 0.303), w_exc_inh=10.4, w_inh_exc=17.0,
                  inhibitory_variable="gi", n_inputs=784, threads=1, directory=None,
-                 codegen_target=None):
+                 codegen_target=None, integration="stable"):
         self.n_neurons = self._positive_int(n_neurons, "n_neurons")
         self.n_inputs = self._positive_int(n_inputs, "n_inputs")
         self.chunk_size = self._positive_int(chunk_size, "chunk_size")
@@ -168,6 +250,9 @@ class DiehlCookNetwork:
         if codegen_target not in (None, "cython", "numpy"):
             raise STDPError(f"codegen_target must be None, 'cython' or 'numpy', got {codegen_target!r}")
         self.codegen_target = codegen_target
+        if integration not in ("stable", "model"):
+            raise STDPError(f"integration must be 'stable' or 'model', got {integration!r}")
+        self.integration = integration
         self.exc_model = exc_model
         self.inh_model = inh_model
         self.rule = rule if rule is not None else diehl_cook_stdp(traces="neuron")
@@ -208,7 +293,7 @@ class DiehlCookNetwork:
             "min_spikes": self.min_spikes, "max_repeats": self.max_repeats,
             "w_target": self.w_target, "w_init": list(self.w_init),
             "w_exc_inh": self.w_exc_inh, "w_inh_exc": self.w_inh_exc,
-            "threads": self.threads,
+            "threads": self.threads, "integration": self.integration,
             "exc_model": _model_dict(self.exc_model), "inh_model": _model_dict(self.inh_model),
             "rule": _model_dict(self.rule),
         }
@@ -229,6 +314,7 @@ class DiehlCookNetwork:
         self.train_runs = 0      # chunk runs done while training (seeds the next one)
         self.pending = np.zeros((0, 2), dtype=np.int64)  # (image index, level) to re-present
         self.images_presented = 0  # presentations during training, re-presentations included
+        self.silent_chunks = 0   # training chunks in a row without any excitatory spike
         return self
 
     @staticmethod
@@ -281,13 +367,13 @@ class DiehlCookNetwork:
             threshold="rates > 0*Hz and rand() < rates * dt",
             reset=(self.rule.pre_reset or None) if rule_traces else None,
             method="exact", namespace={"stimulus": stim, **trace_ns}, name="inputs")
-        exc_model = self.exc_model
+        exc_model, inh_model = self.simulated_models()
         if rule_traces:
             exc_model = self.rule.post_neuron(exc_model)
         exc_model = exc_model.extend(equations="wsum : 1\nnorm : 1")
         exc = exc_model.neuron_group(n, name="exc", namespace={"learn": learn_ta,
                                                                "w_target": self.w_target})
-        inh = self.inh_model.neuron_group(n, name="inh")
+        inh = inh_model.neuron_group(n, name="inh")
         # keep wsum_post equal to the postsynaptic neuron's incoming weight sum
         track = {key: f"w_before = w\n{code}\nwsum_post += w - w_before"
                  for key, code in (("on_pre", self.rule.on_pre), ("on_post", self.rule.on_post))
@@ -298,8 +384,10 @@ class DiehlCookNetwork:
                           "norm = 1 + plastic * int(wsum > 0) * (w_target / (wsum + int(wsum <= 0)) - 1)\n"
                           "wsum = wsum * norm",
                           dt=self.period, when="start", order=0, name="exc_normalise")
-        syn.run_regularly("w = w * norm_post", dt=self.period, when="start", order=1,
-                          name="input_exc_normalise")
+        # weights below W_FLUSH * w_max go to 0 (they would end as slow denormal numbers)
+        syn.run_regularly("w = w * norm_post\n"
+                          f"w = w * int(w >= {W_FLUSH * self._w_max()!r})",
+                          dt=self.period, when="start", order=1, name="input_exc_normalise")
         ei = b2.Synapses(exc, inh, on_pre=f"{self.inh_model.input_variable}_post += w_exc_inh",
                          namespace={"w_exc_inh": self.w_exc_inh}, name="exc_inh")
         ei.connect(i=np.arange(n), j=np.arange(n))
@@ -311,6 +399,18 @@ class DiehlCookNetwork:
         net = b2.Network(inputs, exc, inh, syn, ei, ie, mon)
         return {"net": net, "stim": stim, "learn": learn_ta, "inputs": inputs, "exc": exc,
                 "inh": inh, "syn": syn, "mon": mon}
+
+    def simulated_models(self):
+        """The (excitatory, inhibitory) neuron models as the network integrates them."""
+        if self.integration == "model":
+            return self.exc_model, self.inh_model
+        try:
+            return stable_neuron_model(self.exc_model), stable_neuron_model(self.inh_model)
+        except ModelError as exc:
+            raise STDPError(str(exc)) from exc
+
+    def _w_max(self):
+        return float(self.rule.parameters.get("w_max", 1.0))
 
     def _set_values(self, objs):
         objs["syn"].w = self.weights.reshape(-1)
@@ -536,6 +636,10 @@ class DiehlCookNetwork:
                     done_lvl.append(level)
                     done_rows.append(row)
             self.pending = np.asarray(pending, dtype=np.int64).reshape(-1, 2)
+            chunk_spikes = int(counts[:len(items)].sum())
+            self.silent_chunks = 0 if chunk_spikes else self.silent_chunks + 1
+            if not chunk_spikes:
+                warnings.warn(self._silence_message(items), SilentNetworkWarning, stacklevel=2)
             if self.position >= len(pixels) and not len(self.pending):
                 self.passes += 1
                 self.position = 0
@@ -544,9 +648,22 @@ class DiehlCookNetwork:
                 callback({"counts": counts[done_rows], "indices": np.asarray(done_idx, dtype=np.int64),
                           "levels": np.asarray(done_lvl, dtype=np.int64),
                           "presented": len(items), "position": self.position,
-                          "passes": self.passes, "seconds": seconds, "network": self})
+                          "passes": self.passes, "seconds": seconds,
+                          "chunk_spikes": chunk_spikes, "silent_chunks": self.silent_chunks,
+                          "network": self})
         self.timings["train"] += time.perf_counter() - t_start
         return self
+
+    def _silence_message(self, items):
+        levels = np.asarray([level for _, level in items])
+        theta_mv = 1e3 * self.theta
+        return (f"no excitatory spike in a whole training chunk ({len(items)} presentations, "
+                f"{int((levels > 0).sum())} of them re-presentations at up to "
+                f"{float(self.f_max + levels.max() * self.f_boost):.1f} Hz; "
+                f"{self.silent_chunks} silent chunk(s) in a row): the network has stopped "
+                f"learning. theta is {theta_mv.min():.1f} to {theta_mv.max():.1f} mV "
+                f"(it starts at {1e3 * self._initial_value(self.exc_model, 'theta', 0.0):.0f} mV; "
+                f"a theta far above that means runaway firing earlier in the run)")
 
     def transform(self, images, callback=None):
         """Excitatory spike counts (n, N) of ``images`` with learning off (state unchanged).

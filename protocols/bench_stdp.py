@@ -58,6 +58,9 @@ def parse_args(argv=None):
                    help="images of the naive loop (after one warm-up image)")
     p.add_argument("--threads", type=int, default=1, help="OpenMP threads (cpp_standalone)")
     p.add_argument("--skip-naive", action="store_true", help="measure the fast path only")
+    p.add_argument("--rule", default="triplet", choices=["diehl_cook", "triplet", "pair"],
+                   help="STDP rule of both paths (default triplet, the default of "
+                        "protocols/diehl_cook.py; diehl_cook is PAPER.md's power-law rule)")
     args = p.parse_args(argv)
     scale = SCALES[args.scale]
     args.neurons = args.neurons or scale["neurons"]
@@ -78,8 +81,9 @@ def fast_rate(n, images, args, build_root):
     from brainsnn.stdp import DiehlCookNetwork
 
     directory = os.path.join(build_root, f"dc{n}_{len(images)}")
-    net = DiehlCookNetwork(n, device=args.device, chunk_size=len(images), seed=args.seed,
-                           min_spikes=0, threads=args.threads, directory=directory)
+    net = DiehlCookNetwork(n, rule=bench_rule(args), device=args.device, chunk_size=len(images),
+                           seed=args.seed, min_spikes=0, threads=args.threads,
+                           directory=directory)
     t0 = time.perf_counter()
     net.compile()
     compile_s = time.perf_counter() - t0
@@ -87,8 +91,9 @@ def fast_rate(n, images, args, build_root):
     net.partial_fit(images)
     run_s, cpu_s = time.perf_counter() - t0, _child_cpu() - c0
     net.close()
-    again = DiehlCookNetwork(n, device=args.device, chunk_size=len(images), seed=args.seed,
-                             min_spikes=0, threads=args.threads, directory=directory)
+    again = DiehlCookNetwork(n, rule=bench_rule(args), device=args.device,
+                             chunk_size=len(images), seed=args.seed, min_spikes=0,
+                             threads=args.threads, directory=directory)
     t0 = time.perf_counter()
     again.compile()
     recompile_s = time.perf_counter() - t0
@@ -105,6 +110,16 @@ def fast_rate(n, images, args, build_root):
     return out
 
 
+def bench_rule(args):
+    """The STDP rule of both paths: ``--rule`` with the protocol's learning rates."""
+    from brainsnn.plasticity import make_rule
+
+    sys.path.insert(0, str(REPO / "protocols"))
+    from diehl_cook import NU_POST
+
+    return make_rule(args.rule, nu_post=NU_POST[args.rule], traces="neuron")
+
+
 def _child_cpu():
     """CPU seconds (user + system) of finished child processes (the standalone program)."""
     import resource
@@ -117,20 +132,21 @@ def naive_rate(n, images, args):
     import brian2 as b2
     from brainsnn import devices
     from brainsnn.models import DIEHL_COOK_EXCITATORY, DIEHL_COOK_INHIBITORY
-    from brainsnn.plasticity import diehl_cook_stdp
+    from brainsnn.stdp import stable_neuron_model
 
     devices.select_device("runtime")
     b2.defaultclock.dt = 0.5 * b2.ms
     b2.seed(args.seed)
     rng = np.random.default_rng(args.seed)
     n_in = 784
-    rule = diehl_cook_stdp(traces="neuron")  # the same rule and traces as the fast path
+    rule = bench_rule(args)  # the same rule and traces as the fast path
     inputs = b2.NeuronGroup(n_in, "rates : Hz\n" + rule.pre_equations,
                             threshold="rates > 0*Hz and rand() < rates * dt",
                             reset=rule.pre_reset, method="exact",
                             namespace=dict(rule.trace_parameters), name="inputs")
-    exc = rule.post_neuron(DIEHL_COOK_EXCITATORY).neuron_group(n, name="exc")
-    inh = DIEHL_COOK_INHIBITORY.neuron_group(n, name="inh")
+    # the membranes integrated as the fast path integrates them (DiehlCookNetwork's default)
+    exc = rule.post_neuron(stable_neuron_model(DIEHL_COOK_EXCITATORY)).neuron_group(n, name="exc")
+    inh = stable_neuron_model(DIEHL_COOK_INHIBITORY).neuron_group(n, name="inh")
     syn = rule.synapses(inputs, exc, name="input_exc")
     syn.connect(i=np.repeat(np.arange(n_in), n), j=np.tile(np.arange(n), n_in))
     syn.w = (0.003 + 0.3 * rng.random(n_in * n))

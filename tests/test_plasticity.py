@@ -2,6 +2,7 @@
 
 The tiny networks run on Brian2's runtime device with the numpy target (no compiler).
 """
+import contextlib
 import math
 
 import brian2 as b2
@@ -14,6 +15,18 @@ from brainsnn.plasticity import (DIEHL_COOK_STDP, RULES, diehl_cook_stdp, make_r
                                  triplet_stdp)
 
 DT = 0.5 * b2.ms
+
+
+@contextlib.contextmanager
+def numpy_runtime():
+    """Brian2's runtime device with numpy code (no compiler), dt = DT; reset afterwards."""
+    devices.select_device("runtime")
+    b2.prefs.codegen.target = "numpy"
+    b2.defaultclock.dt = DT
+    try:
+        yield
+    finally:
+        devices._reset_brian2()
 
 
 def run_pair(rule, t_pre, t_post, w0=0.5, plastic=1.0):
@@ -147,13 +160,21 @@ def test_neuron_traces_on_an_euler_neuron_decay_exactly():
     from brainsnn.models import DIEHL_COOK_EXCITATORY
     model = diehl_cook_stdp(traces="neuron").post_neuron(DIEHL_COOK_EXCITATORY)
     assert model.method == "euler" and "xpost = 1" in model.reset
-    devices.select_device("runtime")
-    b2.prefs.codegen.target = "numpy"
-    b2.defaultclock.dt = DT
-    try:
+    with numpy_runtime():
         g = model.neuron_group(1)
         g.xpost = 1.0
         b2.run(10 * DT)
         assert float(g.xpost[0]) == pytest.approx(math.exp(-10 * 0.5 / 20), rel=1e-12)
-    finally:
-        devices._reset_brian2()
+
+
+def test_neuron_traces_on_an_exponential_euler_neuron_are_not_rewritten():
+    """Exponential Euler integrates the plain decay exactly: the trace is added as it is."""
+    from brainsnn.models import DIEHL_COOK_EXCITATORY
+    neuron = DIEHL_COOK_EXCITATORY.replace(method="exponential_euler")
+    model = triplet_stdp(traces="neuron").post_neuron(neuron)
+    assert "dxpost/dt = -xpost / tau_post : 1" in model.equations
+    with numpy_runtime():
+        g = model.neuron_group(1)
+        g.xpost2 = 1.0
+        b2.run(10 * DT)
+        assert float(g.xpost2[0]) == pytest.approx(math.exp(-10 * 0.5 / 40), rel=1e-12)

@@ -158,6 +158,96 @@ def test_extended_neuron_runs_in_the_network(images):
     assert net.theta.max() > 20.0e-3, "the neurons spiked and theta grew"
 
 
+def _inhibition_spikes(model, gi0):
+    """Spikes and lowest v of one resting neuron hit by a conductance gi0 (no input)."""
+    devices.select_device("runtime")
+    b2.prefs.codegen.target = "numpy"
+    b2.defaultclock.dt = 0.5 * b2.ms
+    try:
+        g = model.neuron_group(1)
+        g.v, g.gi = -65 * b2.mV, gi0
+        mon = b2.SpikeMonitor(g)
+        low = b2.StateMonitor(g, "v", record=0)
+        b2.Network(g, mon, low).run(20 * b2.ms)
+        return mon.num_spikes, float(np.min(low.v[0]))
+    finally:
+        devices._reset_brian2()
+
+
+def test_synchronous_inhibition_cannot_make_a_spike():
+    """40 inhibitory spikes in one step (gi = 40 * w_inh_exc) silence a neuron.
+
+    Forward Euler (the model's method) overshoots: v swings below v_inh and back above
+    threshold, so inhibition made spikes, which made more inhibition; at N=400 the whole
+    layer then fired at its maximal rate and theta ran away. The network's integration
+    keeps v between the reversal potentials.
+    """
+    exc, _ = tiny().simulated_models()
+    gi0 = 40 * 17.0
+    assert _inhibition_spikes(DIEHL_COOK_EXCITATORY, gi0)[0] == 1, "forward Euler overshoots"
+    spikes, v_low = _inhibition_spikes(exc, gi0)
+    assert spikes == 0
+    assert -100e-3 <= v_low < -90e-3  # pulled towards v_inh, never beyond it
+
+
+def test_stable_membrane_is_euler_at_weak_input():
+    """For small conductances the network's membrane step is the model's Euler step to ~1 %."""
+    exc, inh = tiny().simulated_models()
+    assert exc.method == inh.method == "euler"
+    devices.select_device("runtime")
+    b2.prefs.codegen.target = "numpy"
+    b2.defaultclock.dt = 0.5 * b2.ms
+    try:
+        groups = [m.neuron_group(1, name=f"n{k}") for k, m in enumerate((DIEHL_COOK_EXCITATORY, exc))]
+        for g in groups:
+            g.v, g.ge, g.gi = -65 * b2.mV, 2.0, 0.5
+        b2.Network(*groups).run(0.5 * b2.ms)
+        dv_euler, dv_stable = (float(g.v[0]) + 65e-3 for g in groups)
+        assert dv_stable == pytest.approx(dv_euler, rel=0.02) and dv_euler > 0
+        # the conductances decay exactly as in the model
+        assert float(groups[1].ge[0]) == float(groups[0].ge[0])
+    finally:
+        devices._reset_brian2()
+
+
+def test_synchronous_layer_does_not_run_away():
+    """N=400 with equal weights: the 200 neurons of lower threshold fire in the same step and
+    their 200 inhibitory spikes hit the other 200 (not refractory) at once. Without input
+    (the two blank images, the rest periods) the layer must fall silent; with the model's
+    forward Euler it fires on at its maximal rate (the failure of N=400 training)."""
+    images = np.concatenate([np.ones((1, 4, 4)), np.zeros((2, 4, 4))])
+
+    def counts_of(integration):
+        net = DiehlCookNetwork(400, n_inputs=16, chunk_size=3, seed=0, w_target=16.0,
+                               integration=integration, **FAST)
+        net.weights[:] = 1.0
+        net.v_exc[:] = -65e-3
+        net.theta[200:] = 30e-3
+        pixels = net._pixels(images)
+        counts, _ = net._run_chunk(net._rates(pixels, [(0, 0), (1, 0), (2, 0)]),
+                                   np.ones(3), seed=1)
+        assert counts[0, :200].min() > 0, "the bright image makes the first half fire"
+        return counts
+
+    assert counts_of("model")[1:].sum() > 1000, "forward Euler runs away"
+    assert counts_of("stable")[1:].sum() == 0
+
+
+def test_silent_chunk_warns_and_tiny_weights_are_flushed(images):
+    """A chunk without any spike warns (the network is dead: here theta is 1 V);
+    weights below W_FLUSH * w_max (never-active inputs) are set to 0 by the normalisation."""
+    from brainsnn.stdp import W_FLUSH, SilentNetworkWarning
+    x, _ = images
+    net = tiny(chunk_size=2)
+    net.theta[:] = 1.0
+    net.weights[0] = W_FLUSH / 10  # pixel 0 of MNIST is always 0: its input never spikes
+    infos = []
+    with pytest.warns(SilentNetworkWarning, match="no excitatory spike"):
+        net.partial_fit(x[:2], callback=infos.append)
+    assert infos[0]["chunk_spikes"] == 0 and infos[0]["silent_chunks"] == net.silent_chunks == 1
+    assert (net.weights[0] == 0).all() and net.weights[1:].min() > 0
+
+
 @pytest.mark.parametrize("bad, match", [
     (np.zeros((2, 27, 28)), "pixels"),
     (np.full((2, 28, 28), np.nan), "NaN"),
@@ -181,6 +271,8 @@ def test_bad_configuration_raises():
         DiehlCookNetwork(10, exc_model=LIF)
     with pytest.raises(STDPError, match="saved weights"):
         tiny().set_state({**tiny().get_state(), "weights": np.zeros((3, 3))})
+    with pytest.raises(STDPError, match="integration"):
+        tiny(integration="rk4")
 
 
 def test_unit_error_in_extended_neuron_raises():
@@ -326,3 +418,28 @@ def test_protocol_resume_continues_exactly(tmp_path, monkeypatch, data_dir):
     np.testing.assert_array_equal(resumed["layers/exc/weights"], whole["layers/exc/weights"])
     np.testing.assert_array_equal(resumed["metrics/test_predictions"],
                                   whole["metrics/test_predictions"])
+
+
+def test_protocol_stops_a_dead_network(tmp_path, monkeypatch, capsys, data_dir):
+    """Chunks without any spike (theta 1 V: nothing can fire) print a warning each, and
+    --max-silent-chunks of them in a row stop the run (exit status 3, checkpoint kept)."""
+    from brainsnn.results import RunResults
+    dc = _protocol("diehl_cook")
+    real_build = dc.build_network
+
+    def build_dead(args):
+        net = tiny(n=args.neurons, chunk_size=args.chunk_size, seed=args.seed,
+                   rule=real_build(args).rule)
+        net.theta[:] = 1.0
+        return net
+
+    monkeypatch.setattr(dc, "build_network", build_dead)
+    out = tmp_path / "dead.h5"
+    argv = ["--scale", "smoke", "--device", "runtime", "--neurons", "3", "--train-images", "6",
+            "--assign-images", "2", "--test-images", "2", "--chunk-size", "1",
+            "--max-silent-chunks", "2", "--min-spikes", "0", "--quiet", "--data", str(data_dir), "--out", str(out)]
+    assert dc.main(argv) == 3
+    err = capsys.readouterr().err
+    assert err.count("WARNING: no excitatory spike") == 2 and "the network is dead" in err
+    rec = RunResults.load(out)
+    assert not rec.is_complete and int(rec["state/position"]) == 2
