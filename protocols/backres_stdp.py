@@ -75,6 +75,15 @@ def parse_args(argv=None):
     p.add_argument("--t-on", type=float, default=None, help="presentation time (ms)")
     p.add_argument("--t-off", type=float, default=None, help="rest after each patch (ms)")
     p.add_argument("--f-in", type=float, default=255.0, help="input rate of intensity 1 (Hz)")
+    p.add_argument("--extract-t-on", type=float, default=None,
+                   help="presentation time per image in feature extraction (ms; default: "
+                        "conv_stdp.py's EXTRACTION)")
+    p.add_argument("--extract-f-in", type=float, default=None,
+                   help="input rate of intensity 1 in feature extraction (Hz)")
+    p.add_argument("--extract-inhibition", choices=["on", "off"], default=None,
+                   help="lateral inhibition during feature extraction")
+    p.add_argument("--no-compile", action="store_true",
+                   help="run the torch engine eagerly in extraction (default: torch.compile)")
     p.add_argument("--readout", default="linear", help="readout(s), comma-separated: linear, mlp, spiking")
     p.add_argument("--loss", choices=["softmax", "stochmax"], default="softmax")
     p.add_argument("--readout-T", type=int, default=8)
@@ -141,9 +150,13 @@ def main(argv=None):
               [(f"separate_D{D}", "separate", D) for D in args.depths if D > 1]
     rec = RunResults(PROTOCOL, {**vars(args), "configs": [c[0] for c in configs]},
                      seed=args.seed, device=args.device)
+    # feature extraction settings: those of protocols/conv_stdp.py (cp.EXTRACTION) unless given
+    extraction = dict(t_on=cp.extract_t_on(args) * b2.ms, f_in=cp.extract_f_in(args) * b2.Hz,
+                      lateral_inhibition=cp.extract_inhibition(args),
+                      compile=not args.no_compile and args.scale != "smoke")
     stdp_x = x_train[:args.stdp_images]
     with rec.timer("stdp_conv1"):
-        SpikingConvStack([first], shape, t_on=t_on, torch_device=args.torch_device).fit(
+        SpikingConvStack([first], shape, torch_device=args.torch_device, **extraction).fit(
             stdp_x, verbose=not args.quiet)
     names, accs, params, depths = [], [], [], []
     try:
@@ -155,7 +168,7 @@ def main(argv=None):
             else:
                 stages = [first] + [layer(f"deep{d + 1}", K, 3, 1, 1, args.seed + 977 + d)
                                     for d in range(n)]
-            stack = SpikingConvStack(stages, shape, t_on=t_on, torch_device=args.torch_device,
+            stack = SpikingConvStack(stages, shape, torch_device=args.torch_device, **extraction,
                                      batch_size=args.batch_size, seed=args.seed + 12345)
             # conv1 is learned once; run_pipeline re-learns only the stages after it
             orig_fit = stack.fit

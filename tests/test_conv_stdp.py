@@ -181,6 +181,23 @@ def test_lateral_inhibition_is_per_position(small_stack):
     assert torch.all(with_inh.sum(1)[silent] == 0)
 
 
+def test_extraction_without_lateral_inhibition_equals_brian2_and_fires_more(small_stack):
+    """Extraction option lateral_inhibition=False: the same stack without the inh->exc
+    synapses gives the same spikes on both engines, and layer 1 fires more than with it."""
+    stack, spikes_in, res = small_stack
+    free = SpikingConvStack(stack.stages, stack.input_shape, dtype=torch.float64,
+                            t_on=stack.t_on, lateral_inhibition=False)
+    out = free.simulate(spikes_in, record=True)
+    ref = _brian2(free, spikes_in)
+    for si, (fast, slow) in enumerate(zip(out["spikes"], ref)):
+        for p, (a, b) in enumerate(zip(fast, slow)):
+            a = a.numpy()
+            assert a.sum() >= 3, f"stage {si} pass {p}: only {a.sum()} spikes, a weak test"
+            assert (a == b).all(), f"stage {si} pass {p}: {(a != b).sum()} spikes differ"
+    assert float(out["counts"][0][0].sum()) > 1.2 * float(res["counts"][0][0].sum())
+    assert free.config()["lateral_inhibition"] is False
+
+
 # -- learning (patches) and stacking ----------------------------------------------------------
 
 def test_layer_learns_on_patches_and_second_layer_on_first_layer_spikes(mnist_small):
