@@ -360,6 +360,36 @@ def store_network(rec, network):
         rec.set(f"layers/{name}/theta", float(theta), units="1")
 
 
+def experiment_parser(doc, protocol, scales):
+    """Command-line parser with the options every multi-seed experiment protocol shares.
+
+    ``doc``: the protocol's module docstring (first paragraph: description, rest: epilog);
+    ``protocol``: its name (default output file); ``scales``: its scale table. The options:
+    --scale, --dataset, --device, --out, --seed, --n-seeds, --data, --n-train, --n-test,
+    --epochs, --threads; the protocol adds its own to the returned parser.
+    """
+    import argparse
+
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=doc.split("\n\n", 1)[1])
+    p.add_argument("--scale", choices=tuple(scales), default="small")
+    p.add_argument("--dataset", choices=("mnist", "fashion", "cifar10"), default="mnist")
+    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
+    p.add_argument("--out", default=None,
+                   help=f"default results/{protocol}_<scale>_seed<seed>.h5")
+    p.add_argument("--seed", type=int, default=0,
+                   help="first seed; the runs use seed, seed+1, ... (--n-seeds of them)")
+    p.add_argument("--n-seeds", type=int, default=None, help="seeds (default per scale)")
+    p.add_argument("--data", default=None, help="dataset folder (default $BRAINSNN_DATA or "
+                   "../shared/data)")
+    p.add_argument("--n-train", type=int, default=None, help="training images (default per scale)")
+    p.add_argument("--n-test", type=int, default=None, help="test images (default per scale)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs (default per scale)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    return p
+
+
 def protocol_config(scale_cfg, args, keys=(), seeds=False):
     """A protocol's configuration: ``scale_cfg`` with the command-line values of ``keys`` given.
 

@@ -16,9 +16,10 @@ Example::
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
+
+from brainsnn.training import experiment_parser
 
 SCALES = {
     "smoke": dict(n_train=600, n_test=300, epochs=1, width=4, block_layers=1, Rs=(1, 2),
@@ -31,26 +32,11 @@ SCALES = {
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=__doc__.split("\n\n", 1)[1])
-    p.add_argument("--scale", choices=tuple(SCALES), default="small")
-    p.add_argument("--dataset", choices=("mnist", "fashion", "cifar10"), default="mnist")
-    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
-    p.add_argument("--out", default=None,
-                   help="default results/backres_depth_<scale>_seed<seed>.h5")
-    p.add_argument("--seed", type=int, default=0, help="first seed")
-    p.add_argument("--n-seeds", type=int, default=None)
-    p.add_argument("--data", default=None, help="dataset folder (default $BRAINSNN_DATA or "
-                   "../shared/data)")
+    p = experiment_parser(__doc__, "backres_depth", SCALES)
     p.add_argument("--form", choices=("reentry", "additive"), default="reentry")
     p.add_argument("--R", default=None, help="comma-separated R values (default per scale)")
     p.add_argument("--width", type=int, default=None, help="channels of the stem and block")
     p.add_argument("--block-layers", type=int, default=None, help="conv layers in the block")
-    p.add_argument("--n-train", type=int, default=None, help="training images (default per scale)")
-    p.add_argument("--n-test", type=int, default=None, help="test images (default per scale)")
-    p.add_argument("--epochs", type=int, default=None, help="epochs (default per scale)")
-    p.add_argument("--threads", type=int, default=1)
     return p
 
 

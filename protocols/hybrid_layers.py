@@ -19,11 +19,12 @@ Example::
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
 PATTERNS = ("SSSS", "AAAA", "ASSS", "AASS", "SSAA", "SAAA", "SASA")
+from brainsnn.training import experiment_parser
+
 SCALES = {
     "smoke": dict(n_train=600, n_test=300, epochs=1, conv=(4, "P", 8, "P"), fc=(32,),
                   patterns=("SSSS", "AAAA", "ASSS"), T=4, batch_size=50, lr=3e-3, seeds=(0,)),
@@ -35,25 +36,10 @@ SCALES = {
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=__doc__.split("\n\n", 1)[1])
-    p.add_argument("--scale", choices=tuple(SCALES), default="small")
-    p.add_argument("--dataset", choices=("mnist", "fashion", "cifar10"), default="mnist")
-    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
-    p.add_argument("--out", default=None,
-                   help="default results/hybrid_layers_<scale>_seed<seed>.h5")
-    p.add_argument("--seed", type=int, default=0, help="first seed")
-    p.add_argument("--n-seeds", type=int, default=None)
-    p.add_argument("--data", default=None, help="dataset folder (default $BRAINSNN_DATA or "
-                   "../shared/data)")
+    p = experiment_parser(__doc__, "hybrid_layers", SCALES)
     p.add_argument("--patterns", default=None, help="comma-separated patterns, e.g. SSSS,AASS")
     p.add_argument("--analog-input", choices=("once", "per_step"), default="once",
                    help="energy convention for spiking layers fed by analog input")
-    p.add_argument("--n-train", type=int, default=None, help="training images (default per scale)")
-    p.add_argument("--n-test", type=int, default=None, help="test images (default per scale)")
-    p.add_argument("--epochs", type=int, default=None, help="epochs (default per scale)")
-    p.add_argument("--threads", type=int, default=1)
     return p
 
 

@@ -17,9 +17,10 @@ Example::
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
+
+from brainsnn.training import experiment_parser
 
 SCALES = {
     "smoke": dict(n_train=600, n_test=300, epochs=1, conv=(4, "P", 8, "P"), fc=(32,),
@@ -35,28 +36,12 @@ LOSSES = ("softmax", "stochmax")
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=__doc__.split("\n\n", 1)[1])
-    p.add_argument("--scale", choices=tuple(SCALES), default="small")
-    p.add_argument("--dataset", choices=("mnist", "fashion", "cifar10"), default="mnist")
-    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
-    p.add_argument("--out", default=None,
-                   help="default results/stochmax_latency_<scale>_seed<seed>.h5")
-    p.add_argument("--seed", type=int, default=0,
-                   help="first seed; the runs use seed, seed+1, ... (3 at every scale)")
-    p.add_argument("--n-seeds", type=int, default=None)
-    p.add_argument("--data", default=None, help="dataset folder (default $BRAINSNN_DATA or "
-                   "../shared/data)")
+    p = experiment_parser(__doc__, "stochmax_latency", SCALES)
     p.add_argument("--train-T", default=None, help="comma-separated training T values")
     p.add_argument("--sigma", type=float, default=1.0, help="stochmax Gumbel noise scale")
     p.add_argument("--tau", type=float, default=1.0, help="stochmax temperature")
     p.add_argument("--form", choices=("gumbel", "noisy_target"), default="gumbel")
     p.add_argument("--encoder", choices=("direct", "poisson"), default="direct")
-    p.add_argument("--n-train", type=int, default=None, help="training images (default per scale)")
-    p.add_argument("--n-test", type=int, default=None, help="test images (default per scale)")
-    p.add_argument("--epochs", type=int, default=None, help="epochs (default per scale)")
-    p.add_argument("--threads", type=int, default=1)
     return p
 
 
