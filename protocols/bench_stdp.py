@@ -30,6 +30,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "protocols"))
 
 SCALES = {
     "smoke": dict(neurons=[20], images=[20], naive_images=1),
@@ -113,9 +114,7 @@ def fast_rate(n, images, args, build_root):
 def bench_rule(args):
     """The STDP rule of both paths: ``--rule`` with the protocol's learning rates."""
     from brainsnn.plasticity import make_rule
-
-    sys.path.insert(0, str(REPO / "protocols"))
-    from diehl_cook import NU_POST
+    from diehl_cook import NU_POST  # the protocol's learning rates (protocols/ is on sys.path)
 
     return make_rule(args.rule, nu_post=NU_POST[args.rule], traces="neuron")
 
