@@ -400,8 +400,9 @@ LIF = NeuronModel(
 )
 
 #: Diehl & Cook (2015) excitatory neuron: conductance LIF with adaptive threshold theta.
-#: theta grows by theta_plus at each spike and decays with tau_theta while ``plastic`` is 1
-#: (learning); with plastic = 0 (testing) theta is frozen.
+#: theta grows by plastic * theta_plus at each spike and decays with tau_theta / plastic;
+#: ``plastic`` is 1 while learning (less under a falling plasticity schedule, see
+#: DiehlCookNetwork's eta_final) and 0 when testing, which freezes theta.
 DIEHL_COOK_EXCITATORY = NeuronModel(
     name="dc_exc",
     equations="""

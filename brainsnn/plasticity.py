@@ -23,9 +23,10 @@ Rules, as defined in this project (see PAPER.md, "STDP"):
     trace, ``tau_post2``) is read before it is set to 1; at a pre spike
     ``dw = -nu_pre * xpost``. It learns smooth digit prototypes where ``diehl_cook_stdp``
     (x_tar 0.4, mu 0.2) memorises single digits with weights near 0 or 1, and it is the
-    default of ``protocols/diehl_cook.py`` (with ``nu_post=0.04``, tuned on MNIST training
-    images: 82.0 % validation accuracy after 10,000 images at N=100, vs 69.0 % for
-    ``diehl_cook_stdp`` and 74.3 % for nu_post 0.01).
+    default of ``protocols/diehl_cook.py`` (82.0 % validation accuracy after 10,000 MNIST
+    training images at N=100 with ``nu_post=0.04``, vs 69.0 % for ``diehl_cook_stdp`` and
+    74.3 % for nu_post 0.01; the protocol starts at 0.08 and lets plasticity fall to 0.01
+    over the pass, see its NU_POST and ETA_FINAL).
 ``pair_stdp``
     Classic additive pair-based STDP with all-to-all traces (``+= 1``): at a post spike
     ``dw = nu_post * xpre``, at a pre spike ``dw = -nu_pre * xpost``.

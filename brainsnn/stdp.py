@@ -165,12 +165,13 @@ class DiehlCookNetwork:
         N, the number of excitatory (and of inhibitory) neurons.
     exc_model, inh_model : NeuronModel
         Excitatory (needs ``input_variable``, ``inhibitory_variable`` and a shared
-        ``plastic`` flag) and inhibitory neuron models.
+        ``plastic`` gate: 0 with learning off, the plasticity factor in (0, 1] during
+        training) and inhibitory neuron models.
     rule : SynapseModel
         STDP rule of the input synapses (:mod:`brainsnn.plasticity`), gated by ``plastic_post``
         (default ``diehl_cook_stdp(traces="neuron")``, PAPER.md's rule; Diehl & Cook's code
-        and ``protocols/diehl_cook.py`` use ``triplet_stdp(nu_post=0.04, traces="neuron")``,
-        which is far more accurate).
+        uses ``triplet_stdp``, far more accurate, and ``protocols/diehl_cook.py`` uses
+        ``triplet_stdp(nu_post=0.08, traces="neuron")`` with ``eta_final=0.125``).
     device : {"runtime", "cpp_standalone", "cuda_standalone"}
     chunk_size : int
         Images per long run (the compiled program's length).
@@ -209,6 +210,11 @@ class DiehlCookNetwork:
         any conductance; all else as in the models); "model": the models' own forward Euler
         (as Diehl & Cook's code), which diverges when many inhibitory neurons fire in the
         same step (it wrecked N=400 training) and is kept only to reproduce earlier runs.
+    eta_final : float in (0, 1]
+        Plasticity at the end of a training pass. During training the ``plastic`` gate
+        (which multiplies every STDP weight change and the threshold growth) falls linearly
+        from 1 at the first image of the pass to ``eta_final`` at the last one; weight
+        normalisation is unaffected. 1 (default): constant plasticity, as Diehl & Cook.
     """
 
     def __init__(self, n_neurons=100, *, exc_model: NeuronModel = DIEHL_COOK_EXCITATORY,
@@ -218,7 +224,7 @@ class DiehlCookNetwork:
                  f_boost=31.875 * b2.Hz, min_spikes=5, max_repeats=10, w_target=78.0,
                  w_init=(0.003, 0.303), w_exc_inh=10.4, w_inh_exc=17.0,
                  inhibitory_variable="gi", n_inputs=784, threads=1, directory=None,
-                 codegen_target=None, integration="stable"):
+                 codegen_target=None, integration="stable", eta_final=1.0):
         self.n_neurons = self._positive_int(n_neurons, "n_neurons")
         self.n_inputs = self._positive_int(n_inputs, "n_inputs")
         self.chunk_size = self._positive_int(chunk_size, "chunk_size")
@@ -253,6 +259,9 @@ class DiehlCookNetwork:
         if integration not in ("stable", "model"):
             raise STDPError(f"integration must be 'stable' or 'model', got {integration!r}")
         self.integration = integration
+        if not 0 < float(eta_final) <= 1:
+            raise STDPError(f"eta_final must be in (0, 1], got {eta_final!r}")
+        self.eta_final = float(eta_final)
         self.exc_model = exc_model
         self.inh_model = inh_model
         self.rule = rule if rule is not None else diehl_cook_stdp(traces="neuron")
@@ -294,6 +303,7 @@ class DiehlCookNetwork:
             "w_target": self.w_target, "w_init": list(self.w_init),
             "w_exc_inh": self.w_exc_inh, "w_inh_exc": self.w_inh_exc,
             "threads": self.threads, "integration": self.integration,
+            "eta_final": self.eta_final,
             "exc_model": _model_dict(self.exc_model), "inh_model": _model_dict(self.inh_model),
             "rule": _model_dict(self.rule),
         }
@@ -381,7 +391,7 @@ class DiehlCookNetwork:
         syn = self.rule.replace(**track).synapses(inputs, exc, name="input_exc")
         syn.connect(i=np.repeat(np.arange(n_in), n), j=np.tile(np.arange(n), n_in))
         exc.run_regularly("plastic = learn(t)\n"
-                          "norm = 1 + plastic * int(wsum > 0) * (w_target / (wsum + int(wsum <= 0)) - 1)\n"
+                          "norm = 1 + int(plastic > 0) * int(wsum > 0) * (w_target / (wsum + int(wsum <= 0)) - 1)\n"
                           "wsum = wsum * norm",
                           dt=self.period, when="start", order=0, name="exc_normalise")
         # weights below W_FLUSH * w_max go to 0 (they would end as slow denormal numbers)
@@ -614,7 +624,7 @@ class DiehlCookNetwork:
             if not items:
                 break
             flags = np.zeros(self.chunk_size)
-            flags[:len(items)] = 1.0
+            flags[:len(items)] = self.plasticity([idx for idx, _ in items], len(pixels))
             t0 = time.perf_counter()
             counts, final = self._run_chunk(self._rates(pixels, items), flags,
                                             chunk_seed(self.seed, self.train_runs, 0))
@@ -653,6 +663,11 @@ class DiehlCookNetwork:
                           "network": self})
         self.timings["train"] += time.perf_counter() - t_start
         return self
+
+    def plasticity(self, indices, n_images):
+        """The ``plastic`` gate of training images ``indices`` of a pass over ``n_images``."""
+        progress = np.asarray(indices, dtype=np.float64) / max(n_images - 1, 1)
+        return 1.0 - (1.0 - self.eta_final) * progress
 
     def _silence_message(self, items):
         levels = np.asarray([level for _, level in items])

@@ -59,6 +59,31 @@ def test_no_normalisation_or_learning_when_learning_is_off(images):
     np.testing.assert_array_equal(final["theta"], net.theta)
 
 
+def test_partial_plasticity_scales_theta_growth_not_normalisation(images):
+    """A ``plastic`` gate of 0.4 (eta_final schedule) scales threshold growth by 0.4 and
+    still normalises the weights fully."""
+    x, _ = images
+    net = tiny()
+    pixels = net._pixels(np.concatenate([x[:2], np.zeros((1, 28, 28))]))
+    counts, final = net._run_chunk(net._rates(pixels, [(0, 0), (1, 0), (2, 0)]),
+                                   np.full(3, 0.4), seed=5)
+    assert counts[:2].sum() > 0
+    np.testing.assert_allclose(final["weights"].sum(axis=0), 78.0, rtol=1e-10)
+    theta_plus = float(DIEHL_COOK_EXCITATORY.parameters["theta_plus"])
+    decay = 1 - 0.4 * 0.120 / float(DIEHL_COOK_EXCITATORY.parameters["tau_theta"])
+    expected = (net.theta + 0.4 * counts.sum(axis=0) * theta_plus) * decay
+    np.testing.assert_allclose(final["theta"], expected, rtol=0, atol=1e-8)
+
+
+def test_plasticity_schedule_falls_linearly_to_eta_final():
+    net = tiny(eta_final=0.25)
+    np.testing.assert_allclose(net.plasticity([0, 50, 100], 101), [1.0, 0.625, 0.25])
+    np.testing.assert_allclose(tiny().plasticity([0, 7, 9], 10), 1.0)
+    for bad in (0.0, 1.5, -1):
+        with pytest.raises(STDPError, match="eta_final"):
+            tiny(eta_final=bad)
+
+
 @pytest.fixture(scope="module")
 def two_chunk_runs(images):
     """The same training (4 images, chunks of 2) twice with seed 3, recording spikes."""
@@ -345,9 +370,14 @@ def test_protocol_default_rule_is_the_tuned_triplet_rule():
     net = dc.build_network(dc.parse_args([]))
     assert net.rule.name == "triplet_stdp" and net.rule.traces == "neuron"
     assert net.rule.parameters["nu_post"] == dc.NU_POST["triplet"]
+    assert net.eta_final == dc.ETA_FINAL["triplet"] < 1
+    assert dc.build_network(dc.parse_args(["--eta-final", "1"])).eta_final == 1.0
     assert dc.build_network(dc.parse_args(["--nu-post", "0.03"])).rule.parameters["nu_post"] == 0.03
     other = dc.build_network(dc.parse_args(["--rule", "diehl_cook"])).rule
     assert other.name == "dc_stdp" and other.parameters["nu_post"] == dc.NU_POST["diehl_cook"]
+    assert dc.build_network(dc.parse_args(["--rule", "diehl_cook"])).eta_final == 1.0
+    with pytest.raises(SystemExit):
+        dc.parse_args(["--eta-final", "0"])
 
 
 def test_protocol_cuda_without_gpu_fails_clearly(capsys, tmp_path):
@@ -367,7 +397,7 @@ def test_protocol_smoke_writes_results(tmp_path):
     from brainsnn.results import RunResults
     dc = _protocol("diehl_cook")
     out = tmp_path / "smoke.h5"
-    # PAPER.md's rule: with the triplet default (nu_post 0.04) the last image's updates move
+    # PAPER.md's rule: with the triplet default (nu_post 0.08) the last image's updates move
     # the final sums further than 5 % from the per-image normalisation target
     assert dc.main(["--scale", "smoke", "--rule", "diehl_cook", "--out", str(out),
                     "--quiet"]) == 0
