@@ -8,7 +8,8 @@ times with shared kernels), extracts spike-count features of the frozen stack ov
 training and test images with the torch engine (same equations, batched), trains a readout
 by gradient descent on the training features (linear / MLP / spiking, softmax or stochmax)
 and reports the test accuracy. One HDF5 file holds the kernels and thresholds per layer,
-spike rates per layer, accuracy, energy per image, timings and the extraction speed.
+spike rates per layer, the trained readouts' parameters (``readouts/<kind>/``), accuracy,
+energy per image, timings and the extraction speed.
 
 Scales (every value can be overridden with the flags):
   smoke   1 layer of 8 5x5 kernels, 150 patches, 200 train / 100 test images (tests; < 2 min)
@@ -337,6 +338,11 @@ def run_pipeline(args, rec, stack, x_train, y_train, x_test, y_test, prefix="", 
                 loss=args.loss)
         rec.set(f"{prefix}metrics/train_accuracy_{kind}", train_acc, units="1",
                 images=len(x_train), loss=args.loss)
+        for name, value in model.network.state_dict().items():
+            rec.set(f"{prefix}readouts/{kind}/{name}", value.detach().cpu().numpy(),
+                    description="trained readout parameter (state_dict of its "
+                                "brainsnn.networks.Network; input: features / features/scale, "
+                                "clipped to 1)")
         for h in model.history:
             rec.add_metric(f"{prefix}readout_{kind}_train_loss".replace("/", "_"), h["train_loss"],
                            step=h["epoch"])

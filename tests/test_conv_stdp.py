@@ -287,6 +287,10 @@ def test_conv_stdp_protocol_smoke(tmp_path, data_dir):
     assert 0.0 <= rec.get("metrics/test_accuracy") <= 1.0
     assert rec.get("energy/total") > 0
     assert rec.get("timings/extract_images_per_second") > 0
+    import h5py
+    with h5py.File(tmp_path / "cs.h5") as f:  # the trained readout is stored with the run
+        params = [f["readouts/linear"][k][()] for k in f["readouts/linear"]]
+    assert params and all(np.all(np.isfinite(p)) for p in params)
 
 
 @pytest.mark.slow
