@@ -220,13 +220,13 @@ def main(argv=None):
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        x_train, y_train = load_mnist("train", data_dir=args.data,
-                                      n=max(args.train_images, args.assign_images))
         if args.validation:  # the last --validation training images, first --test-images of them
-            x_all, y_all = load_mnist("train", data_dir=args.data)
-            x_test = x_all[60000 - args.validation:][:args.test_images]
-            y_test = y_all[60000 - args.validation:][:args.test_images]
+            x_train, y_train = load_mnist("train", data_dir=args.data)
+            x_test = x_train[60000 - args.validation:][:args.test_images]
+            y_test = y_train[60000 - args.validation:][:args.test_images]
         else:
+            x_train, y_train = load_mnist("train", data_dir=args.data,
+                                          n=max(args.train_images, args.assign_images))
             x_test, y_test = load_mnist("test", data_dir=args.data, n=args.test_images)
     except DatasetError as exc:
         print(f"error: {exc}", file=sys.stderr)
