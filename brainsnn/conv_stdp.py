@@ -41,7 +41,14 @@ As defined in this project (``shared/PAPER.md``, "STDP" and "BackRes"):
   from the updates of all passes: training proceeds in ``R`` stages; at stage ``s`` the
   inputs of passes ``1..s`` are computed with the kernels learned so far, and patches drawn
   equally from all of them are presented to the one shared WTA network, so the shared
-  kernels accumulate (sum) the STDP updates of every pass.
+  kernels accumulate (sum) the STDP updates of every pass. ``form='additive'`` feeds every
+  pass after the first the block's input as well, y_r = B(y_(r-1) + x) (both spike trains on
+  the same kernel synapses). The physically deeper reference is the same block with a list
+  of separate layers, one per pass, each learned on the input of its own pass.
+  Measured (``protocols/backres_stdp.py``, MNIST, small scale): in re-entry form the spike
+  rate falls about tenfold per layer (layer 1 0.0029, layer 2 0.0003, layer 3 3e-7 spikes
+  per neuron per step), so that the third STDP layer never fires, neither while learning nor
+  in extraction; the additive form keeps every pass driven by the block's input.
 * **Feature extraction** (:class:`SpikingConvStack`): the frozen stack runs on the torch
   engine (:class:`~brainsnn.torch_engine.TorchNeuron`, the same Brian2 equations, batched,
   ``plastic = 0``: thresholds frozen), one Brian2-schedule step at a time; the features are
@@ -421,29 +428,68 @@ class ConvSTDPLayer:
             self.network.close()
 
 
+#: BackRes forms (``shared/PAPER.md``): re-entry y_r = B(y_(r-1)); additive y_r = B(y_(r-1) + x).
+BACKRES_FORMS = ("reentry", "additive")
+
+
 class BackResSTDPBlock:
-    """A conv STDP layer run ``R`` times with the same kernels (BackRes, re-entry form).
+    """A conv STDP layer run ``R`` times with the same kernels (BackRes).
 
     ``layer`` must keep the shape of its input: ``in_channels == n_kernels``, stride 1,
     'same' padding (``kernel_size // 2``, odd kernels) and no pooling. Each pass has its own
     neurons; the kernels learn from the patches of every pass (see the module docstring).
+
+    ``form='reentry'`` (default) feeds each pass the spikes of the pass before,
+    y_r = B(y_(r-1)); ``form='additive'`` feeds it those spikes plus the block's input x,
+    y_r = B(y_(r-1) + x) (the two spike trains are summed on the same synapses), so that a
+    pass cannot fall silent when the one before it does.
+
+    A list of ``R`` layers instead of one gives the *physically deeper* reference with the
+    same wiring: pass ``r`` uses layer ``r`` (separate kernels, each learned on the input of
+    its own pass only), and the parameters grow with R.
     """
 
-    def __init__(self, layer: ConvSTDPLayer, R=2):
-        if not isinstance(layer, ConvSTDPLayer):
-            raise ConvSTDPError("BackResSTDPBlock needs a ConvSTDPLayer")
-        self.R = _positive_int(R, "R")
-        if layer.in_channels != layer.n_kernels:
-            raise ConvSTDPError(f"a BackRes block's output must have the shape of its input: "
-                                f"in_channels ({layer.in_channels}) must equal n_kernels "
-                                f"({layer.n_kernels})")
-        if (layer.stride != 1 or layer.pool != 1 or layer.kernel_size % 2 == 0
-                or layer.padding != layer.kernel_size // 2):
-            raise ConvSTDPError("a BackRes block's layer needs stride 1, pool 1, an odd "
-                                "kernel_size and padding = kernel_size // 2 ('same'), so "
-                                "that its output has the shape of its input")
-        self.layer = layer
-        self.name = layer.name
+    def __init__(self, layer, R=None, form="reentry"):
+        layers = list(layer) if isinstance(layer, (list, tuple)) else [layer]
+        if not layers or not all(isinstance(l, ConvSTDPLayer) for l in layers):
+            raise ConvSTDPError("BackResSTDPBlock needs a ConvSTDPLayer (or a list of them)")
+        if form not in BACKRES_FORMS:
+            raise ConvSTDPError(f"form must be one of {BACKRES_FORMS}, got {form!r}")
+        if len(layers) > 1:
+            if R is not None and int(R) != len(layers):
+                raise ConvSTDPError(f"R={R} but {len(layers)} separate layers were given "
+                                    "(one per pass)")
+            R = len(layers)
+        self.R = _positive_int(2 if R is None else R, "R")
+        for lay in layers:
+            if lay.in_channels != lay.n_kernels:
+                raise ConvSTDPError(f"a BackRes block's output must have the shape of its "
+                                    f"input: in_channels ({lay.in_channels}) must equal "
+                                    f"n_kernels ({lay.n_kernels})")
+            if (lay.stride != 1 or lay.pool != 1 or lay.kernel_size % 2 == 0
+                    or lay.padding != lay.kernel_size // 2):
+                raise ConvSTDPError("a BackRes block's layer needs stride 1, pool 1, an odd "
+                                    "kernel_size and padding = kernel_size // 2 ('same'), so "
+                                    "that its output has the shape of its input")
+        if len({(l.n_kernels, l.kernel_size) for l in layers}) > 1:
+            raise ConvSTDPError("the separate layers of a block must have the same shape")
+        self.layers = layers
+        self.layer = layers[0]
+        self.form = form
+        self.name = layers[0].name
+
+    @property
+    def shared(self):
+        """True when every pass uses the same layer (BackRes), False for separate layers."""
+        return len(self.layers) == 1
+
+    def pass_layer(self, p):
+        """The layer of pass ``p`` (0-based)."""
+        return self.layers[0 if self.shared else p]
+
+    def pass_name(self, p):
+        """Name of pass ``p`` in results: ``<layer>_pass<p+1>`` when shared, else the layer's."""
+        return f"{self.name}_pass{p + 1}" if self.shared else self.layers[p].name
 
     # delegated geometry and state
     def output_shape(self, input_shape):
@@ -451,8 +497,9 @@ class BackResSTDPBlock:
 
     @property
     def n_parameters(self):
-        """Parameters of the block: those of its one layer, whatever R."""
-        return self.layer.n_parameters
+        """Parameters of the block: those of its one layer whatever R (shared), or the sum of
+        its separate layers."""
+        return sum(l.n_parameters for l in self.layers)
 
     @property
     def kernels(self):
@@ -467,16 +514,38 @@ class BackResSTDPBlock:
         return self.layer.in_channels
 
     def config(self):
-        return {**self.layer.config(), "backres_R": self.R, "backres_form": "reentry"}
+        cfg = {**self.layer.config(), "backres_R": self.R, "backres_form": self.form,
+               "shared_kernels": self.shared}
+        if not self.shared:
+            cfg["layers"] = [l.config() for l in self.layers]
+        return cfg
 
     def close(self):
-        self.layer.close()
+        for lay in self.layers:
+            lay.close()
 
 
 # -- torch engine: the frozen stack -----------------------------------------------------------
 
 def _stage_layer(stage):
     return stage.layer if isinstance(stage, BackResSTDPBlock) else stage
+
+
+def _stage_layers(stage):
+    """Every distinct layer of a stage (a block with separate layers has R)."""
+    return list(stage.layers) if isinstance(stage, BackResSTDPBlock) else [stage]
+
+
+def _pass_layer(stage, p):
+    return stage.pass_layer(p) if isinstance(stage, BackResSTDPBlock) else stage
+
+
+def _pass_name(stage, p):
+    return stage.pass_name(p) if isinstance(stage, BackResSTDPBlock) else stage.name
+
+
+def _additive(stage):
+    return isinstance(stage, BackResSTDPBlock) and stage.form == "additive"
 
 
 def _stage_passes(stage):
@@ -601,7 +670,7 @@ class SpikingConvStack:
         first = _stage_layer(self.stages[0])
         self.dt = first.dt
         for stage in self.stages:
-            if _stage_layer(stage).dt != self.dt:
+            if any(lay.dt != self.dt for lay in _stage_layers(stage)):
                 raise ConvSTDPError("all stages must use the same dt")
         self.t_on = t_on if t_on is not None else first.t_on
         self.steps = int(round(float(self.t_on / self.dt)))
@@ -619,8 +688,9 @@ class SpikingConvStack:
         # layers fed by spikes: intensity = spikes per step, and no boosted re-presentation
         # (their thresholds must adapt to the rates that extraction will give them)
         for stage in self.stages[1:]:
-            _stage_layer(stage).f_max = 1.0 / self.dt
-            _stage_layer(stage).min_spikes = 0
+            for lay in _stage_layers(stage):
+                lay.f_max = 1.0 / self.dt
+                lay.min_spikes = 0
 
     @property
     def output_shape(self):
@@ -660,19 +730,26 @@ class SpikingConvStack:
             rng = np.random.default_rng([layer.seed, 1, s])
             t0 = time.perf_counter()
             inp = self.stage_input_rates(x, s)
-            if isinstance(stage, BackResSTDPBlock):
+            if isinstance(stage, BackResSTDPBlock) and stage.shared:
                 per_stage = max(1, layer.n_patches // stage.R)
                 for r in range(1, stage.R + 1):
-                    inputs = [inp]
-                    for _ in range(1, r):
-                        inputs.append(self._pass_rates(s, inputs[-1]))
+                    inputs = self._block_pass_inputs(s, inp, r)
                     per_pass = max(1, per_stage // r)
                     patches = np.concatenate([layer.sample_patches(a, per_pass, rng) for a in inputs])
                     patches = patches[rng.permutation(len(patches))]
                     layer.fit_patches(patches, callback=patch_callback)
                     if verbose:
-                        print(f"  stage {s} ({layer.name}) BackRes R={stage.R}: learned on "
-                              f"{len(patches)} patches of passes 1..{r} "
+                        print(f"  stage {s} ({layer.name}) BackRes R={stage.R} {stage.form}: "
+                              f"learned on {len(patches)} patches of passes 1..{r} "
+                              f"({time.perf_counter() - t0:.1f} s)", flush=True)
+            elif isinstance(stage, BackResSTDPBlock):      # separate layers, one per pass
+                for r, lay in enumerate(stage.layers, start=1):
+                    pass_in = self._block_pass_inputs(s, inp, r)[-1]
+                    lay.fit_patches(lay.sample_patches(pass_in, lay.n_patches, rng),
+                                    callback=patch_callback)
+                    if verbose:
+                        print(f"  stage {s} pass {r} ({lay.name}, {stage.form}): learned "
+                              f"{lay.n_kernels} kernels on {lay.n_patches} patches "
                               f"({time.perf_counter() - t0:.1f} s)", flush=True)
             else:
                 layer.fit_patches(layer.sample_patches(inp, layer.n_patches, rng),
@@ -683,10 +760,22 @@ class SpikingConvStack:
                           flush=True)
         return self
 
-    def _pass_rates(self, stage_index, rates):
-        """One BackRes pass of stage ``stage_index`` alone, Poisson input from ``rates``
-        (spikes per step): the output spikes per step (n, K, H, W)."""
-        sub = SpikingConvStack([_stage_layer(self.stages[stage_index])], rates.shape[1:],
+    def _block_pass_inputs(self, stage_index, block_input, n_passes):
+        """Inputs (spikes per step) of passes ``1..n_passes`` of block ``stage_index`` whose
+        input is ``block_input``, computed with the kernels learned so far: pass 1 gets the
+        block's input, pass r the output of pass r - 1 (re-entry) or that plus the block's
+        input (additive)."""
+        stage = self.stages[stage_index]
+        inputs = [block_input]
+        for r in range(1, n_passes):
+            y = self._pass_rates(stage_index, inputs[-1], r - 1)
+            inputs.append(block_input + y if _additive(stage) else y)
+        return inputs
+
+    def _pass_rates(self, stage_index, rates, p=0):
+        """Pass ``p`` of stage ``stage_index`` alone, Poisson input from ``rates`` (spikes per
+        step): the output spikes per step (n, K, H, W)."""
+        sub = SpikingConvStack([_pass_layer(self.stages[stage_index], p)], rates.shape[1:],
                                t_on=self.t_on, torch_device=self.torch_device, dtype=self.dtype,
                                batch_size=self.batch_size, seed=self.seed + 7919 * (stage_index + 1),
                                lateral_inhibition=self.lateral_inhibition, compile=self.compile)
@@ -698,17 +787,20 @@ class SpikingConvStack:
         """Torch modules of the first ``upto`` stages, kept while kernels and settings are
         unchanged (so that compiled steps are reused from batch to batch)."""
         cache = self.__dict__.setdefault("_module_cache", {})
+        key = (self.lateral_inhibition, self.compile, str(self.dtype), str(self.torch_device))
         mods = []
         for si, stage in enumerate(self.stages[:upto]):
-            layer = _stage_layer(stage)
-            key = (self.lateral_inhibition, self.compile, str(self.dtype), str(self.torch_device))
-            hit = cache.get(si)
-            if (hit is None or hit[0] != key or not np.array_equal(hit[1], layer._weights)
-                    or not np.array_equal(hit[2], layer._theta) or hit[3].layer is not layer):
-                mod = _TorchConvWTA(layer, self.dtype, inhibition=self.lateral_inhibition,
-                                    compile=self.compile).to(self.torch_device)
-                hit = cache[si] = (key, layer._weights.copy(), layer._theta.copy(), mod)
-            mods.append([hit[3]] * _stage_passes(stage))
+            per_layer = []
+            for li, layer in enumerate(_stage_layers(stage)):
+                hit = cache.get((si, li))
+                if (hit is None or hit[0] != key or not np.array_equal(hit[1], layer._weights)
+                        or not np.array_equal(hit[2], layer._theta) or hit[3].layer is not layer):
+                    mod = _TorchConvWTA(layer, self.dtype, inhibition=self.lateral_inhibition,
+                                        compile=self.compile).to(self.torch_device)
+                    hit = cache[(si, li)] = (key, layer._weights.copy(), layer._theta.copy(), mod)
+                per_layer.append(hit[3])
+            passes = _stage_passes(stage)
+            mods.append(per_layer * passes if len(per_layer) == 1 else per_layer)
         return mods
 
     @torch.no_grad()
@@ -737,7 +829,10 @@ class SpikingConvStack:
         for t in range(T):
             s = x[t]
             for si, (stage, passes) in enumerate(zip(self.stages[:upto], mods)):
+                block_in = s
                 for p, mod in enumerate(passes):
+                    if p and _additive(stage):
+                        s = s + block_in
                     s, states[si][p] = mod.step(states[si][p], s)
                     counts[si][p] += s
                     if record:
@@ -862,29 +957,35 @@ def brian2_stack_spikes(stack: SpikingConvStack, input_spikes):
     objects = [gen]
     monitors = []
     pre_group, pre_shape, pre_pool = gen, shape, 1
+
+    def feedforward(pre, pre_shape, pre_pool, in_shape, post, layer, name):
+        pre_i, post_j, widx = _conv_synapses(in_shape, layer, pre_pool, pre_shape)
+        n_pre, n_post = int(np.prod(pre_shape)), post.N // B
+        syn = b2.Synapses(pre, post, "w : 1", on_pre=f"{layer.exc_model.input_variable}_post += w",
+                          name=name, dt=dt)
+        syn.connect(i=(np.arange(B)[:, None] * n_pre + pre_i[None]).ravel(),
+                    j=(np.arange(B)[:, None] * n_post + post_j[None]).ravel())
+        syn.w = np.tile(layer.kernels.reshape(-1)[widx] / pre_pool ** 2, B)
+        return syn
+
     for si, stage in enumerate(stack.stages):
-        layer = _stage_layer(stage)
         in_shape = pre_shape if pre_pool == 1 else (pre_shape[0], pre_shape[1] // pre_pool,
                                                      pre_shape[2] // pre_pool)
-        conv = layer.conv_shape(in_shape)
+        block_in = (pre_group, pre_shape, pre_pool, in_shape)     # for the additive form
+        conv = _stage_layer(stage).conv_shape(in_shape)
         n_out = int(np.prod(conv))
-        kern = layer.kernels.reshape(-1)
         stage_mons = []
         for p in range(_stage_passes(stage)):
+            layer = _pass_layer(stage, p)
             exc = layer.exc_model.neuron_group(B * n_out, name=f"exc_{si}_{p}", dt=dt)
             exc.plastic = 0
             exc.v = _v_rest(layer.exc_model) * b2.volt
             exc.theta = np.tile(np.repeat(layer.theta, n_out // layer.n_kernels), B) * b2.volt
             inh = layer.inh_model.neuron_group(B * n_out, name=f"inh_{si}_{p}", dt=dt)
             inh.v = _v_rest(layer.inh_model) * b2.volt
-            pre_i, post_j, widx = _conv_synapses(in_shape, layer, pre_pool, pre_shape)
-            n_pre = int(np.prod(pre_shape))
-            ib = (np.arange(B)[:, None] * n_pre + pre_i[None]).ravel()
-            jb = (np.arange(B)[:, None] * n_out + post_j[None]).ravel()
-            syn = b2.Synapses(pre_group, exc, "w : 1", on_pre=f"{layer.exc_model.input_variable}_post += w",
-                              name=f"ff_{si}_{p}", dt=dt)
-            syn.connect(i=ib, j=jb)
-            syn.w = np.tile(kern[widx] / pre_pool ** 2, B)
+            syn = [feedforward(pre_group, pre_shape, pre_pool, in_shape, exc, layer, f"ff_{si}_{p}")]
+            if p and _additive(stage):         # y_r = B(y_(r-1) + x): the block's input too
+                syn.append(feedforward(*block_in, exc, layer, f"ffx_{si}_{p}"))
             ei = b2.Synapses(exc, inh, on_pre=f"{layer.inh_model.input_variable}_post += {layer.w_exc_inh!r}",
                              name=f"ei_{si}_{p}", dt=dt)
             ei.connect(j="i")
@@ -900,13 +1001,14 @@ def brian2_stack_spikes(stack: SpikingConvStack, input_spikes):
                        j=b_of * n_out + k2[other] * positions + q_of)
             mon = b2.SpikeMonitor(exc, name=f"mon_{si}_{p}")
             if getattr(stack, "lateral_inhibition", True):
-                objects += [exc, inh, syn, ei, ie, mon]
+                objects += [exc, inh, *syn, ei, ie, mon]
             else:                       # extraction without lateral inhibition
-                objects += [exc, syn, mon]
+                objects += [exc, *syn, mon]
             stage_mons.append((mon, n_out, conv))
             pre_group, pre_shape, pre_pool = exc, conv, 1
             in_shape = conv
         monitors.append(stage_mons)
+        layer = _stage_layer(stage)
         if layer.pool > 1:
             if layer.pool_kind != "avg":
                 raise ConvSTDPError("the Brian2 reference supports only 'avg' pooling between "
@@ -1004,11 +1106,14 @@ def stack_energy(stack: SpikingConvStack, x, run_result, e_ac=None):
     out, shape = {}, stack.input_shape
     for si, stage in enumerate(stack.stages):
         layer = _stage_layer(stage)
+        block_in_spikes = in_spikes
         for p in range(_stage_passes(stage)):
             conv = layer.conv_shape(shape)
             macs = int(np.prod(conv)) * layer.n_inputs
+            if p and _additive(stage):                 # the block's input arrives again
+                in_spikes += block_in_spikes
             energy, ops, op_type = layer_energy("spiking", macs, in_spikes, e_ac=e_ac)
-            name = layer.name if _stage_passes(stage) == 1 else f"{layer.name}_pass{p + 1}"
+            name = layer.name if _stage_passes(stage) == 1 else _pass_name(stage, p)
             out[name] = {"energy": energy, "macs": macs, "input_spikes_per_neuron": in_spikes,
                          "operations": ops, "kind": "spiking", "op_type": op_type}
             rate = run_result["rates"][si][p]          # spikes per neuron per step

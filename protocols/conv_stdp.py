@@ -28,6 +28,11 @@ learning settings (100 ms, 255 Hz) and 90.1 % with inhibition off (50 ms, 1 kHz)
 brainsnn/conv_stdp.py. On one core of the shared 2-core CPU, extraction with torch.compile
 runs at about 10 img/s for one 32-kernel layer (eager: about 4x slower).
 
+Input preprocessing (--preprocess): none (pixels are the Poisson intensities) or whiten (ZCA
+whitening of each pixel's 9x9 neighbourhood as a convolution fitted on the training images,
+split into ON and OFF channels: a C-channel image becomes 2C channels in [0, 1]; see
+brainsnn/preprocessing.py). The filters and scale are stored under preprocessing/.
+
 The readout never sees the test set while it is trained (no early stopping on it).
 
 Example:
@@ -92,6 +97,9 @@ def parse_args(argv=None):
     p.add_argument("--out", default=None,
                    help="results file (default results/conv_stdp_<scale>_seed<seed>.h5; "
                         "with --dataset other than mnist, _<dataset> is added)")
+    p.add_argument("--backres-form", choices=["reentry", "additive"], default="reentry",
+                   help="form of the BackRes block (with --backres-R): reentry "
+                        "y_r = B(y_(r-1)) or additive y_r = B(y_(r-1) + x)")
     p.add_argument("--seed", type=int, default=0, help="seed of every random number (default 0)")
     p.add_argument("--data", default=None, help="datasets folder (default $BRAINSNN_DATA or ../shared/data)")
     p.add_argument("--kernels", default=None, help="kernels per layer, e.g. 16,32")
@@ -113,6 +121,13 @@ def parse_args(argv=None):
     p.add_argument("--validation", type=int, default=0,
                    help="evaluate on the last N training images instead of the test set "
                         "(for development: choices are never made on the test set)")
+    p.add_argument("--preprocess", choices=["none", "whiten"], default="none",
+                   help="input preprocessing: none (pixels as intensities) or whiten (ZCA "
+                        "whitening of 9x9 neighbourhoods as a convolution, split into ON and "
+                        "OFF channels; brainsnn.preprocessing.OnOffWhitening, fitted on the "
+                        "training images)")
+    p.add_argument("--whiten-eps", type=float, default=1e-2,
+                   help="eigenvalue regulariser of the whitening (intensity squared)")
     p.add_argument("--t-on", type=float, default=None, help="presentation time per patch/image (ms)")
     p.add_argument("--t-off", type=float, default=None, help="rest after each patch (ms)")
     p.add_argument("--f-in", type=float, default=255.0, help="input rate of intensity 1 (Hz)")
@@ -196,6 +211,35 @@ def load_data(args):
     return x_train, y_train, x_test, y_test
 
 
+def preprocess(args, x_train, x_test):
+    """Apply ``--preprocess`` (fitted on the training images only): returns
+    ``(x_train, x_test, preprocessor or None)``."""
+    from brainsnn.preprocessing import make_preprocessor
+
+    pre = make_preprocessor(getattr(args, "preprocess", "none"), seed=args.seed,
+                            eps=getattr(args, "whiten_eps", 1e-2))
+    if pre is None:
+        return x_train, x_test, None
+    t0 = time.perf_counter()
+    pre.fit(x_train)
+    x_train, x_test = pre.transform(x_train), pre.transform(x_test)
+    log(args, f"preprocessing {args.preprocess}: {x_train.shape[1:]} per image "
+              f"({time.perf_counter() - t0:.1f} s)")
+    return x_train, x_test, pre
+
+
+def record_preprocessing(rec, pre):
+    """Store a fitted preprocessor's parameters under ``preprocessing/``."""
+    if pre is None:
+        return
+    rec.set("preprocessing/filters", pre.filters_, units="1 / intensity",
+            layout="(out_channels, in_channels, p, p)", **pre.config())
+    rec.set("preprocessing/bias", pre.bias_, units="1")
+    rec.set("preprocessing/scale", pre.scale_, units="1",
+            description="whitened values are divided by this, then split into ON (first "
+                        "half of the channels) and OFF and clipped to [0, 1]")
+
+
 def build_stack(args, input_shape, torch_device, layer_specs=None, backres_R=None):
     """The conv STDP stack the arguments describe (``layer_specs``: list of dicts to override)."""
     import brian2 as b2
@@ -227,7 +271,7 @@ def build_stack(args, input_shape, torch_device, layer_specs=None, backres_R=Non
                             device=args.device, chunk_size=args.chunk_size,
                             seed=args.seed + 977, name="backres",
                             directory=str(build / f"{PROTOCOL}_backres_{k}"))
-        stages.append(BackResSTDPBlock(blk, R))
+        stages.append(BackResSTDPBlock(blk, R, form=getattr(args, "backres_form", "reentry")))
     return SpikingConvStack(stages, input_shape, t_on=extract_t_on(args) * b2.ms,
                             f_in=extract_f_in(args) * b2.Hz, torch_device=torch_device,
                             lateral_inhibition=extract_inhibition(args),
@@ -293,13 +337,15 @@ def run_pipeline(args, rec, stack, x_train, y_train, x_test, y_test, prefix="", 
     with rec.timer(f"{prefix}stdp"):
         stack.fit(x_stdp, verbose=not args.quiet)
     for stage in stack.stages:
-        layer = getattr(stage, "layer", stage)
-        rec.set(f"{prefix}layers/{layer.name}/kernels", layer.kernels, units="1",
-                layout="(n_kernels, in_channels, k, k)", R=int(getattr(stage, "R", 1)))
-        rec.set(f"{prefix}layers/{layer.name}/theta", layer.theta, units="V",
-                description="adaptive threshold offset per kernel (frozen in extraction)")
-        rec.set(f"{prefix}timings/stdp_{layer.name}", float(layer.timings["train"]), units="s",
-                patches=int(layer.patches_presented), compile_s=float(layer.timings["compile"]))
+        for layer in getattr(stage, "layers", [stage]):
+            rec.set(f"{prefix}layers/{layer.name}/kernels", layer.kernels, units="1",
+                    layout="(n_kernels, in_channels, k, k)",
+                    R=int(getattr(stage, "R", 1)) if getattr(stage, "shared", False) else 1)
+            rec.set(f"{prefix}layers/{layer.name}/theta", layer.theta, units="V",
+                    description="adaptive threshold offset per kernel (frozen in extraction)")
+            rec.set(f"{prefix}timings/stdp_{layer.name}", float(layer.timings["train"]),
+                    units="s", patches=int(layer.patches_presented),
+                    compile_s=float(layer.timings["compile"]))
     log(args, f"{log_name}STDP done; extracting features ({stack.steps} steps per image, "
               f"device {torch_device})")
     f_train, res_train, s_train = extract(args, stack, x_train, "train")
@@ -310,9 +356,8 @@ def run_pipeline(args, rec, stack, x_train, y_train, x_test, y_test, prefix="", 
             torch_device=torch_device, steps=int(stack.steps))
     log(args, f"{log_name}features {f_train.shape[1]} per image; extraction {ips:.1f} img/s")
     for si, stage in enumerate(stack.stages):
-        layer = getattr(stage, "layer", stage)
         for p, rate in enumerate(res_test["rates"][si]):
-            name = layer.name if len(res_test["rates"][si]) == 1 else f"{layer.name}_pass{p + 1}"
+            name = stage.name if len(res_test["rates"][si]) == 1 else stage.pass_name(p)
             rec.set(f"{prefix}layers/{name}/spike_rate", float(rate),
                     units="spikes per neuron per step", dt_ms=float(stack.dt) * 1e3,
                     steps=int(stack.steps), images="test")
@@ -396,10 +441,12 @@ def main(argv=None):
         raise SystemExit(f"error: {exc}")
     log(args, f"{args.dataset}: {len(x_train)} train, {len(x_test)} test images "
               f"{x_train.shape[1:]}; scale {args.scale}")
+    x_train, x_test, pre = preprocess(args, x_train, x_test)
     config = {k: v for k, v in vars(args).items()}
     stack = build_stack(args, x_train.shape[1:], args.torch_device)
     config["stack"] = stack.config()
     rec = RunResults(PROTOCOL, config, seed=args.seed, device=args.device)
+    record_preprocessing(rec, pre)
     rec.set("config/learning", "patches", description=(
         "kernels learned on patches presented over time to a WTA STDP network (Brian2), "
         "then applied at every position (torch engine, same equations)"))
@@ -423,11 +470,16 @@ def plot_kernels(path):
     from brainsnn.plotting import kernel_grid
     from brainsnn.results import RunResults
 
+    from brainsnn.preprocessing import on_minus_off
+
     rec = RunResults.load(path)
     names = [n for n in rec.children("layers") if rec.get(f"layers/{n}/kernels") is not None]
     fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 4), squeeze=False)
-    for ax, name in zip(axes[0], names):
-        kernel_grid(rec.get(f"layers/{name}/kernels"), ax=ax, title=f"{name} kernels")
+    for i, (ax, name) in enumerate(zip(axes[0], names)):
+        kernels, title = rec.get(f"layers/{name}/kernels"), f"{name} kernels"
+        if i == 0 and rec.get("preprocessing/filters") is not None:
+            kernels, title = on_minus_off(kernels), f"{name} kernels (ON - OFF)"
+        kernel_grid(kernels, ax=ax, title=title)
     png = str(path)[:-3] + ".png" if str(path).endswith(".h5") else str(path) + ".png"
     fig.savefig(png, dpi=100, bbox_inches="tight")
     plt.close(fig)

@@ -105,7 +105,29 @@ def test_backres_passes_share_one_set_of_kernels():
     assert len(mods) == 3 and all(m is mods[0] for m in mods)   # one kernel tensor, 3 passes
 
 
+def test_separate_layer_block_counts_every_layer_and_uses_one_per_pass():
+    layers = [ConvSTDPLayer(4, 3, 4, padding=1, pool=1, seed=i, name=f"deep{i + 1}")
+              for i in range(3)]
+    block = BackResSTDPBlock(layers, form="additive")
+    assert block.R == 3 and not block.shared
+    assert block.n_parameters == 3 * (4 * 4 * 9 + 4)
+    assert [block.pass_layer(p) for p in range(3)] == layers
+    assert [block.pass_name(p) for p in range(3)] == ["deep1", "deep2", "deep3"]
+    mods = SpikingConvStack([block], (4, 6, 6))._modules(1)[0]
+    assert [m.layer for m in mods] == layers                       # one module per layer
+    shared = BackResSTDPBlock(layers[0], 3, form="additive")
+    assert shared.shared and shared.pass_name(1) == "deep1_pass2"
+    assert shared.config()["backres_form"] == "additive"
+
+
 def test_backres_block_shape_is_checked():
+    with pytest.raises(ConvSTDPError, match="form"):
+        BackResSTDPBlock(ConvSTDPLayer(4, 3, 4, padding=1, pool=1), 2, form="concat")
+    with pytest.raises(ConvSTDPError, match="one per pass"):
+        BackResSTDPBlock([ConvSTDPLayer(4, 3, 4, padding=1, pool=1) for _ in range(2)], R=3)
+    with pytest.raises(ConvSTDPError, match="same shape"):
+        BackResSTDPBlock([ConvSTDPLayer(4, 3, 4, padding=1, pool=1),
+                          ConvSTDPLayer(4, 5, 4, padding=2, pool=1)])
     with pytest.raises(ConvSTDPError, match="in_channels"):
         BackResSTDPBlock(ConvSTDPLayer(4, 3, 2, padding=1, pool=1), 2)
     with pytest.raises(ConvSTDPError, match="same"):
@@ -136,18 +158,58 @@ def _brian2(stack, spikes_in):
         return brian2_stack_spikes(stack, spikes_in.numpy().astype(bool))
 
 
-def test_torch_extraction_equals_brian2_spikes(small_stack):
-    stack, spikes_in, res = small_stack
-    ref = _brian2(stack, spikes_in)
-    for si, (fast, slow) in enumerate(zip(res["spikes"], ref)):
-        assert len(fast) == len(slow) == (2 if si == 2 else 1)
+def _assert_same_spikes(torch_spikes, brian2_spikes, passes):
+    """Equal spike trains, stage by stage and pass by pass, each pass with some spikes."""
+    for si, (fast, slow) in enumerate(zip(torch_spikes, brian2_spikes)):
+        assert len(fast) == len(slow) == passes[si]
         for p, (a, b) in enumerate(zip(fast, slow)):
             a = a.numpy()
             assert a.sum() >= 3, f"stage {si} pass {p}: only {a.sum()} spikes, a weak test"
             diff = np.argwhere(a != b)
             assert diff.size == 0, f"stage {si} pass {p}: {len(diff)} spikes differ, first {diff[0]}"
+
+
+def test_torch_extraction_equals_brian2_spikes(small_stack):
+    stack, spikes_in, res = small_stack
+    ref = _brian2(stack, spikes_in)
+    _assert_same_spikes(res["spikes"], ref, passes=[1, 1, 2])
     # counts and pooled output are the recorded spikes
     assert torch.equal(res["counts"][0][0], res["spikes"][0][0].sum(0).to(res["counts"][0][0].dtype))
+
+
+@pytest.fixture(scope="module")
+def additive_stack():
+    """Layer 1, a shared additive BackRes block (R=2), then two separate additive layers."""
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(3)
+    l1 = _random_kernels(ConvSTDPLayer(3, 3, 1, pool=2, seed=0), rng)
+    shared = BackResSTDPBlock(_random_kernels(ConvSTDPLayer(3, 3, 3, padding=1, pool=1, seed=1),
+                                              rng, scale=30.0), R=2, form="additive")
+    separate = BackResSTDPBlock(
+        [_random_kernels(ConvSTDPLayer(3, 3, 3, padding=1, pool=1, seed=2 + i, name=f"d{i}"),
+                         rng, scale=30.0) for i in range(2)], form="additive")
+    stack = SpikingConvStack([l1, shared, separate], (1, 12, 12), dtype=torch.float64,
+                             t_on=40 * b2.ms)
+    stack.f_in = 400 * b2.Hz
+    spikes_in = stack.poisson_input(rng.random((2, 1, 12, 12)), torch.Generator().manual_seed(1))
+    return stack, spikes_in, stack.simulate(spikes_in, record=True)
+
+
+def test_additive_backres_and_separate_layers_equal_brian2_spikes(additive_stack):
+    stack, spikes_in, res = additive_stack
+    ref = _brian2(stack, spikes_in)
+    _assert_same_spikes(res["spikes"], ref, passes=[1, 2, 2])
+
+
+def test_additive_pass_receives_the_block_input(additive_stack):
+    """The same kernels in re-entry form give pass 2 less input, hence fewer spikes."""
+    stack, spikes_in, res = additive_stack
+    shared = stack.stages[1]
+    reentry = SpikingConvStack([stack.stages[0], BackResSTDPBlock(shared.layer, 2)],
+                               (1, 12, 12), dtype=torch.float64, t_on=40 * b2.ms)
+    out = reentry.simulate(spikes_in, record=True)
+    assert torch.equal(out["spikes"][1][0], res["spikes"][1][0])       # pass 1: same input
+    assert res["spikes"][1][1].sum() > out["spikes"][1][1].sum()
 
 
 def test_extraction_comparison_can_fail(small_stack):
@@ -300,3 +362,15 @@ def test_backres_stdp_protocol_smoke(tmp_path, data_dir):
     names = [n.decode() if isinstance(n, bytes) else str(n) for n in rec.get("metrics/configs")]
     assert names == ["backres_R1", "backres_R2", "separate_D2"]
     assert params[0] == params[1] and params[2] > params[1]
+
+
+@pytest.mark.slow
+def test_conv_stdp_protocol_whitened_cifar_smoke(tmp_path, data_dir):
+    rec = _run_protocol("conv_stdp.py", tmp_path / "cw.h5",
+                        ["--dataset", "cifar10", "--preprocess", "whiten"])
+    assert rec.is_complete
+    # ON and OFF channel of every colour: the first layer's kernels see 6 input channels
+    assert rec.get("layers/conv1/kernels").shape == (8, 6, 5, 5)
+    assert rec.get("preprocessing/filters").shape == (3, 3, 9, 9)
+    assert rec.get("preprocessing/scale") > 0
+    assert rec.get("layers/conv1/spike_rate") > 0
