@@ -31,7 +31,10 @@ runs at about 10 img/s for one 32-kernel layer (eager: about 4x slower).
 Input preprocessing (--preprocess): none (pixels are the Poisson intensities) or whiten (ZCA
 whitening of each pixel's 9x9 neighbourhood as a convolution fitted on the training images,
 split into ON and OFF channels: a C-channel image becomes 2C channels in [0, 1]; see
-brainsnn/preprocessing.py). The filters and scale are stored under preprocessing/.
+brainsnn/preprocessing.py). The filters and scale are stored under preprocessing/. Default:
+whiten for CIFAR-10, chosen on validation images (one layer of 32 kernels, 3,000 training /
+1,000 validation images: 44.2 % whitened against 25.6 % on raw pixels, linear readout), none
+for MNIST and Fashion-MNIST.
 
 The readout never sees the test set while it is trained (no early stopping on it).
 
@@ -121,11 +124,12 @@ def parse_args(argv=None):
     p.add_argument("--validation", type=int, default=0,
                    help="evaluate on the last N training images instead of the test set "
                         "(for development: choices are never made on the test set)")
-    p.add_argument("--preprocess", choices=["none", "whiten"], default="none",
+    p.add_argument("--preprocess", choices=["none", "whiten"], default=None,
                    help="input preprocessing: none (pixels as intensities) or whiten (ZCA "
                         "whitening of 9x9 neighbourhoods as a convolution, split into ON and "
                         "OFF channels; brainsnn.preprocessing.OnOffWhitening, fitted on the "
-                        "training images)")
+                        "training images). Default: whiten for cifar10 (44 %% against 26 %% on "
+                        "validation images), none for the grey-level datasets")
     p.add_argument("--whiten-eps", type=float, default=1e-2,
                    help="eigenvalue regulariser of the whitening (intensity squared)")
     p.add_argument("--t-on", type=float, default=None, help="presentation time per patch/image (ms)")
@@ -180,6 +184,8 @@ def parse_args(argv=None):
     for kind in args.readout.split(","):
         if kind not in ("linear", "mlp", "spiking"):
             p.error(f"--readout: unknown readout {kind!r}; expected linear, mlp or spiking")
+    if args.preprocess is None:
+        args.preprocess = "whiten" if args.dataset == "cifar10" else "none"
     if args.backres_R < 0:
         p.error("--backres-R must be >= 0")
     if args.out is None:
