@@ -335,7 +335,7 @@ def _run_protocol(script, out, extra=()):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, str(REPO / "protocols" / script), "--scale", "smoke", "--out",
            str(out), "--torch-device", "cpu", "--quiet", *extra]
-    subprocess.run(cmd, check=True, env=env, timeout=300, cwd=REPO)
+    subprocess.run(cmd, check=True, env=env, timeout=600, cwd=REPO)
     from brainsnn.results import RunResults
     return RunResults.load(out)
 
