@@ -53,10 +53,14 @@ def augment_crop_flip(x, pad=4, generator=None):
     ``x`` is (n, C, H, W) on any device; the random draws come from ``generator`` (CPU).
     """
     n, c, h, w = x.shape
+
+    def to_device(t):  # pinned and asynchronous: a plain copy would wait for the GPU queue
+        return t.pin_memory().to(x.device, non_blocking=True) if x.is_cuda else t.to(x.device)
+
     padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
-    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
-    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
-    flip = (torch.rand(n, generator=generator) < 0.5).to(x.device)
+    dx = to_device(torch.randint(0, 2 * pad + 1, (n,), generator=generator))
+    dy = to_device(torch.randint(0, 2 * pad + 1, (n,), generator=generator))
+    flip = to_device(torch.rand(n, generator=generator) < 0.5)
     cols = torch.arange(w, device=x.device)
     cols = torch.where(flip[:, None], w - 1 - cols[None, :], cols[None, :]) + dx[:, None]
     rows = torch.arange(h, device=x.device)[None, :] + dy[:, None]
@@ -229,7 +233,11 @@ class AGDClassifier:
             net.train()
             self.loss_fn.train()
             order = torch.from_numpy(rng.permutation(len(X))).to(Xd.device)
-            loss_sum, correct, seen = 0.0, 0, 0
+            # running sums stay on the device: reading them every step would make the host
+            # wait for the GPU after each batch
+            loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+            correct = torch.zeros((), dtype=torch.int64, device=self.device)
+            seen = 0
             t_epoch = time.perf_counter()
             for b in range(n_batches):
                 idx = order[b * self.batch_size:(b + 1) * self.batch_size]
@@ -245,13 +253,14 @@ class AGDClassifier:
                 opt.step()
                 sched.step()
                 step += 1
-                loss_sum += float(loss.detach()) * len(idx)
-                correct += int((z.argmax(1) == yb).sum())
+                loss_sum += loss.detach().double() * len(idx)
+                correct += (z.detach().argmax(1) == yb).sum()
                 seen += len(idx)
                 if self.verbose and (b + 1) % verbose_every == 0:
                     el = time.perf_counter() - start
                     self._log(f"  epoch {epoch + 1}/{plan['epochs']} batch {b + 1}/{n_batches} "
-                              f"loss {loss_sum / seen:.4f} train acc {correct / seen:.4f} "
+                              f"loss {float(loss_sum) / seen:.4f} train acc "
+                              f"{int(correct) / seen:.4f} "
                               f"({seen / (time.perf_counter() - t_epoch):.1f} img/s, {el:.0f} s)")
                 if self.max_minutes:
                     elapsed = time.perf_counter() - start
@@ -269,7 +278,8 @@ class AGDClassifier:
                         plan["total"] = max(step + 1, min(n_batches * self.epochs, fit))
                         plan["epochs"] = math.ceil(plan["total"] / n_batches)
             epoch += 1
-            rec = {"epoch": epoch, "train_loss": loss_sum / seen, "train_acc": correct / seen,
+            rec = {"epoch": epoch, "train_loss": float(loss_sum) / seen,
+                   "train_acc": int(correct) / seen,
                    "seconds": time.perf_counter() - start, "images": seen, "steps": step}
             if X_val is not None:
                 rec["val_acc"] = self.score(X_val, y_val)
