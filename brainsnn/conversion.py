@@ -654,12 +654,13 @@ def _check_ann(ann):
 # ---------------------------------------------------------------------------------------------
 def train_ann(ann, X, y, epochs=3, batch_size=128, lr=1e-3, weight_decay=0.0, augment=None,
               max_minutes=None, device=None, seed=0, verbose=False, X_val=None, y_val=None,
-              optimizer="adam"):
+              optimizer="adam", loss_options=None):
     """Train an all-artificial Network with :class:`brainsnn.training.AGDClassifier` (T = 1).
 
     Returns the classifier (its ``history``, ``train_seconds``); the network is trained in
     place. Batch-norm attached with :func:`attach_batchnorm` is trained too (fold it after).
     ``optimizer``: 'adam' or 'sgd' (Nesterov momentum, see :class:`~brainsnn.training.AGDClassifier`).
+    ``loss_options``: options of the softmax loss, e.g. ``{'label_smoothing': 0.1}``.
     """
     from brainsnn.training import AGDClassifier
 
@@ -667,7 +668,8 @@ def train_ann(ann, X, y, epochs=3, batch_size=128, lr=1e-3, weight_decay=0.0, au
     device = device or _device_of(ann)
     clf = AGDClassifier(network=ann, T=1, epochs=epochs, batch_size=batch_size, lr=lr,
                         weight_decay=weight_decay, augment=augment, max_minutes=max_minutes,
-                        device=str(device), seed=seed, verbose=verbose, optimizer=optimizer)
+                        device=str(device), seed=seed, verbose=verbose, optimizer=optimizer,
+                        loss_options=loss_options)
     clf.fit(X, y, X_val, y_val)
     ann.eval()
     return clf

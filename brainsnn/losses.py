@@ -48,16 +48,28 @@ def gumbel_noise(shape, generator=None, device=None, dtype=torch.float32, eps=1e
 
 
 class SoftmaxCrossEntropy(nn.Module):
-    """Plain softmax cross-entropy (mean over the batch)."""
+    """Softmax cross-entropy (mean over the batch).
+
+    ``label_smoothing`` (epsilon, in [0, 1)): the target puts 1 - epsilon on the true class
+    and epsilon spread evenly over all n classes, so that
+    loss = (1 - epsilon) * CE(z, y) + epsilon * mean_k(-log p_k). Zero (default) is the plain
+    loss.
+    """
 
     name = "softmax"
 
+    def __init__(self, label_smoothing=0.0):
+        super().__init__()
+        if not 0.0 <= float(label_smoothing) < 1.0:
+            raise LossError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        self.label_smoothing = float(label_smoothing)
+
     def forward(self, z, y):
         _check(z, y)
-        return F.cross_entropy(z, y)
+        return F.cross_entropy(z, y, label_smoothing=self.label_smoothing)
 
     def config(self):
-        return {"loss": self.name}
+        return {"loss": self.name, "label_smoothing": self.label_smoothing}
 
 
 class StochMax(nn.Module):
@@ -118,9 +130,10 @@ def make_loss(name="softmax", **kwargs):
     if isinstance(name, nn.Module):
         return name
     if name == "softmax":
-        if kwargs:
-            raise LossError(f"softmax loss takes no options, got {sorted(kwargs)}")
-        return SoftmaxCrossEntropy()
+        unknown = sorted(set(kwargs) - {"label_smoothing"})
+        if unknown:
+            raise LossError(f"softmax loss takes only label_smoothing, got {unknown}")
+        return SoftmaxCrossEntropy(**kwargs)
     if name == "stochmax":
         return StochMax(**kwargs)
     raise LossError(f"unknown loss {name!r}; expected one of {', '.join(LOSSES)}")

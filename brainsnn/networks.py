@@ -52,7 +52,7 @@ from brainsnn.models import LIF, NeuronModel
 
 __all__ = [
     "NetworkError", "LayerSpec", "BackRes", "Residual", "conv", "linear", "avgpool", "flatten",
-    "Network", "vgg_specs", "residual_specs", "backres_specs", "specs_to_config",
+    "Network", "vgg_specs", "parse_layer_list", "residual_specs", "backres_specs", "specs_to_config",
     "specs_from_config", "KINDS", "OPS",
 ]
 
@@ -253,6 +253,32 @@ def vgg_specs(conv_channels=(16, "P", 32, "P"), fc=(128,), n_classes=10, kinds=N
         k += 1
     specs.append(linear(int(n_classes), kinds[k], bias=bias, name="output"))
     return specs
+
+
+def parse_layer_list(text, pooling=True):
+    """A layer list as a command line gives it: ``'96,96,P,192'`` -> ``(96, 96, 'P', 192)``.
+
+    Widths are integers >= 1; with ``pooling`` (the ``conv_channels`` of :func:`vgg_specs`)
+    'P' marks a 2x2 average pooling. An empty string is an empty list (no layers).
+    """
+    items = []
+    for token in (t.strip() for t in str(text).split(",")):
+        if not token:
+            continue
+        if pooling and token.upper() == "P":
+            items.append("P")
+            continue
+        try:
+            width = int(token)
+        except ValueError:
+            width = 0
+        if width < 1:
+            expected = "integers >= 1 and 'P' (pooling)" if pooling else "integers >= 1"
+            raise NetworkError(f"layer list {text!r}: {token!r} is not a width; expected "
+                               f"comma-separated {expected}, e.g. "
+                               f"{'96,96,P,192,192,P' if pooling else '512,256'}")
+        items.append(width)
+    return tuple(items)
 
 
 def residual_specs(width=16, n_blocks=2, layers_per_block=2, n_classes=10, kinds=None,

@@ -417,6 +417,37 @@ def protocol_config(scale_cfg, args, keys=(), seeds=False):
     return cfg
 
 
+def add_vgg_options(parser):
+    """The command-line options of the protocols that train VGG-style networks: --conv, --fc
+    (layer widths), --label-smoothing and --validation; see :func:`apply_vgg_options`."""
+    parser.add_argument("--conv", default=None,
+                        help="convolution widths and 'P' (2x2 average pooling), comma-separated, "
+                             "e.g. 64,64,P,128,128,P (default per scale)")
+    parser.add_argument("--fc", default=None,
+                        help="hidden linear widths, comma-separated (default per scale)")
+    parser.add_argument("--label-smoothing", type=float, default=0.0,
+                        help="softmax loss: label smoothing epsilon (default 0)")
+    parser.add_argument("--validation", type=int, default=0,
+                        help="hold out the last N training images and evaluate on them instead "
+                             "of the test set (for choosing settings; default 0: test set)")
+    return parser
+
+
+def apply_vgg_options(cfg, args):
+    """``cfg`` with ``conv``/``fc`` from --conv/--fc where given; exits with a clear message
+    on a bad layer list. Returns the evaluation split: 'validation' or 'test'."""
+    from brainsnn.networks import NetworkError, parse_layer_list
+
+    try:
+        if args.conv is not None:
+            cfg["conv"] = parse_layer_list(args.conv)
+        if args.fc is not None:
+            cfg["fc"] = parse_layer_list(args.fc, pooling=False)
+    except NetworkError as exc:
+        raise SystemExit(f"--conv/--fc: {exc}")
+    return "validation" if args.validation else "test"
+
+
 def config_record(args, cfg, **extra):
     """What a results file stores as configuration: the command line, the resolved ``cfg``
     (tuples as lists) and ``extra``."""
@@ -449,16 +480,30 @@ DATASET_LOADERS = {"mnist": "load_mnist", "fashion": "load_fashion_mnist",
                    "cifar10": "load_cifar10"}
 
 
-def load_image_data(dataset, n_train=None, n_test=None, data_dir=None):
-    """(x_train, y_train, x_test, y_test) with images (n, C, H, W) float32 in [0, 1]."""
+def load_image_data(dataset, n_train=None, n_test=None, data_dir=None, validation=0):
+    """(x_train, y_train, x_test, y_test) with images (n, C, H, W) float32 in [0, 1].
+
+    With ``validation`` = N > 0 the test set is not read: the first ``n_train`` + N training
+    images (default: all) are read, and the last N of them are held out and returned in the
+    test set's place (for choosing settings without the test set).
+    """
     from brainsnn import datasets
 
     if dataset not in DATASET_LOADERS:
         raise TrainingError(f"unknown dataset {dataset!r}; expected one of "
                             f"{', '.join(DATASET_LOADERS)}")
     loader = getattr(datasets, DATASET_LOADERS[dataset])
-    x_train, y_train = loader("train", data_dir=data_dir, n=n_train)
-    x_test, y_test = loader("test", data_dir=data_dir, n=n_test)
+    if validation:
+        x, y = loader("train", data_dir=data_dir,
+                      n=None if n_train is None else n_train + validation)
+        if not 0 < validation < len(x):
+            raise TrainingError(f"validation must hold between 1 and {len(x) - 1} of the "
+                                f"{len(x)} training images read, got {validation}")
+        x_train, y_train = x[:len(x) - validation], y[:len(x) - validation]
+        x_test, y_test = x[len(x) - validation:], y[len(x) - validation:]
+    else:
+        x_train, y_train = loader("train", data_dir=data_dir, n=n_train)
+        x_test, y_test = loader("test", data_dir=data_dir, n=n_test)
     if x_train.ndim == 3:
         x_train, x_test = x_train[:, None], x_test[:, None]
     return x_train, y_train, x_test, y_test

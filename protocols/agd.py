@@ -8,8 +8,12 @@ Examples::
     nice -n 10 python protocols/agd.py --dataset mnist --scale full       # ~12 min, 1 CPU thread
     python protocols/agd.py --dataset cifar10 --scale full --device cuda --max-minutes 5.6
 
+``--validation N`` holds out the last N training images and evaluates on them instead of the
+test set (``metrics/validation_accuracy``): choose settings that way, then run once on the test
+set.
+
 The file holds the configuration and seed, per-epoch training loss/accuracy, the test
-accuracy, accuracy against the number of inference steps T (``metrics/accuracy_vs_T``,
+accuracy (``metrics/test_accuracy``), accuracy against the number of inference steps T (``metrics/accuracy_vs_T``,
 ``metrics/T``), per-layer spike rates and energy (``energy/<layer>``, ``energy/total``), the
 trained weights (``layers/<name>/kernels`` or ``weights``, layout post_pre) and timings.
 
@@ -53,6 +57,8 @@ CONFIGS = {
 
 
 def build_parser():
+    from brainsnn.training import add_vgg_options
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
@@ -91,6 +97,7 @@ def build_parser():
     p.add_argument("--eval-T", default="1,2,3,4,6,8", help="comma-separated T for accuracy_vs_T")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     p.add_argument("--no-figure", action="store_true")
+    add_vgg_options(p)  # --conv, --fc, --label-smoothing, --validation
     return p
 
 
@@ -103,7 +110,7 @@ def main(argv=None):
     from brainsnn.energy import format_report, write_energy
     from brainsnn.networks import vgg_specs
     from brainsnn.results import RunResults
-    from brainsnn.training import (AGDClassifier, config_record, load_image_data,
+    from brainsnn.training import (AGDClassifier, apply_vgg_options, config_record, load_image_data,
                                    protocol_config, store_network)
 
     torch.set_num_threads(args.threads)
@@ -117,11 +124,14 @@ def main(argv=None):
     cfg = protocol_config(CONFIGS[(family, args.scale)], args,
                           ("T", "epochs", "batch_size", "lr", "n_train", "n_test", "max_minutes",
                            "init_rate", "optimizer", "batchnorm", "weight_decay"))
+    split = apply_vgg_options(cfg, args)
     print(f"[agd] loading {args.dataset} ...", flush=True)
     x_train, y_train, x_test, y_test = load_image_data(args.dataset, cfg["n_train"],
-                                                       cfg["n_test"], data_dir=args.data)
+                                                       cfg["n_test"], data_dir=args.data,
+                                                       validation=args.validation)
     specs = vgg_specs(cfg["conv"], fc=cfg["fc"], kinds=args.kinds)
-    loss_options = {"sigma": args.sigma} if args.loss == "stochmax" else {}
+    loss_options = ({"sigma": args.sigma} if args.loss == "stochmax"
+                    else {"label_smoothing": args.label_smoothing})
     clf = AGDClassifier(specs, T=cfg["T"], encoder=args.encoder, loss=args.loss,
                         loss_options=loss_options, epochs=cfg["epochs"],
                         batch_size=cfg["batch_size"], lr=cfg["lr"],
@@ -131,12 +141,12 @@ def main(argv=None):
                         weight_decay=cfg.get("weight_decay", 0.0), device=args.device,
                         seed=args.seed, verbose=True)
     config = config_record(args, cfg, n_train_used=int(len(x_train)),
-                           n_test_used=int(len(x_test)))
+                           n_test_used=int(len(x_test)), evaluation_split=split)
     if args.dataset == "cifar10":
         config["caveat"] = CIFAR_CAVEAT
     rec = RunResults("agd", config=config, seed=args.seed, device=args.device)
     out = args.out or f"results/agd_{args.dataset}_{args.scale}_seed{args.seed}.h5"
-    print(f"[agd] {args.dataset} {args.scale}: {len(x_train)} train / {len(x_test)} test images,"
+    print(f"[agd] {args.dataset} {args.scale}: {len(x_train)} train / {len(x_test)} {split} images,"
           f" T={cfg['T']}, {cfg['epochs']} epochs, device {args.device}", flush=True)
 
     def checkpoint(clf_, epoch_rec):
@@ -150,15 +160,15 @@ def main(argv=None):
     print(clf.network.describe(), flush=True)
     rec.set("network/config_json", __import__("json").dumps(clf.network.config()))
     rec.set("network/n_parameters", clf.network.n_parameters())
-    with rec.timer("test"):
+    with rec.timer(split):
         acc = clf.score(x_test, y_test)
-    rec.set("metrics/test_accuracy", acc, T=cfg["T"], n_test=len(x_test),
+    rec.set(f"metrics/{split}_accuracy", acc, T=cfg["T"], n_images=len(x_test),
             **({"caveat": CIFAR_CAVEAT} if args.dataset == "cifar10" else {}))
     Ts = [int(t) for t in args.eval_T.split(",") if t.strip()]
     with rec.timer("accuracy_vs_T"):
         acc_T = clf.accuracy_vs_T(x_test, y_test, Ts)
     rec.set("metrics/T", np.array(Ts))
-    rec.set("metrics/accuracy_vs_T", acc_T, split="test")
+    rec.set("metrics/accuracy_vs_T", acc_T, split=split)
     report = clf.energy(x_test[:2000])
     write_energy(rec, report)
     rec.set("training/stopped_early", int(clf.stopped_early))
@@ -167,7 +177,7 @@ def main(argv=None):
     store_network(rec, clf.network)
     rec.save(out)
     print(format_report(report))
-    print(f"[agd] test accuracy {acc:.4f} (T={cfg['T']}), trained in {clf.train_seconds:.0f} s"
+    print(f"[agd] {split} accuracy {acc:.4f} (T={cfg['T']}), trained in {clf.train_seconds:.0f} s"
           + (f"  [{CIFAR_CAVEAT}]" if args.dataset == "cifar10" else ""))
     print("[agd] accuracy vs T: " + ", ".join(f"T={t}: {a:.4f}" for t, a in zip(Ts, acc_T)))
     print(f"[agd] wrote {out}")

@@ -200,21 +200,13 @@ def log(args, *msg):
 
 
 def load_data(args):
-    from brainsnn import datasets
+    """(x_train, y_train, x_test, y_test); with ``--validation N`` the last N of the first
+    ``--train-images`` + N training images take the test set's place."""
+    from brainsnn.training import load_image_data
 
-    loader = {"mnist": datasets.load_mnist, "fashion_mnist": datasets.load_fashion_mnist,
-              "cifar10": datasets.load_cifar10}[args.dataset]
-    if getattr(args, "validation", 0):
-        n = None if args.train_images is None else args.train_images + args.validation
-        x, y = loader("train", data_dir=args.data, n=n)
-        x_train, y_train = x[:-args.validation], y[:-args.validation]
-        x_test, y_test = x[-args.validation:], y[-args.validation:]
-    else:
-        x_train, y_train = loader("train", data_dir=args.data, n=args.train_images)
-        x_test, y_test = loader("test", data_dir=args.data, n=args.test_images)
-    if x_train.ndim == 3:
-        x_train, x_test = x_train[:, None], x_test[:, None]
-    return x_train, y_train, x_test, y_test
+    dataset = {"fashion_mnist": "fashion"}.get(args.dataset, args.dataset)
+    return load_image_data(dataset, args.train_images, args.test_images, data_dir=args.data,
+                           validation=getattr(args, "validation", 0))
 
 
 def preprocess(args, x_train, x_test):

@@ -18,8 +18,12 @@ conversion), ``residual`` (identity-shortcut blocks) and ``backres`` (a block of
 convolutions run R times, one ANN per R in ``--R``, equal parameter counts). ``--kinds``
 gives a hybrid target pattern (S spiking, A artificial per weighted layer, readout last).
 
+``--validation N`` holds out the last N training images and evaluates on them instead of the
+test set (keys and summaries then say ``validation``): choose settings that way, then run
+once on the test set.
+
 The file holds: the configuration and seed; per model (``models/<label>/``) the ANN test
-accuracy, weights, the thresholds of each method and its spike rates and energy;
+accuracy (``ann_test_accuracy``), weights, the thresholds of each method and its spike rates and energy;
 ``metrics/accuracy_vs_T`` (one row per model and method, then one constant row per model with
 its ANN's accuracy as a reference; attribute ``labels``) against ``metrics/T``; for the first model and method ``layers/<name>/spike_rate``,
 ``energy/<layer>`` and ``energy/total`` (attribute ``ratio_to_ann``); timings.
@@ -76,6 +80,8 @@ CONFIGS = {
 
 
 def build_parser():
+    from brainsnn.training import add_vgg_options
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
@@ -114,6 +120,7 @@ def build_parser():
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--weight-decay", type=float, default=None, help="L2 weight decay of the ANN")
     p.add_argument("--optimizer", choices=("adam", "sgd"), default=None,
                    help="ANN optimizer (default per scale: sgd for CIFAR-10 full, else adam)")
     p.add_argument("--n-train", type=int, default=None, help="use the first N training images")
@@ -132,6 +139,7 @@ def build_parser():
                    help="minutes kept for conversion + evaluation within --max-minutes")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     p.add_argument("--no-figure", action="store_true")
+    add_vgg_options(p)  # --conv, --fc, --label-smoothing, --validation
     return p
 
 
@@ -214,7 +222,8 @@ def main(argv=None):
     from brainsnn.energy import format_report, write_energy
     from brainsnn.networks import Network
     from brainsnn.results import RunResults
-    from brainsnn.training import (config_record, load_image_data, protocol_config,
+    from brainsnn.training import (apply_vgg_options, config_record, load_image_data,
+                                   protocol_config,
                                    seed_everything)
 
     t_start = time.perf_counter()
@@ -228,7 +237,9 @@ def main(argv=None):
     family = "cifar" if args.dataset == "cifar10" else "gray"
     cfg = protocol_config(CONFIGS[(family, args.scale)], args,
                           ("width", "epochs", "batch_size", "lr", "optimizer", "n_train", "n_test",
-                           "n_fit", "balance_T", "eval_batch", "max_minutes", "reserve_minutes"))
+                           "n_fit", "balance_T", "eval_batch", "max_minutes", "reserve_minutes",
+                           "weight_decay"))
+    split = apply_vgg_options(cfg, args)
     if args.eval_T:
         cfg["Ts"] = tuple(_ints(args.eval_T, "--eval-T"))
     if args.eval_batch is None and (args.arch != "vgg" or cfg["conv"]):
@@ -242,13 +253,15 @@ def main(argv=None):
 
     print(f"[conversion] loading {args.dataset} ...", flush=True)
     x_train, y_train, x_test, y_test = load_image_data(args.dataset, cfg["n_train"],
-                                                       cfg["n_test"], data_dir=args.data)
+                                                       cfg["n_test"], data_dir=args.data,
+                                                       validation=args.validation)
     # threshold-setting images: a fixed random subset of the training set
     fit_idx = np.random.default_rng(args.seed).permutation(len(x_train))[:cfg["n_fit"]]
     x_fit = x_train[fit_idx]
 
     config = config_record(args, cfg, methods=methods, R_values=Rs,
-                           n_train_used=int(len(x_train)), n_test_used=int(len(x_test)))
+                           n_train_used=int(len(x_train)), n_test_used=int(len(x_test)),
+                           evaluation_split=split)
     if args.dataset == "cifar10":
         config["caveat"] = CIFAR_CAVEAT
     rec = RunResults("conversion", config=config, seed=args.seed, device=args.device)
@@ -256,7 +269,7 @@ def main(argv=None):
     out = args.out or f"results/conversion_{args.dataset}{arch_tag}_{args.scale}_seed{args.seed}.h5"
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     print(f"[conversion] {args.dataset} {args.arch} {args.scale}: {len(x_train)} train / "
-          f"{len(x_test)} test images, methods {methods}, T {list(cfg['Ts'])}, device "
+          f"{len(x_test)} {split} images, methods {methods}, T {list(cfg['Ts'])}, device "
           f"{args.device}", flush=True)
 
     Ts = list(cfg["Ts"])
@@ -294,7 +307,8 @@ def main(argv=None):
                                 batch_size=cfg["batch_size"], lr=cfg["lr"],
                                 weight_decay=cfg.get("weight_decay", 0.0), augment=cfg["augment"],
                                 max_minutes=train_minutes, device=args.device, seed=args.seed,
-                                optimizer=cfg.get("optimizer", "adam"), verbose=True)
+                                optimizer=cfg.get("optimizer", "adam"), verbose=True,
+                                loss_options={"label_smoothing": args.label_smoothing})
             for h in clf.history:
                 rec.add_metric(f"train_acc_{label}", float(h["train_acc"]), step=h["epoch"])
             rec.set(f"models/{label}/training/stopped_early", int(clf.stopped_early))
@@ -310,11 +324,11 @@ def main(argv=None):
                             batch_size=cfg["eval_batch"], device=args.device, seed=args.seed,
                             verbose=True)
             if method == methods[0]:
-                with rec.timer(f"ann_test_{label}"):
+                with rec.timer(f"ann_{split}_{label}"):
                     ann_acc = conv.ann_accuracy(x_test, y_test)
-                rec.set(f"models/{label}/ann_test_accuracy", ann_acc, n_test=len(x_test),
+                rec.set(f"models/{label}/ann_{split}_accuracy", ann_acc, n_images=len(x_test),
                         **({"caveat": CIFAR_CAVEAT} if family == "cifar" else {}))
-                print(f"[conversion] {label}: ANN test accuracy {ann_acc:.4f}", flush=True)
+                print(f"[conversion] {label}: ANN {split} accuracy {ann_acc:.4f}", flush=True)
             print(f"[conversion] {label}/{method}: setting thresholds on {len(x_fit)} training "
                   f"images", flush=True)
             with rec.timer(f"fit_{label}_{method}"):
@@ -360,7 +374,7 @@ def main(argv=None):
         ann_acc = next(s[2] for s in summary if s[0] == label)
         rows.append(np.full(len(Ts), ann_acc))
         labels.append(f"{label} ANN")
-    rec.set("metrics/accuracy_vs_T", np.vstack(rows), labels=labels, split="test",
+    rec.set("metrics/accuracy_vs_T", np.vstack(rows), labels=labels, split=split,
             ann_rows=[k for k, lab in enumerate(labels) if lab.endswith(" ANN")],
             ann_accuracy=[float(s[2]) for s in summary],
             **({"caveat": CIFAR_CAVEAT} if family == "cifar" else {}))
@@ -368,7 +382,7 @@ def main(argv=None):
     rec.save(out)
     print(f"[conversion] wrote {out} ({(time.perf_counter() - t_start) / 60:.1f} min)")
     for label, method, ann_acc, acc, ratio in summary:
-        print(f"[conversion] SUMMARY {args.dataset} {label} {method}: ANN {ann_acc:.4f} | "
+        print(f"[conversion] SUMMARY {args.dataset} {label} {method} ({split}): ANN {ann_acc:.4f} | "
               + " ".join(f"T{T} {a:.4f}" for T, a in zip(Ts, acc))
               + f" | energy ratio {ratio:.3f}" + (f"  [{CIFAR_CAVEAT}]" if family == "cifar" else ""))
     if not args.no_figure:

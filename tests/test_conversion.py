@@ -425,3 +425,25 @@ def test_protocol_smoke_writes_results(tmp_path, data_dir):
     assert T.ndim == 1 and acc.shape[-1] == len(T) and np.all((acc >= 0) & (acc <= 1))
     assert float(rec.get("energy/total")) > 0
     assert out.with_suffix(".png").exists()
+
+
+def test_protocol_layer_options_and_validation(tmp_path, data_dir):
+    import importlib.util
+
+    from brainsnn.results import RunResults
+    spec = importlib.util.spec_from_file_location("conversion_protocol",
+                                                  REPO / "protocols" / "conversion.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "conv_val.h5"
+    assert mod.main(["--scale", "smoke", "--out", str(out), "--data", str(data_dir),
+                     "--n-train", "300", "--validation", "100", "--conv", "4,P", "--fc", "16",
+                     "--label-smoothing", "0.1", "--weight-decay", "1e-4",
+                     "--method", "percentile", "--eval-T", "8", "--no-figure"]) == 0
+    rec = RunResults.load(out)
+    assert rec.get("models/vgg/ann_test_accuracy") is None
+    assert 0 <= float(rec.get("models/vgg/ann_validation_accuracy")) <= 1
+    assert rec.attrs("metrics/accuracy_vs_T")["split"] == "validation"
+    assert rec.get("models/vgg/ann/conv0/weight").shape == (4, 1, 3, 3)
+    with pytest.raises(SystemExit, match="'-3' is not a width"):
+        mod.main(["--scale", "smoke", "--fc", "-3", "--out", str(tmp_path / "bad.h5")])

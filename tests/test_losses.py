@@ -82,3 +82,21 @@ def test_bad_configurations():
     with pytest.raises(LossError, match="targets"):
         make_loss("stochmax")(torch.zeros(3, 2), torch.zeros(4, dtype=torch.long))
     assert isinstance(make_loss("stochmax", sigma=0.5), StochMax)
+
+
+def test_label_smoothing_matches_the_hand_computed_loss():
+    z = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 3.0]])
+    y = torch.tensor([0, 1])
+    eps = 0.2
+    logp = z - torch.logsumexp(z, dim=1, keepdim=True)
+    nll = -logp[torch.arange(2), y]
+    uniform = -logp.mean(dim=1)
+    expected = ((1 - eps) * nll + eps * uniform).mean()
+    loss = make_loss("softmax", label_smoothing=eps)
+    assert float(loss(z, y)) == pytest.approx(float(expected), rel=1e-6)
+    assert loss.config() == {"loss": "softmax", "label_smoothing": eps}
+    assert float(make_loss("softmax")(z, y)) == pytest.approx(float(nll.mean()), rel=1e-6)
+    with pytest.raises(LossError, match=r"label_smoothing must be in \[0, 1\)"):
+        SoftmaxCrossEntropy(label_smoothing=1.0)
+    with pytest.raises(LossError, match="takes only label_smoothing"):
+        make_loss("softmax", sigma=1.0)

@@ -270,3 +270,17 @@ def test_calibrate_rates_revives_silent_deep_layers():
     for name, rate in rates.items():
         assert 0.1 / 1.5 <= rate <= 0.1 * 1.5, (name, rate)
     assert not net.record and net.stats["images"] == 0
+
+
+def test_parse_layer_list():
+    from brainsnn.networks import NetworkError, parse_layer_list
+
+    assert parse_layer_list("96, 96,P,192,p") == (96, 96, "P", 192, "P")
+    assert parse_layer_list("512,256", pooling=False) == (512, 256)
+    assert parse_layer_list("") == ()
+    with pytest.raises(NetworkError, match=r"'x' is not a width.*'P' \(pooling\)"):
+        parse_layer_list("64,x")
+    with pytest.raises(NetworkError, match="'P' is not a width; expected comma-separated integers"):
+        parse_layer_list("64,P", pooling=False)
+    with pytest.raises(NetworkError, match="'0' is not a width"):
+        parse_layer_list("0")

@@ -156,6 +156,36 @@ def test_agd_protocol_smoke(tmp_path, data_dir):
     assert out.with_suffix(".png").exists()
 
 
+def test_validation_holds_out_the_last_training_images(data_dir):
+    from brainsnn.training import TrainingError, load_image_data
+
+    x_tr, y_tr, x_val, y_val = load_image_data("mnist", n_train=300, data_dir=data_dir,
+                                               validation=100)
+    x_all, y_all, _, _ = load_image_data("mnist", n_train=400, n_test=1, data_dir=data_dir)
+    assert x_tr.shape == (300, 1, 28, 28) and x_val.shape == (100, 1, 28, 28)
+    assert np.array_equal(x_tr, x_all[:300]) and np.array_equal(x_val, x_all[300:])
+    assert np.array_equal(y_val, y_all[300:])
+    with pytest.raises(TrainingError, match="validation must hold between 1 and"):
+        load_image_data("mnist", n_train=0, data_dir=data_dir, validation=10)
+
+
+def test_agd_protocol_layer_options_and_validation(tmp_path, data_dir):
+    from brainsnn.results import RunResults
+
+    out = tmp_path / "agd_val.h5"
+    mod = _protocol("agd")
+    assert mod.main(["--scale", "smoke", "--out", str(out), "--data", str(data_dir),
+                     "--n-train", "200", "--validation", "100", "--conv", "4,P", "--fc", "16",
+                     "--label-smoothing", "0.1", "--eval-T", "2", "--no-figure"]) == 0
+    rec = RunResults.load(out)
+    assert rec.get("metrics/test_accuracy") is None
+    assert 0 <= float(rec.get("metrics/validation_accuracy")) <= 1
+    assert rec.get("layers/conv0/kernels").shape == (4, 1, 3, 3)
+    assert rec.get("layers/linear3/weights").shape == (16, 4 * 14 * 14)
+    with pytest.raises(SystemExit, match="'Q' is not a width"):
+        mod.main(["--scale", "smoke", "--conv", "4,Q", "--out", str(tmp_path / "bad.h5")])
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["stochmax_latency", "backres_depth", "hybrid_layers"])
 def test_claim_protocols_smoke(name, tmp_path, data_dir):
