@@ -445,6 +445,10 @@ def apply_vgg_options(cfg, args):
             cfg["fc"] = parse_layer_list(args.fc, pooling=False)
     except NetworkError as exc:
         raise SystemExit(f"--conv/--fc: {exc}")
+    if not 0.0 <= args.label_smoothing < 1.0:
+        raise SystemExit(f"--label-smoothing must be in [0, 1), got {args.label_smoothing}")
+    if args.validation < 0:
+        raise SystemExit(f"--validation must be a number of images >= 0, got {args.validation}")
     return "validation" if args.validation else "test"
 
 

@@ -184,6 +184,10 @@ def test_agd_protocol_layer_options_and_validation(tmp_path, data_dir):
     assert rec.get("layers/linear3/weights").shape == (16, 4 * 14 * 14)
     with pytest.raises(SystemExit, match="'Q' is not a width"):
         mod.main(["--scale", "smoke", "--conv", "4,Q", "--out", str(tmp_path / "bad.h5")])
+    with pytest.raises(SystemExit, match=r"--label-smoothing must be in \[0, 1\), got 1.5"):
+        mod.main(["--scale", "smoke", "--label-smoothing", "1.5", "--out", str(tmp_path / "b.h5")])
+    with pytest.raises(SystemExit, match="--validation must be a number of images >= 0"):
+        mod.main(["--scale", "smoke", "--validation", "-5", "--out", str(tmp_path / "b.h5")])
 
 
 @pytest.mark.slow
