@@ -6,7 +6,8 @@ Examples::
 
     python protocols/agd.py --dataset mnist --scale smoke
     nice -n 10 python protocols/agd.py --dataset mnist --scale full       # ~12 min, 1 CPU thread
-    python protocols/agd.py --dataset cifar10 --scale full --device cuda --max-minutes 5.6
+    python protocols/agd.py --dataset cifar10 --scale full --device cuda --max-minutes 8.28 \
+        --optimizer sgd --lr 0.1 --weight-decay 5e-4          # 88.81 % on an H200
 
 ``--validation N`` holds out the last N training images and evaluates on them instead of the
 test set (``metrics/validation_accuracy``): choose settings that way, then run once on the test
