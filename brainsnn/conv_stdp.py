@@ -101,6 +101,7 @@ import torch.nn.functional as F
 
 from .models import DIEHL_COOK_EXCITATORY, DIEHL_COOK_INHIBITORY, NeuronModel
 from .plasticity import make_rule
+from .preprocessing import positive_percentile
 from .stdp import DiehlCookNetwork, _model_dict
 from .torch_engine import TorchNeuron
 
@@ -826,18 +827,20 @@ class SpikingConvStack:
             spikes.append([[] for _ in passes])
             shape = stage.output_shape(shape)
         stage_out = [None] * len(mods)
+        additive = [_additive(stage) for stage in self.stages[:upto]]
+        pool_layers = [_stage_layer(stage) for stage in self.stages[:upto]]
         for t in range(T):
             s = x[t]
-            for si, (stage, passes) in enumerate(zip(self.stages[:upto], mods)):
+            for si, passes in enumerate(mods):
                 block_in = s
                 for p, mod in enumerate(passes):
-                    if p and _additive(stage):
+                    if p and additive[si]:
                         s = s + block_in
                     s, states[si][p] = mod.step(states[si][p], s)
                     counts[si][p] += s
                     if record:
                         spikes[si][p].append(s.bool().cpu())
-                s = _pool(s, _stage_layer(stage))
+                s = _pool(s, pool_layers[si])
                 stage_out[si] = s.clone() if stage_out[si] is None else stage_out[si] + s
         if T == 0:
             stage_out = [torch.zeros((B, *self.shapes[i + 1]), dtype=self.dtype,
@@ -1050,9 +1053,7 @@ class FeatureScaler:
         self.scale_ = None
 
     def fit(self, features, y=None):
-        f = np.asarray(features, dtype=np.float64)
-        pos = f[f > 0]
-        self.scale_ = float(np.percentile(pos, self.percentile)) if pos.size else 1.0
+        self.scale_ = positive_percentile(np.asarray(features, dtype=np.float64), self.percentile)
         return self
 
     def transform(self, features):

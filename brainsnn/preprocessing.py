@@ -35,11 +35,19 @@ import torch.nn.functional as F
 from .datasets import validate_images
 
 __all__ = ["PreprocessingError", "OnOffWhitening", "PREPROCESSORS", "make_preprocessor",
-           "on_minus_off"]
+           "on_minus_off", "positive_percentile"]
 
 
 class PreprocessingError(ValueError):
     """Bad images or settings for a preprocessing stage."""
+
+
+def positive_percentile(values, percentile):
+    """The ``percentile`` of the positive entries of ``values`` (1.0 when none is positive):
+    the value that a scaler maps to intensity 1."""
+    v = np.asarray(values)
+    positive = v[v > 0]
+    return float(np.percentile(positive, percentile)) if positive.size else 1.0
 
 
 class OnOffWhitening:
@@ -140,9 +148,8 @@ class OnOffWhitening:
         self.filters_ = rows_w.reshape(C, C, p, p).astype(np.float32)
         self.bias_ = (-(rows_w @ mu)).astype(np.float32)
         self.input_shape_ = tuple(x.shape[1:])
-        z = np.abs(self._whiten(x[:min(n, 2000)]))
-        positive = z[z > 0]
-        self.scale_ = float(np.percentile(positive, self.percentile)) if positive.size else 1.0
+        self.scale_ = positive_percentile(np.abs(self._whiten(x[:min(n, 2000)])),
+                                          self.percentile)
         return self
 
     def transform(self, x):

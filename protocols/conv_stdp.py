@@ -466,9 +466,8 @@ def plot_kernels(path):
     import matplotlib.pyplot as plt
 
     from brainsnn.plotting import kernel_grid
-    from brainsnn.results import RunResults
-
     from brainsnn.preprocessing import on_minus_off
+    from brainsnn.results import RunResults
 
     rec = RunResults.load(path)
     names = [n for n in rec.children("layers") if rec.get(f"layers/{n}/kernels") is not None]
