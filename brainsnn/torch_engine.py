@@ -332,6 +332,10 @@ class CompiledNeuronModel:
         State variables marked ``(shared)``: one value per sample.
     boolean : set of str
         Boolean state variables (``not_refractory``).
+    derived : set of str
+        State variables the step recomputes from others before any use, so it never reads
+        them: ``not_refractory`` when the refractory period is a time (Brian2 derives it from
+        ``lastspike`` and ``t`` at every step). A state dict may leave them out.
     source : str
         Source code of the generated step function (for inspection).
     """
@@ -471,8 +475,13 @@ class CompiledNeuronModel:
         lines = ["def _bs_step(_bs_state, _bs_input, _bs_spike, _bs_params, _bs_detach=True, "
                  "_bs_extra=None):"]
         tensors = set(state) | set(self.tensor_parameters)
+        # a refractory period given as a time: not_refractory comes from lastspike alone
+        # (a boolean refractory condition keeps the previous value: not derived)
+        self.derived = ({"not_refractory"} if self._refractory_code().startswith(
+            "not_refractory = timestep(") else set())
         for name in state:
-            lines.append(f"    {name} = _bs_state[{name!r}]")
+            if name not in self.derived:
+                lines.append(f"    {name} = _bs_state[{name!r}]")
         for name in self.tensor_parameters:
             lines.append(f"    {name} = _bs_params[{name!r}]")
         lines.append(f"    _bs_dtype = _bs_state[{model.input_variable!r}].dtype")

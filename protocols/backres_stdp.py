@@ -145,7 +145,8 @@ def main(argv=None):
         x_train, y_train, x_test, y_test = cp.load_data(args)
     except DatasetError as exc:
         raise SystemExit(f"error: {exc}")
-    cp.log(args, f"{args.dataset}: {len(x_train)} train, {len(x_test)} test; scale {args.scale}")
+    split = cp.eval_split(args)
+    cp.log(args, f"{args.dataset}: {len(x_train)} train, {len(x_test)} {split}; scale {args.scale}")
     t_on = args.t_on * b2.ms
     build = Path(args.build_dir) if args.build_dir else REPO / "build" / "standalone"
     K = args.kernels
@@ -199,13 +200,13 @@ def main(argv=None):
     finally:
         first.close()
     rec.set("metrics/configs", np.array(names, dtype="S"))
-    rec.set("metrics/accuracy", np.array(accs), units="1", images=len(x_test))
+    rec.set("metrics/accuracy", np.array(accs), units="1", images=len(x_test), split=split)
     rec.set("metrics/n_parameters", np.array(params, dtype=np.int64),
             description="STDP parameters (kernels + thresholds) of the conv stack")
     rec.set("metrics/logical_depth", np.array(depths, dtype=np.int64))
     out = rec.save(args.out, complete=True)
     for n_, a, p_, d in zip(names, accs, params, depths):
-        cp.log(args, f"{n_:>14}: logical depth {d}, {p_} STDP parameters, test accuracy {a:.4f}")
+        cp.log(args, f"{n_:>14}: logical depth {d}, {p_} STDP parameters, {split} accuracy {a:.4f}")
     cp.log(args, f"wrote {out}")
     return rec
 

@@ -36,7 +36,17 @@ whiten for CIFAR-10, chosen on validation images (one layer of 32 kernels, 3,000
 1,000 validation images: 44.2 % whitened against 25.6 % on raw pixels, linear readout), none
 for MNIST and Fashion-MNIST.
 
-The readout never sees the test set while it is trained (no early stopping on it).
+The readout never sees the test set while it is trained (no early stopping on it). With
+--validation N the last N of the training images read take the test set's place: the keys are
+then metrics/validation_accuracy* (no test keys), for choosing settings without the test set.
+
+Readouts (--readout, --hidden, --loss, --label-smoothing, --epochs, --lr, --weight-decay) are
+cheap next to extraction. --features-cache DIR keeps the extracted spike counts, keyed by a
+hash of the stack's settings, kernels, thresholds, seed, torch device and version, and the
+images: a second run with the same stack and images (e.g. another readout, or the same
+training images with the test set instead of the validation images) reads them instead of
+simulating again. Entries are written whole, then renamed; delete DIR to free the space
+(about 4 bytes per feature per image).
 
 Example:
   python protocols/conv_stdp.py --scale small --dataset mnist --readout linear
@@ -157,11 +167,20 @@ def parse_args(argv=None):
                         "mlp, spiking; the first is the main one (default linear)")
     p.add_argument("--loss", choices=["softmax", "stochmax"], default="softmax")
     p.add_argument("--readout-T", type=int, default=8, help="time steps of the spiking readout")
+    p.add_argument("--hidden", type=int, default=256,
+                   help="hidden units of the mlp and spiking readouts (default 256)")
+    p.add_argument("--label-smoothing", type=float, default=0.0,
+                   help="label smoothing of the softmax readout loss, in [0, 1) (default 0)")
     p.add_argument("--epochs", type=int, default=None, help="readout epochs")
     p.add_argument("--lr", type=float, default=2e-3, help="readout learning rate (Adam)")
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--chunk-size", type=int, default=None, help="patches per compiled Brian2 run")
     p.add_argument("--batch-size", type=int, default=256, help="images per extraction batch")
+    p.add_argument("--features-cache", default=None, metavar="DIR",
+                   help="keep extracted spike counts in DIR, keyed by the stack (kernels, "
+                        "thresholds, extraction settings, seed) and the images: a later run "
+                        "with the same stack and images reads them instead of simulating "
+                        "again (e.g. to try readouts); off by default")
     p.add_argument("--build-dir", default=None, help="standalone build folder base")
     p.add_argument("--plot", action="store_true", help="draw the kernels of each layer to <out>.png")
     p.add_argument("--quiet", action="store_true")
@@ -188,6 +207,12 @@ def parse_args(argv=None):
         args.preprocess = "whiten" if args.dataset == "cifar10" else "none"
     if args.backres_R < 0:
         p.error("--backres-R must be >= 0")
+    if args.hidden < 1:
+        p.error(f"--hidden must be a positive number of units, got {args.hidden}")
+    if not 0.0 <= args.label_smoothing < 1.0:
+        p.error(f"--label-smoothing must be in [0, 1), got {args.label_smoothing}")
+    if args.label_smoothing and args.loss != "softmax":
+        p.error("--label-smoothing applies to the softmax loss only")
     if args.out is None:
         suffix = "" if args.dataset == "mnist" else f"_{args.dataset}"
         args.out = str(REPO / "results" / f"{PROTOCOL}_{args.scale}{suffix}_seed{args.seed}.h5")
@@ -207,6 +232,11 @@ def load_data(args):
     dataset = {"fashion_mnist": "fashion"}.get(args.dataset, args.dataset)
     return load_image_data(dataset, args.train_images, args.test_images, data_dir=args.data,
                            validation=getattr(args, "validation", 0))
+
+
+def eval_split(args):
+    """Where accuracy is measured: ``'validation'`` with ``--validation N``, else ``'test'``."""
+    return "validation" if getattr(args, "validation", 0) else "test"
 
 
 def preprocess(args, x_train, x_test):
@@ -308,15 +338,70 @@ def sum_pool(features, window):
     return f.sum(axis=(3, 5))
 
 
-def extract(args, stack, x, what):
-    t0 = time.perf_counter()
+def features_key(stack, x):
+    """Content key of the features of ``x`` under ``stack``: a hash of the stack's settings,
+    every layer's kernels and thresholds, the torch device and version, and the images."""
+    import hashlib
+    import json
 
+    import torch
+
+    from brainsnn.conv_stdp import _stage_layers
+
+    h = hashlib.sha256()
+    h.update(json.dumps(stack.config(), sort_keys=True, default=str).encode())
+    h.update(f"{stack.torch_device.type}|{torch.__version__}|{stack.dtype}".encode())
+    for stage in stack.stages:
+        for layer in _stage_layers(stage):
+            h.update(np.ascontiguousarray(layer._weights, dtype=np.float64).tobytes())
+            h.update(np.ascontiguousarray(layer._theta, dtype=np.float64).tobytes())
+    xa = np.ascontiguousarray(x, dtype=np.float32)
+    h.update(repr(xa.shape).encode())
+    h.update(xa.tobytes())
+    return h.hexdigest()[:32]
+
+
+def cached_run(stack, x, cache_dir, callback=None):
+    """``stack.run(x)``, read from / written to ``cache_dir`` (None: no cache).
+
+    Returns ``(result, seconds, cached)``: ``seconds`` is the simulation time of the run
+    that produced the counts (the stored one when ``cached``). Files are written whole
+    (to a temporary name, then renamed), so an interrupted run leaves no partial entry.
+    """
+    import json
+
+    path = None
+    if cache_dir:
+        path = Path(cache_dir) / f"features_{features_key(stack, x)}.npz"
+        if path.exists():
+            with np.load(path) as z:
+                outs = [z[f"stage_output_{i}"] for i in range(int(z["n_stages"]))]
+                meta = json.loads(str(z["meta"]))
+            return ({"output": outs[-1], "stage_outputs": outs, "rates": meta["rates"]},
+                    float(meta["seconds"]), True)
+    t0 = time.perf_counter()
+    res = stack.run(x, callback=callback)
+    seconds = time.perf_counter() - t0
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + f".{os.getpid()}.tmp.npz")
+        arrays = {f"stage_output_{i}": o for i, o in enumerate(res["stage_outputs"])}
+        np.savez(tmp, n_stages=len(res["stage_outputs"]), **arrays,
+                 meta=json.dumps({"rates": res["rates"], "seconds": seconds}))
+        os.replace(tmp, path)
+    return res, seconds, False
+
+
+def extract(args, stack, x, what):
     def cb(done, total, seconds):
         if done == total or (done // stack.batch_size) % 10 == 0:
             log(args, f"  extract {what}: {done}/{total} images ({done / max(seconds, 1e-9):.1f} img/s)")
 
-    res = stack.run(x, callback=cb)
-    seconds = time.perf_counter() - t0
+    res, seconds, cached = cached_run(stack, x, getattr(args, "features_cache", None), cb)
+    res["from_cache"] = cached
+    if cached:
+        log(args, f"  extract {what}: {len(x)} images read from the features cache "
+                  f"(simulated in {seconds:.0f} s when stored)")
     if getattr(args, "features", "last") == "all":
         feats = np.concatenate([sum_pool(o, args.feature_pool).reshape(len(x), -1)
                                 for o in res["stage_outputs"]], axis=1)
@@ -326,11 +411,14 @@ def extract(args, stack, x, what):
 
 
 def run_pipeline(args, rec, stack, x_train, y_train, x_test, y_test, prefix="", log_name=""):
-    """Learn, extract, read out; write results under ``prefix``. Returns the test accuracy."""
+    """Learn, extract, read out; write results under ``prefix``. Returns the accuracy on the
+    held-out images: the test set, or with ``--validation`` the validation images (keys
+    ``metrics/validation_accuracy*`` then, and no test keys)."""
     from brainsnn.conv_stdp import FeatureScaler, make_readout, stack_energy
     from brainsnn.energy import E_MAC
 
     torch_device = str(stack.torch_device)
+    split = eval_split(args)
     x_stdp = x_train[:args.stdp_images]
     with rec.timer(f"{prefix}stdp"):
         stack.fit(x_stdp, verbose=not args.quiet)
@@ -347,18 +435,21 @@ def run_pipeline(args, rec, stack, x_train, y_train, x_test, y_test, prefix="", 
     log(args, f"{log_name}STDP done; extracting features ({stack.steps} steps per image, "
               f"device {torch_device})")
     f_train, res_train, s_train = extract(args, stack, x_train, "train")
-    f_test, res_test, s_test = extract(args, stack, x_test, "test")
+    f_test, res_test, s_test = extract(args, stack, x_test, split)
     ips = (len(x_train) + len(x_test)) / max(s_train + s_test, 1e-9)
     rec.set(f"{prefix}timings/extract", s_train + s_test, units="s")
     rec.set(f"{prefix}timings/extract_images_per_second", ips, units="1/s",
-            torch_device=torch_device, steps=int(stack.steps))
+            torch_device=torch_device, steps=int(stack.steps),
+            from_features_cache=bool(res_train["from_cache"] or res_test["from_cache"]),
+            description="simulation time of the extraction; read from --features-cache when "
+                        "from_features_cache (then the time of the run that stored them)")
     log(args, f"{log_name}features {f_train.shape[1]} per image; extraction {ips:.1f} img/s")
     for si, stage in enumerate(stack.stages):
         for p, rate in enumerate(res_test["rates"][si]):
             name = stage.name if len(res_test["rates"][si]) == 1 else stage.pass_name(p)
             rec.set(f"{prefix}layers/{name}/spike_rate", float(rate),
                     units="spikes per neuron per step", dt_ms=float(stack.dt) * 1e3,
-                    steps=int(stack.steps), images="test")
+                    steps=int(stack.steps), images=split)
     rec.set(f"{prefix}features/mean_count", float(f_test.mean()), units="spikes per feature per image")
     rec.set(f"{prefix}features/silent_fraction", float((f_test == 0).mean()), units="1")
     scaler = FeatureScaler().fit(f_train)
@@ -368,7 +459,10 @@ def run_pipeline(args, rec, stack, x_train, y_train, x_test, y_test, prefix="", 
                         "training counts) and clipped to 1 before the readout")
     acc, clf = None, None
     for kind in args.readout.split(","):
+        smoothing = getattr(args, "label_smoothing", 0.0)
         model = make_readout(kind, loss=args.loss, T=args.readout_T, epochs=args.epochs,
+                             hidden=getattr(args, "hidden", 256),
+                             loss_options={"label_smoothing": smoothing} if smoothing else None,
                              lr=args.lr, weight_decay=args.weight_decay, seed=args.seed,
                              torch_device=torch_device, verbose=False)
         with rec.timer(f"{prefix}readout_{kind}"):
@@ -376,8 +470,8 @@ def run_pipeline(args, rec, stack, x_train, y_train, x_test, y_test, prefix="", 
         train_acc = model.score(z_train, y_train)
         test_acc = model.score(z_test, y_test)
         log(args, f"{log_name}readout {kind}/{args.loss}: train {train_acc:.4f}, "
-                  f"test {test_acc:.4f}")
-        rec.set(f"{prefix}metrics/test_accuracy_{kind}", test_acc, units="1", images=len(x_test),
+                  f"{split} {test_acc:.4f}")
+        rec.set(f"{prefix}metrics/{split}_accuracy_{kind}", test_acc, units="1", images=len(x_test),
                 loss=args.loss)
         rec.set(f"{prefix}metrics/train_accuracy_{kind}", train_acc, units="1",
                 images=len(x_train), loss=args.loss)
@@ -391,7 +485,7 @@ def run_pipeline(args, rec, stack, x_train, y_train, x_test, y_test, prefix="", 
                            step=h["epoch"])
         if acc is None:                       # the first readout named is the main one
             acc, clf = test_acc, model
-            rec.set(f"{prefix}metrics/test_accuracy", test_acc, units="1", images=len(x_test),
+            rec.set(f"{prefix}metrics/{split}_accuracy", test_acc, units="1", images=len(x_test),
                     readout=kind, loss=args.loss)
             rec.set(f"{prefix}metrics/train_accuracy", train_acc, units="1", images=len(x_train),
                     readout=kind)
@@ -437,7 +531,7 @@ def main(argv=None):
         x_train, y_train, x_test, y_test = load_data(args)
     except DatasetError as exc:
         raise SystemExit(f"error: {exc}")
-    log(args, f"{args.dataset}: {len(x_train)} train, {len(x_test)} test images "
+    log(args, f"{args.dataset}: {len(x_train)} train, {len(x_test)} {eval_split(args)} images "
               f"{x_train.shape[1:]}; scale {args.scale}")
     x_train, x_test, pre = preprocess(args, x_train, x_test)
     config = {k: v for k, v in vars(args).items()}
@@ -453,7 +547,7 @@ def main(argv=None):
     finally:
         stack.close()
     out = rec.save(args.out, complete=True)
-    log(args, f"test accuracy {acc:.4f}; wrote {out}")
+    log(args, f"{eval_split(args)} accuracy {acc:.4f}; wrote {out}")
     if args.plot:
         plot_kernels(out)
     return rec

@@ -6,6 +6,7 @@
 - ``mnist_small``: the first 1,000 training images and labels.
 - ``rng``: a numpy Generator seeded with 0 (a fresh one per test).
 - ``tmp_cache``: ``BRAINSNN_CACHE`` pointed at a temporary folder for one test.
+- ``load_protocol``: imports ``protocols/<name>.py`` as a module (``load_protocol("agd")``).
 
 CPU threads are limited to one (``OMP_NUM_THREADS=1`` unless set, before torch is imported,
 so torch also uses one thread): the test machines are shared.
@@ -26,6 +27,23 @@ def shared_data_dir() -> Path:
     """Where the tests look for datasets: ``$BRAINSNN_DATA`` or ``<repo>/../shared/data``."""
     env = os.environ.get("BRAINSNN_DATA")
     return Path(env) if env else REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def load_protocol():
+    """``load(name)``: the protocol script ``protocols/<name>.py`` imported as a module."""
+    import importlib.util
+    import sys
+
+    def load(name):
+        spec = importlib.util.spec_from_file_location(f"protocol_{name}",
+                                                      REPO / "protocols" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+        return module
+
+    return load
 
 
 @pytest.fixture(scope="session")

@@ -374,3 +374,66 @@ def test_conv_stdp_protocol_whitened_cifar_smoke(tmp_path, data_dir):
     assert rec.get("preprocessing/filters").shape == (3, 3, 9, 9)
     assert rec.get("preprocessing/scale") > 0
     assert rec.get("layers/conv1/spike_rate") > 0
+
+
+# -- the protocol's features cache and readout options ----------------------------------------
+
+def test_features_cache_returns_the_stored_counts_and_is_keyed_by_stack_and_images(
+        load_protocol, tmp_path):
+    cp = load_protocol("conv_stdp")
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(3)
+    layer = _random_kernels(ConvSTDPLayer(4, 3, 1, pool=2, seed=0), rng)
+    stack = SpikingConvStack([layer], (1, 12, 12), t_on=20 * b2.ms, batch_size=2)
+    x = rng.random((5, 1, 12, 12))
+    res, seconds, cached = cp.cached_run(stack, x, tmp_path)
+    assert not cached and res["output"].sum() > 0
+    assert [p.name for p in tmp_path.iterdir()] == [f"features_{cp.features_key(stack, x)}.npz"]
+
+    def no_simulation(*a, **k):
+        raise AssertionError("simulated although the counts are cached")
+
+    run = stack.run
+    stack.run = no_simulation
+    again, seconds_again, cached = cp.cached_run(stack, x, tmp_path)
+    assert cached and seconds_again == pytest.approx(seconds)
+    np.testing.assert_array_equal(again["output"], res["output"])
+    np.testing.assert_array_equal(again["stage_outputs"][0], res["stage_outputs"][0])
+    assert again["rates"] == res["rates"]
+    stack.run = run
+    # other images, other thresholds or another seed: another key, simulated again
+    assert cp.cached_run(stack, x[:4], tmp_path)[2] is False
+    layer.set_kernels(layer.kernels, theta=layer.theta * 1.5)
+    assert cp.cached_run(stack, x, tmp_path)[2] is False
+    stack.seed += 1
+    assert cp.cached_run(stack, x, tmp_path)[2] is False
+    assert len(list(tmp_path.glob("features_*.npz"))) == 4
+    assert not list(tmp_path.glob("*.tmp*"))                 # written whole, then renamed
+    assert cp.cached_run(stack, x, None)[2] is False         # no cache: always simulated
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--hidden", "0"], "--hidden"),
+    (["--label-smoothing", "1.0"], "--label-smoothing"),
+    (["--loss", "stochmax", "--label-smoothing", "0.1"], "softmax loss only"),
+])
+def test_conv_stdp_readout_options_give_clear_errors(load_protocol, argv, message, capsys):
+    cp = load_protocol("conv_stdp")
+    with pytest.raises(SystemExit):
+        cp.parse_args(["--scale", "smoke", *argv])
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_conv_stdp_protocol_validation_hidden_and_features_cache(tmp_path, data_dir):
+    extra = ["--validation", "60", "--readout", "linear,mlp", "--hidden", "16",
+             "--label-smoothing", "0.1", "--features-cache", str(tmp_path / "cache")]
+    rec = _run_protocol("conv_stdp.py", tmp_path / "v1.h5", extra)
+    assert rec.get("metrics/test_accuracy") is None           # the test set is not touched
+    acc = rec.get("metrics/validation_accuracy_mlp")
+    assert 0.0 <= acc <= 1.0 and rec.attrs("metrics/validation_accuracy")["images"] == 60
+    assert rec.get("readouts/mlp/ops.linear0.weight").shape[0] == 16
+    assert rec.attrs("timings/extract_images_per_second")["from_features_cache"] == False  # noqa: E712
+    again = _run_protocol("conv_stdp.py", tmp_path / "v2.h5", extra)
+    assert again.attrs("timings/extract_images_per_second")["from_features_cache"] == True  # noqa: E712
+    assert again.get("metrics/validation_accuracy_mlp") == acc

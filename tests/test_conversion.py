@@ -427,14 +427,9 @@ def test_protocol_smoke_writes_results(tmp_path, data_dir):
     assert out.with_suffix(".png").exists()
 
 
-def test_protocol_layer_options_and_validation(tmp_path, data_dir):
-    import importlib.util
-
+def test_protocol_layer_options_and_validation(load_protocol, tmp_path, data_dir):
     from brainsnn.results import RunResults
-    spec = importlib.util.spec_from_file_location("conversion_protocol",
-                                                  REPO / "protocols" / "conversion.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_protocol("conversion")
     out = tmp_path / "conv_val.h5"
     assert mod.main(["--scale", "smoke", "--out", str(out), "--data", str(data_dir),
                      "--n-train", "300", "--validation", "100", "--conv", "4,P", "--fc", "16",

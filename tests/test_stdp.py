@@ -340,18 +340,8 @@ def test_cpp_standalone_deterministic_and_same_statistics_as_runtime(images, tmp
 
 # -- protocols -------------------------------------------------------------------------------
 
-def _protocol(name):
-    import importlib.util
-    from pathlib import Path
-    path = Path(__file__).resolve().parent.parent / "protocols" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"protocol_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_protocol_help_and_defaults(capsys):
-    dc = _protocol("diehl_cook")
+def test_protocol_help_and_defaults(load_protocol, capsys):
+    dc = load_protocol("diehl_cook")
     with pytest.raises(SystemExit):
         dc.parse_args(["--help"])
     assert "--resume" in capsys.readouterr().out
@@ -359,14 +349,14 @@ def test_protocol_help_and_defaults(capsys):
     assert args.scale == "small" and args.device == "cpp_standalone"
     assert args.out.endswith("results/diehl_cook_small_seed0.h5")
     assert dc.parse_args(["--neurons", "400"]).out.endswith("diehl_cook_small_n400_seed0.h5")
-    bench = _protocol("bench_stdp")
+    bench = load_protocol("bench_stdp")
     assert bench.parse_args([]).neurons == [100, 400, 1600]
 
 
-def test_protocol_default_rule_is_the_tuned_triplet_rule():
+def test_protocol_default_rule_is_the_tuned_triplet_rule(load_protocol):
     """The protocol's default is Diehl & Cook's code's triplet rule with the tuned nu_post;
     --nu-post overrides it and the other rules keep their own default."""
-    dc = _protocol("diehl_cook")
+    dc = load_protocol("diehl_cook")
     net = dc.build_network(dc.parse_args([]))
     assert net.rule.name == "triplet_stdp" and net.rule.traces == "neuron"
     assert net.rule.parameters["nu_post"] == dc.NU_POST["triplet"]
@@ -380,10 +370,10 @@ def test_protocol_default_rule_is_the_tuned_triplet_rule():
         dc.parse_args(["--eta-final", "0"])
 
 
-def test_protocol_cuda_without_gpu_fails_clearly(capsys, tmp_path):
+def test_protocol_cuda_without_gpu_fails_clearly(load_protocol, capsys, tmp_path):
     if devices.gpu_available():
         pytest.skip("a GPU is present")
-    dc = _protocol("diehl_cook")
+    dc = load_protocol("diehl_cook")
     assert dc.main(["--scale", "smoke", "--device", "cuda_standalone",
                     "--out", str(tmp_path / "x.h5")]) == 2
     err = capsys.readouterr().err
@@ -392,10 +382,10 @@ def test_protocol_cuda_without_gpu_fails_clearly(capsys, tmp_path):
 
 
 @pytest.mark.slow
-def test_protocol_smoke_writes_results(tmp_path):
+def test_protocol_smoke_writes_results(load_protocol, tmp_path):
     """The smoke scale end to end on cpp_standalone (compiles once into build/)."""
     from brainsnn.results import RunResults
-    dc = _protocol("diehl_cook")
+    dc = load_protocol("diehl_cook")
     out = tmp_path / "smoke.h5"
     # PAPER.md's rule: with the triplet default (nu_post 0.08) the last image's updates move
     # the final sums further than 5 % from the per-image normalisation target
@@ -410,10 +400,10 @@ def test_protocol_smoke_writes_results(tmp_path):
 
 
 @pytest.mark.slow
-def test_protocol_resume_continues_exactly(tmp_path, monkeypatch, data_dir):
+def test_protocol_resume_continues_exactly(load_protocol, tmp_path, monkeypatch, data_dir):
     """Crash the protocol after its first chunk; --resume finishes with the same weights."""
     from brainsnn.results import RunResults
-    dc = _protocol("diehl_cook")
+    dc = load_protocol("diehl_cook")
     real_build = dc.build_network
 
     def build_tiny(args):
@@ -450,11 +440,11 @@ def test_protocol_resume_continues_exactly(tmp_path, monkeypatch, data_dir):
                                   whole["metrics/test_predictions"])
 
 
-def test_protocol_stops_a_dead_network(tmp_path, monkeypatch, capsys, data_dir):
+def test_protocol_stops_a_dead_network(load_protocol, tmp_path, monkeypatch, capsys, data_dir):
     """Chunks without any spike (theta 1 V: nothing can fire) print a warning each, and
     --max-silent-chunks of them in a row stop the run (exit status 3, checkpoint kept)."""
     from brainsnn.results import RunResults
-    dc = _protocol("diehl_cook")
+    dc = load_protocol("diehl_cook")
     real_build = dc.build_network
 
     def build_dead(args):

@@ -117,6 +117,25 @@ def test_refractory_blocks_spikes_and_clamps_v():
     assert state["lastspike"].item() == pytest.approx(0.006)
 
 
+def test_not_refractory_is_derived_from_lastspike_and_may_be_left_out_of_the_state():
+    neuron = TorchNeuron(REFRACTORY_LIF, dt=DT)
+    assert neuron.compiled.derived == {"not_refractory"}
+    inputs = torch.full((8, 1, 1), 2.0, dtype=torch.float64)
+    full = neuron.initial_state((1, 1), dtype=torch.float64)
+    lean = {k: v for k, v in full.items() if k != "not_refractory"}
+    for x in inputs:
+        s_full, full = neuron(full, x)
+        s_lean, lean = neuron(lean, x)
+        assert torch.equal(s_full, s_lean) and torch.equal(full["v"], lean["v"])
+        lean.pop("not_refractory")
+    # a boolean refractory condition keeps the previous value: it is state, not derived
+    held = REFRACTORY_LIF.replace(name="lif_held", refractory="v > 0.5")
+    assert TorchNeuron(held, dt=DT).compiled.derived == set()
+    with pytest.raises(KeyError):
+        TorchNeuron(held, dt=DT)({"v": torch.zeros(1, 1), "lastspike": torch.zeros(1, 1),
+                                   TIME_STEP_VARIABLE: torch.tensor(0)}, inputs[0])
+
+
 def test_shared_and_per_neuron_variables():
     model = LIF.extend(equations="gain : 1 (shared)\nbias_v : 1").replace(name="lif_gain")
     neuron = TorchNeuron(model, dt=DT)

@@ -1,8 +1,4 @@
 """AGDClassifier (fit/predict/score), seeding, input checks, and the protocols at smoke scale."""
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -10,8 +6,6 @@ import torch
 from brainsnn.networks import (Network, NetworkError, attach_batchnorm, avgpool, conv, flatten,
                                fold_batchnorm, linear)
 from brainsnn.training import AGDClassifier, TrainingError, augment_crop_flip
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def _toy(n=240, seed=0):
@@ -131,19 +125,11 @@ def test_crop_flip_keeps_shape_and_content():
     assert augment_crop_flip(x, pad=2, generator=g).shape == x.shape
 
 
-def _protocol(name):
-    spec = importlib.util.spec_from_file_location(name, REPO / "protocols" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_agd_protocol_smoke(tmp_path, data_dir):
+def test_agd_protocol_smoke(load_protocol, tmp_path, data_dir):
     from brainsnn.results import RunResults
 
     out = tmp_path / "agd.h5"
-    mod = _protocol("agd")
+    mod = load_protocol("agd")
     assert mod.main(["--scale", "smoke", "--out", str(out), "--data", str(data_dir),
                      "--n-train", "300", "--n-test", "200", "--eval-T", "1,4"]) == 0
     rec = RunResults.load(out)
@@ -169,11 +155,11 @@ def test_validation_holds_out_the_last_training_images(data_dir):
         load_image_data("mnist", n_train=0, data_dir=data_dir, validation=10)
 
 
-def test_agd_protocol_layer_options_and_validation(tmp_path, data_dir):
+def test_agd_protocol_layer_options_and_validation(load_protocol, tmp_path, data_dir):
     from brainsnn.results import RunResults
 
     out = tmp_path / "agd_val.h5"
-    mod = _protocol("agd")
+    mod = load_protocol("agd")
     assert mod.main(["--scale", "smoke", "--out", str(out), "--data", str(data_dir),
                      "--n-train", "200", "--validation", "100", "--conv", "4,P", "--fc", "16",
                      "--label-smoothing", "0.1", "--eval-T", "2", "--no-figure"]) == 0
@@ -192,11 +178,11 @@ def test_agd_protocol_layer_options_and_validation(tmp_path, data_dir):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["stochmax_latency", "backres_depth", "hybrid_layers"])
-def test_claim_protocols_smoke(name, tmp_path, data_dir):
+def test_claim_protocols_smoke(load_protocol, name, tmp_path, data_dir):
     from brainsnn.results import RunResults
 
     out = tmp_path / f"{name}.h5"
-    assert _protocol(name).main(["--scale", "smoke", "--out", str(out),
+    assert load_protocol(name).main(["--scale", "smoke", "--out", str(out),
                                  "--data", str(data_dir)]) == 0
     rec = RunResults.load(out)
     assert rec.get("claims/summary")
