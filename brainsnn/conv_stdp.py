@@ -659,8 +659,9 @@ class SpikingConvStack:
         the winner of each position firing. An extraction setting, chosen by measurement on
         training/validation data (see ``protocols/conv_stdp.py``).
     compile : bool
-        Run each layer's step through :func:`torch.compile` (fused; about 4x faster on one
-        CPU core; about 20 s of compilation per layer shape).
+        Run each layer's step through :func:`torch.compile` (fused: 3.5x faster than
+        eager for a 32-kernel layer on one CPU thread; about 20 s of compilation per layer
+        shape).
     """
 
     def __init__(self, stages, input_shape, t_on=None, torch_device="cpu",

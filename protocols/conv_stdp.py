@@ -25,8 +25,9 @@ the frozen stack runs on the torch engine for 50 ms (100 steps) per image with i
 These were chosen on MNIST training images with a validation split (2,000 / 1,000): one
 32-kernel layer + linear readout gave 96.2 % validation accuracy against 95.6 % with the
 learning settings (100 ms, 255 Hz) and 90.1 % with inhibition off (50 ms, 1 kHz); see
-brainsnn/conv_stdp.py. On one core of the shared 2-core CPU, extraction with torch.compile
-runs at about 10 img/s for one 32-kernel layer (eager: about 4x slower).
+brainsnn/conv_stdp.py. Extraction speed with torch.compile, one thread of the 2-core CPU
+beside another one-thread job: about 20 img/s for one 32-kernel layer (batch 256) and 13 img/s
+for 64 kernels (batch 64; larger batches are slower there, their state leaves the cache).
 
 Input preprocessing (--preprocess): none (pixels are the Poisson intensities) or whiten (ZCA
 whitening of each pixel's 9x9 neighbourhood as a convolution fitted on the training images,
