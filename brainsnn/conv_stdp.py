@@ -564,7 +564,7 @@ def _v_rest(model):
 def _carried(neuron, state):
     """The state a step hands to the next: without the variables the step recomputes first
     (``not_refractory``, from ``lastspike``). Not writing that boolean tensor every step
-    makes the compiled CPU step several times faster; the spikes are the same."""
+    made compiled CPU extraction 1.7-2.1x faster (README "Status"); the spikes are the same."""
     if state is None:
         return None
     return {k: v for k, v in state.items() if k not in neuron.compiled.derived}
