@@ -445,11 +445,22 @@ def apply_vgg_options(cfg, args):
             cfg["fc"] = parse_layer_list(args.fc, pooling=False)
     except NetworkError as exc:
         raise SystemExit(f"--conv/--fc: {exc}")
-    if not 0.0 <= args.label_smoothing < 1.0:
-        raise SystemExit(f"--label-smoothing must be in [0, 1), got {args.label_smoothing}")
-    if args.validation < 0:
-        raise SystemExit(f"--validation must be a number of images >= 0, got {args.validation}")
-    return "validation" if args.validation else "test"
+    return evaluation_split(args)
+
+
+def evaluation_split(args):
+    """Check the options every training protocol shares, ``--label-smoothing`` (in [0, 1),
+    softmax loss only) and ``--validation`` (>= 0 images), exiting with a clear message on a
+    bad value; return where accuracy is measured: ``'validation'`` or ``'test'``."""
+    smoothing = getattr(args, "label_smoothing", 0.0)
+    if not 0.0 <= smoothing < 1.0:
+        raise SystemExit(f"--label-smoothing must be in [0, 1), got {smoothing}")
+    if smoothing and getattr(args, "loss", "softmax") != "softmax":
+        raise SystemExit("--label-smoothing applies to the softmax loss only")
+    validation = getattr(args, "validation", 0)
+    if validation < 0:
+        raise SystemExit(f"--validation must be a number of images >= 0, got {validation}")
+    return "validation" if validation else "test"
 
 
 def config_record(args, cfg, **extra):

@@ -134,9 +134,10 @@ def main(argv=None):
     from brainsnn.conv_stdp import BackResSTDPBlock, ConvSTDPLayer, SpikingConvStack
     from brainsnn.datasets import DatasetError
     from brainsnn.results import RunResults
-    from brainsnn.training import seed_everything
+    from brainsnn.training import evaluation_split, seed_everything
 
     cp = _conv_protocol()
+    split = evaluation_split(args)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     if args.torch_device is None:
         args.torch_device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -145,7 +146,6 @@ def main(argv=None):
         x_train, y_train, x_test, y_test = cp.load_data(args)
     except DatasetError as exc:
         raise SystemExit(f"error: {exc}")
-    split = cp.eval_split(args)
     cp.log(args, f"{args.dataset}: {len(x_train)} train, {len(x_test)} {split}; scale {args.scale}")
     t_on = args.t_on * b2.ms
     build = Path(args.build_dir) if args.build_dir else REPO / "build" / "standalone"

@@ -210,10 +210,6 @@ def parse_args(argv=None):
         p.error("--backres-R must be >= 0")
     if args.hidden < 1:
         p.error(f"--hidden must be a positive number of units, got {args.hidden}")
-    if not 0.0 <= args.label_smoothing < 1.0:
-        p.error(f"--label-smoothing must be in [0, 1), got {args.label_smoothing}")
-    if args.label_smoothing and args.loss != "softmax":
-        p.error("--label-smoothing applies to the softmax loss only")
     if args.out is None:
         suffix = "" if args.dataset == "mnist" else f"_{args.dataset}"
         args.out = str(REPO / "results" / f"{PROTOCOL}_{args.scale}{suffix}_seed{args.seed}.h5")
@@ -233,11 +229,6 @@ def load_data(args):
     dataset = {"fashion_mnist": "fashion"}.get(args.dataset, args.dataset)
     return load_image_data(dataset, args.train_images, args.test_images, data_dir=args.data,
                            validation=getattr(args, "validation", 0))
-
-
-def eval_split(args):
-    """Where accuracy is measured: ``'validation'`` with ``--validation N``, else ``'test'``."""
-    return "validation" if getattr(args, "validation", 0) else "test"
 
 
 def preprocess(args, x_train, x_test):
@@ -347,15 +338,13 @@ def features_key(stack, x):
 
     import torch
 
-    from brainsnn.conv_stdp import _stage_layers
-
     h = hashlib.sha256()
     h.update(json.dumps(stack.config(), sort_keys=True, default=str).encode())
     h.update(f"{stack.torch_device.type}|{torch.__version__}|{stack.dtype}".encode())
     for stage in stack.stages:
-        for layer in _stage_layers(stage):
-            h.update(np.ascontiguousarray(layer._weights, dtype=np.float64).tobytes())
-            h.update(np.ascontiguousarray(layer._theta, dtype=np.float64).tobytes())
+        for layer in getattr(stage, "layers", [stage]):
+            h.update(np.ascontiguousarray(layer.kernels, dtype=np.float64).tobytes())
+            h.update(np.ascontiguousarray(layer.theta, dtype=np.float64).tobytes())
     xa = np.ascontiguousarray(x, dtype=np.float32)
     h.update(repr(xa.shape).encode())
     h.update(xa.tobytes())
@@ -416,10 +405,11 @@ def run_pipeline(args, rec, stack, x_train, y_train, x_test, y_test, prefix="", 
     held-out images: the test set, or with ``--validation`` the validation images (keys
     ``metrics/validation_accuracy*`` then, and no test keys)."""
     from brainsnn.conv_stdp import FeatureScaler, make_readout, stack_energy
+    from brainsnn.training import evaluation_split
     from brainsnn.energy import E_MAC
 
     torch_device = str(stack.torch_device)
-    split = eval_split(args)
+    split = evaluation_split(args)
     x_stdp = x_train[:args.stdp_images]
     with rec.timer(f"{prefix}stdp"):
         stack.fit(x_stdp, verbose=not args.quiet)
@@ -522,8 +512,9 @@ def main(argv=None):
 
     from brainsnn.datasets import DatasetError
     from brainsnn.results import RunResults
-    from brainsnn.training import seed_everything
+    from brainsnn.training import evaluation_split, seed_everything
 
+    split = evaluation_split(args)            # checks --label-smoothing and --validation
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     if args.torch_device is None:
         args.torch_device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -532,7 +523,7 @@ def main(argv=None):
         x_train, y_train, x_test, y_test = load_data(args)
     except DatasetError as exc:
         raise SystemExit(f"error: {exc}")
-    log(args, f"{args.dataset}: {len(x_train)} train, {len(x_test)} {eval_split(args)} images "
+    log(args, f"{args.dataset}: {len(x_train)} train, {len(x_test)} {split} images "
               f"{x_train.shape[1:]}; scale {args.scale}")
     x_train, x_test, pre = preprocess(args, x_train, x_test)
     config = {k: v for k, v in vars(args).items()}
@@ -548,7 +539,7 @@ def main(argv=None):
     finally:
         stack.close()
     out = rec.save(args.out, complete=True)
-    log(args, f"{eval_split(args)} accuracy {acc:.4f}; wrote {out}")
+    log(args, f"{split} accuracy {acc:.4f}; wrote {out}")
     if args.plot:
         plot_kernels(out)
     return rec

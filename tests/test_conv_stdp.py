@@ -417,11 +417,12 @@ def test_features_cache_returns_the_stored_counts_and_is_keyed_by_stack_and_imag
     (["--label-smoothing", "1.0"], "--label-smoothing"),
     (["--loss", "stochmax", "--label-smoothing", "0.1"], "softmax loss only"),
 ])
-def test_conv_stdp_readout_options_give_clear_errors(load_protocol, argv, message, capsys):
+def test_conv_stdp_readout_options_give_clear_errors(load_protocol, argv, message, capsys,
+                                                    tmp_path):
     cp = load_protocol("conv_stdp")
-    with pytest.raises(SystemExit):
-        cp.parse_args(["--scale", "smoke", *argv])
-    assert message in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:           # before any data is read
+        cp.main(["--scale", "smoke", "--data", str(tmp_path / "none"), *argv])
+    assert message in str(stop.value) + capsys.readouterr().err
 
 
 @pytest.mark.slow

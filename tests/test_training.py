@@ -174,6 +174,9 @@ def test_agd_protocol_layer_options_and_validation(load_protocol, tmp_path, data
         mod.main(["--scale", "smoke", "--label-smoothing", "1.5", "--out", str(tmp_path / "b.h5")])
     with pytest.raises(SystemExit, match="--validation must be a number of images >= 0"):
         mod.main(["--scale", "smoke", "--validation", "-5", "--out", str(tmp_path / "b.h5")])
+    with pytest.raises(SystemExit, match="--label-smoothing applies to the softmax loss only"):
+        mod.main(["--scale", "smoke", "--loss", "stochmax", "--label-smoothing", "0.1",
+                  "--out", str(tmp_path / "b.h5")])
 
 
 @pytest.mark.slow
