@@ -449,11 +449,11 @@ def run_pipeline(args, rec, stack, x_train, y_train, x_test, y_test, prefix="", 
             description="feature counts are divided by this (99.5th percentile of the positive "
                         "training counts) and clipped to 1 before the readout")
     acc, clf = None, None
+    smoothing = getattr(args, "label_smoothing", 0.0)
+    loss_options = {"label_smoothing": smoothing} if smoothing else None
     for kind in args.readout.split(","):
-        smoothing = getattr(args, "label_smoothing", 0.0)
         model = make_readout(kind, loss=args.loss, T=args.readout_T, epochs=args.epochs,
-                             hidden=getattr(args, "hidden", 256),
-                             loss_options={"label_smoothing": smoothing} if smoothing else None,
+                             hidden=getattr(args, "hidden", 256), loss_options=loss_options,
                              lr=args.lr, weight_decay=args.weight_decay, seed=args.seed,
                              torch_device=torch_device, verbose=False)
         with rec.timer(f"{prefix}readout_{kind}"):
