@@ -109,6 +109,33 @@ def check_device(name: str) -> str:
 
 
 @contextlib.contextmanager
+def project_lock(directory):
+    """Hold an exclusive lock on the standalone project ``directory`` (a file lock, across
+    processes) for the duration of the block.
+
+    Runs of one project by several processes share its ``static_arrays/`` folder, where
+    ``device.run(run_args=...)`` writes the run's input values under names derived from their
+    content, and which each run cleans up after itself: two processes running the same chunk
+    at the same time (the same seed) would delete each other's inputs, and the program then
+    reports the missing file on stderr and runs on with the values compiled into the project,
+    exiting normally. Building and running under this lock serialises them.
+    On systems without ``fcntl`` (Windows) the block runs unlocked.
+    """
+    try:
+        import fcntl
+    except ImportError:                                          # pragma: no cover
+        yield
+        return
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, ".brainsnn.lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
 def device_session(name: str, **kwargs):
     """Context manager: ``select_device(name, **kwargs)``, then back to runtime on exit."""
     directory = select_device(name, **kwargs)

@@ -458,8 +458,9 @@ class DiehlCookNetwork:
         else:
             b2.seed(self.seed)
         objs["net"].run(self.chunk_size * self.period, namespace={})
-        b2.device.build(directory=directory, compile=not generate_only, run=False,
-                        with_output=False)
+        with devices.project_lock(directory):
+            b2.device.build(directory=directory, compile=not generate_only, run=False,
+                            with_output=False)
         objs["directory"] = directory
         if generate_only:
             devices._reset_brian2()
@@ -499,9 +500,14 @@ class DiehlCookNetwork:
                         objs["exc"].v: self.v_exc * b2.volt,
                         objs["inh"].v: self.v_inh * b2.volt}
             os.environ["BRAINSNN_SEED"] = str(seed)  # read by _SEED_CODE in the program
-            # a results folder per process: runs of the same project may share its folder
-            b2.device.run(results_directory=f"results_{os.getpid()}", run_args=run_args,
-                          with_output=False)
+            # a results folder per process: runs of the same project may share its folder;
+            # their inputs in static_arrays/ are written, read and removed under the lock
+            with devices.project_lock(objs["directory"]):
+                b2.device.run(results_directory=f"results_{os.getpid()}", run_args=run_args,
+                              with_output=False)
+                for name in list(b2.device.run_args_arrays):
+                    with contextlib.suppress(OSError):
+                        os.remove(os.path.join(objs["directory"], "static_arrays", name))
         # copies: the arrays of the runtime device are freed when Brian2 is reset below
         mon = objs["mon"]
         steps = np.round(np.array(mon.t[:] / self.dt)).astype(np.int64)
@@ -514,10 +520,6 @@ class DiehlCookNetwork:
                  "v_inh": np.array(objs["inh"].v[:] / b2.volt, dtype=np.float64)}
         if self.device == "runtime":
             devices._reset_brian2()
-        else:  # this run's input files (stimulus, weights, ...) are not needed again
-            for name in list(b2.device.run_args_arrays):
-                with contextlib.suppress(OSError):
-                    os.remove(os.path.join(objs["directory"], "static_arrays", name))
         return counts, final
 
     def _rates(self, pixels, items):

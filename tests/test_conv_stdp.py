@@ -356,6 +356,20 @@ def test_conv_stdp_protocol_smoke(tmp_path, data_dir):
 
 
 @pytest.mark.slow
+def test_bench_extraction_smoke_times_each_thread_count(tmp_path, data_dir):
+    out = tmp_path / "bench.h5"
+    subprocess.run([sys.executable, str(REPO / "protocols" / "bench_extraction.py"), "--scale",
+                    "smoke", "--threads", "2", "--out", str(out)], check=True, timeout=600,
+                   cwd=REPO)
+    from brainsnn.results import RunResults
+    rec = RunResults.load(out)
+    assert rec.get("results/identical_counts")
+    assert rec.get("results/speedup_1t") == 1.0
+    assert rec.get("results/speedup_2t") == pytest.approx(
+        rec.get("results/images_per_s_2t") / rec.get("results/images_per_s_1t"))
+
+
+@pytest.mark.slow
 def test_backres_stdp_protocol_smoke(tmp_path, data_dir):
     rec = _run_protocol("backres_stdp.py", tmp_path / "br.h5")
     params = list(rec.get("metrics/n_parameters"))

@@ -3,6 +3,10 @@
 Fast tests use tiny networks on Brian2's runtime device with the numpy target (no compiler);
 the compiled-device tests are marked slow.
 """
+import os
+import subprocess
+import sys
+
 import brian2 as b2
 import numpy as np
 import pytest
@@ -311,6 +315,45 @@ def test_cuda_without_gpu_raises_clear_error():
     with pytest.raises(devices.DeviceError, match="(no NVIDIA GPU|brian2cuda)"):
         DiehlCookNetwork(10, device="cuda_standalone", chunk_size=2).compile()
     devices._reset_brian2()
+
+
+def _lock_state(directory):
+    """'held' or 'free': whether another process can take the project lock now."""
+    code = ("import fcntl, sys\n"
+            "f = open(sys.argv[1], 'a')\n"
+            "try:\n    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB); print('free')\n"
+            "except BlockingIOError:\n    print('held')\n")
+    out = subprocess.run([sys.executable, "-c", code, os.path.join(directory, ".brainsnn.lock")],
+                         capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
+def test_project_lock_excludes_other_processes(tmp_path):
+    with devices.project_lock(str(tmp_path)):
+        assert _lock_state(str(tmp_path)) == "held"
+    assert _lock_state(str(tmp_path)) == "free"
+
+
+@pytest.mark.slow
+def test_cpp_standalone_chunks_run_under_the_project_lock(images, tmp_path, monkeypatch):
+    """Processes sharing a project must not run at once: each removes its inputs from the
+    shared static_arrays/ (the race that fed one run missing files)."""
+    from brian2.devices.device import get_device
+
+    directory = str(tmp_path / "p")
+    net = tiny(device="cpp_standalone", directory=directory, codegen_target=None).compile()
+    device, seen = get_device(), []
+    real_run = device.run
+
+    def run(*args, **kwargs):
+        seen.append(_lock_state(directory))
+        return real_run(*args, **kwargs)
+
+    monkeypatch.setattr(device, "run", run)
+    net.transform(images[0][:3])
+    net.close()
+    assert seen and set(seen) == {"held"}
+    assert _lock_state(directory) == "free"
 
 
 @pytest.mark.slow
