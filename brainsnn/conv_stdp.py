@@ -122,7 +122,8 @@ CONV_EXCITATORY = DIEHL_COOK_EXCITATORY.replace(
 assert "theta_rest" in CONV_EXCITATORY.equations
 
 __all__ = ["CONV_EXCITATORY", "ConvSTDPError", "ConvSTDPLayer", "BackResSTDPBlock", "SpikingConvStack",
-           "extract_patches", "conv_output_shape", "brian2_stack_spikes", "POOL_KINDS"]
+           "extract_patches", "conv_output_shape", "stage_layers", "brian2_stack_spikes",
+           "POOL_KINDS"]
 
 POOL_KINDS = ("avg", "max", "none")
 
@@ -532,8 +533,9 @@ def _stage_layer(stage):
     return stage.layer if isinstance(stage, BackResSTDPBlock) else stage
 
 
-def _stage_layers(stage):
-    """Every distinct layer of a stage (a block with separate layers has R)."""
+def stage_layers(stage):
+    """Every distinct layer of a stage: the layer itself, or a BackRes block's layers (one if
+    its passes share kernels, R if they are separate)."""
     return list(stage.layers) if isinstance(stage, BackResSTDPBlock) else [stage]
 
 
@@ -681,7 +683,7 @@ class SpikingConvStack:
         first = _stage_layer(self.stages[0])
         self.dt = first.dt
         for stage in self.stages:
-            if any(lay.dt != self.dt for lay in _stage_layers(stage)):
+            if any(lay.dt != self.dt for lay in stage_layers(stage)):
                 raise ConvSTDPError("all stages must use the same dt")
         self.t_on = t_on if t_on is not None else first.t_on
         self.steps = int(round(float(self.t_on / self.dt)))
@@ -699,7 +701,7 @@ class SpikingConvStack:
         # layers fed by spikes: intensity = spikes per step, and no boosted re-presentation
         # (their thresholds must adapt to the rates that extraction will give them)
         for stage in self.stages[1:]:
-            for lay in _stage_layers(stage):
+            for lay in stage_layers(stage):
                 lay.f_max = 1.0 / self.dt
                 lay.min_spikes = 0
 
@@ -802,7 +804,7 @@ class SpikingConvStack:
         mods = []
         for si, stage in enumerate(self.stages[:upto]):
             per_layer = []
-            for li, layer in enumerate(_stage_layers(stage)):
+            for li, layer in enumerate(stage_layers(stage)):
                 hit = cache.get((si, li))
                 if (hit is None or hit[0] != key or not np.array_equal(hit[1], layer._weights)
                         or not np.array_equal(hit[2], layer._theta) or hit[3].layer is not layer):

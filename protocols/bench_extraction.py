@@ -47,7 +47,7 @@ def build_parser():
 def main(argv=None):
     p = build_parser()
     args = p.parse_args(argv)
-    max_threads = args.threads or os.cpu_count() or 1
+    max_threads = args.threads if args.threads is not None else (os.cpu_count() or 1)
     if max_threads < 1:
         p.error(f"--threads must be a positive number, got {max_threads}")
     import brian2 as b2

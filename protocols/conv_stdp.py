@@ -338,11 +338,13 @@ def features_key(stack, x):
 
     import torch
 
+    from brainsnn.conv_stdp import stage_layers
+
     h = hashlib.sha256()
     h.update(json.dumps(stack.config(), sort_keys=True, default=str).encode())
     h.update(f"{stack.torch_device.type}|{torch.__version__}|{stack.dtype}".encode())
     for stage in stack.stages:
-        for layer in getattr(stage, "layers", [stage]):
+        for layer in stage_layers(stage):
             h.update(np.ascontiguousarray(layer.kernels, dtype=np.float64).tobytes())
             h.update(np.ascontiguousarray(layer.theta, dtype=np.float64).tobytes())
     xa = np.ascontiguousarray(x, dtype=np.float32)
@@ -404,7 +406,7 @@ def run_pipeline(args, rec, stack, x_train, y_train, x_test, y_test, prefix="", 
     """Learn, extract, read out; write results under ``prefix``. Returns the accuracy on the
     held-out images: the test set, or with ``--validation`` the validation images (keys
     ``metrics/validation_accuracy*`` then, and no test keys)."""
-    from brainsnn.conv_stdp import FeatureScaler, make_readout, stack_energy
+    from brainsnn.conv_stdp import FeatureScaler, make_readout, stack_energy, stage_layers
     from brainsnn.training import evaluation_split
     from brainsnn.energy import E_MAC
 
@@ -414,7 +416,7 @@ def run_pipeline(args, rec, stack, x_train, y_train, x_test, y_test, prefix="", 
     with rec.timer(f"{prefix}stdp"):
         stack.fit(x_stdp, verbose=not args.quiet)
     for stage in stack.stages:
-        for layer in getattr(stage, "layers", [stage]):
+        for layer in stage_layers(stage):
             rec.set(f"{prefix}layers/{layer.name}/kernels", layer.kernels, units="1",
                     layout="(n_kernels, in_channels, k, k)",
                     R=int(getattr(stage, "R", 1)) if getattr(stage, "shared", False) else 1)
