@@ -1049,8 +1049,10 @@ def brian2_stack_spikes(stack: SpikingConvStack, input_spikes):
 #: Readouts of the spiking features, all trained by gradient descent with
 #: :class:`brainsnn.training.AGDClassifier` (the package's trainable stage):
 #: ``linear`` (artificial), ``mlp`` (artificial ReLU hidden layer), ``spiking`` (LIF hidden
-#: layer driven by the features as a constant current, surrogate gradients through T steps).
-READOUTS = ("linear", "mlp", "spiking")
+#: layer driven by the features as a constant current, surrogate gradients through T steps),
+#: ``conv`` (artificial: a 3x3 ReLU convolution over the feature maps (C, H, W), 2x2 average
+#: pooling, a linear output layer; it reads maps, not flat features).
+READOUTS = ("linear", "mlp", "spiking", "conv")
 
 
 class FeatureScaler:
@@ -1079,13 +1081,14 @@ class FeatureScaler:
 
 def make_readout(kind="linear", n_classes=10, hidden=256, loss="softmax", loss_options=None,
                  T=8, epochs=30, batch_size=128, lr=1e-3, weight_decay=0.0, seed=0,
-                 torch_device="cpu", verbose=False, max_minutes=None):
+                 torch_device="cpu", verbose=False, max_minutes=None, channels=32):
     """A readout (:class:`brainsnn.training.AGDClassifier`) of ``kind`` in :data:`READOUTS`.
 
     ``loss`` is ``'softmax'`` or ``'stochmax'`` (:mod:`brainsnn.losses`); ``T`` is used by
-    the spiking readout only (the artificial ones run one step).
+    the spiking readout only (the artificial ones run one step); ``hidden`` by the mlp and
+    spiking readouts, ``channels`` by the conv readout.
     """
-    from .networks import linear
+    from .networks import avgpool, conv, flatten, linear
     from .training import AGDClassifier
 
     if kind not in READOUTS:
@@ -1095,6 +1098,9 @@ def make_readout(kind="linear", n_classes=10, hidden=256, loss="softmax", loss_o
     elif kind == "mlp":
         specs, steps = [linear(hidden, kind="artificial", bias=True),
                         linear(n_classes, kind="artificial", bias=True)], 1
+    elif kind == "conv":
+        specs, steps = [conv(channels, kind="artificial", kernel_size=3, bias=True), avgpool(2),
+                        flatten(), linear(n_classes, kind="artificial", bias=True)], 1
     else:
         specs, steps = [linear(hidden, kind="spiking"), linear(n_classes, kind="spiking")], int(T)
     return AGDClassifier(specs, T=steps, encoder="direct", loss=loss, loss_options=loss_options,

@@ -6,8 +6,8 @@ patches of its input presented over time to a winner-take-all STDP network in Br
 l+1 on the spike rates of layer l), optionally followed by a BackRes block (one layer run R
 times with shared kernels), extracts spike-count features of the frozen stack over the
 training and test images with the torch engine (same equations, batched), trains a readout
-by gradient descent on the training features (linear / MLP / spiking, softmax or stochmax)
-and reports the test accuracy. One HDF5 file holds the kernels and thresholds per layer,
+by gradient descent on the training features (linear / MLP / spiking / conv, softmax or
+stochmax) and reports the test accuracy. One HDF5 file holds the kernels and thresholds per layer,
 spike rates per layer, the trained readouts' parameters (``readouts/<kind>/``), accuracy,
 energy per image, timings and the extraction speed.
 
@@ -40,9 +40,16 @@ for MNIST and Fashion-MNIST.
 The readout never sees the test set while it is trained (no early stopping on it). With
 --validation N the last N of the training images read take the test set's place: the keys are
 then metrics/validation_accuracy* (no test keys), for choosing settings without the test set.
+Training and validation images are extracted in one run, in the training set's order, so their
+counts are those of a later run with --train-images N_train + N on the same images.
 
-Readouts (--readout, --hidden, --loss, --label-smoothing, --epochs, --lr, --weight-decay) are
-cheap next to extraction. --features-cache DIR keeps the extracted spike counts, keyed by a
+Readouts (--readout, --hidden, --readout-channels, --loss, --label-smoothing, --epochs, --lr,
+--weight-decay) are cheap next to extraction. linear, mlp and spiking read the flat features;
+conv reads the feature maps (C, H, W) of one stage: a 3x3 ReLU convolution (--readout-channels),
+2x2 average pooling and a linear output layer, all artificial and trained by gradient descent
+(a hybrid network: the spiking STDP layers below, artificial layers above). --features pixels
+is the control for any readout: the same readout on the pixels, no STDP stage learned or run
+(what do the STDP layers add?). --features-cache DIR keeps the extracted spike counts, keyed by a
 hash of the stack's settings, kernels, thresholds, seed, torch device and version, and the
 images: a second run with the same stack and images (e.g. another readout, or the same
 training images with the test set instead of the validation images) reads them instead of
@@ -159,13 +166,16 @@ def parse_args(argv=None):
                    help="run the torch engine eagerly in extraction (default: torch.compile)")
     p.add_argument("--feature-pool", type=int, default=None,
                    help="sum-pool the last stage's spike counts over this window (features)")
-    p.add_argument("--features", choices=["last", "all"], default="all",
+    p.add_argument("--features", choices=["last", "all", "pixels"], default="all",
                    help="readout input: the last stage's pooled spike counts, or those of "
                         "every stage concatenated (default all: the second layer's counts "
-                        "alone gave 61 %% training accuracy on MNIST, see the docstring)")
+                        "alone gave 61 %% training accuracy on MNIST, see the docstring), or "
+                        "the pixels themselves (a control: no STDP stage is learned or run)")
     p.add_argument("--readout", default="linear",
                    help="readout(s) trained on the same features, comma-separated from linear, "
-                        "mlp, spiking; the first is the main one (default linear)")
+                        "mlp, spiking, conv; the first is the main one (default linear)")
+    p.add_argument("--readout-channels", type=int, default=32,
+                   help="channels of the conv readout's 3x3 ReLU layer (default 32)")
     p.add_argument("--loss", choices=["softmax", "stochmax"], default="softmax")
     p.add_argument("--readout-T", type=int, default=8, help="time steps of the spiking readout")
     p.add_argument("--hidden", type=int, default=256,
@@ -202,8 +212,14 @@ def parse_args(argv=None):
         elif len(vals) != n:
             p.error(f"--{name.replace('_', '-')} needs {n} values (one per layer), got {vals}")
     for kind in args.readout.split(","):
-        if kind not in ("linear", "mlp", "spiking"):
-            p.error(f"--readout: unknown readout {kind!r}; expected linear, mlp or spiking")
+        if kind not in ("linear", "mlp", "spiking", "conv"):
+            p.error(f"--readout: unknown readout {kind!r}; expected linear, mlp, spiking or conv")
+    n_stages = n + (1 if args.backres_R else 0)
+    if "conv" in args.readout.split(",") and args.features == "all" and n_stages > 1:
+        p.error("--readout conv reads one stage's feature maps: give --features last (or "
+                "pixels), or one layer")
+    if args.readout_channels < 1:
+        p.error(f"--readout-channels must be a positive number, got {args.readout_channels}")
     if args.preprocess is None:
         args.preprocess = "whiten" if args.dataset == "cifar10" else "none"
     if args.backres_R < 0:
@@ -402,16 +418,39 @@ def extract(args, stack, x, what):
     return feats, res, seconds
 
 
-def run_pipeline(args, rec, stack, x_train, y_train, x_test, y_test, prefix="", log_name=""):
-    """Learn, extract, read out; write results under ``prefix``. Returns the accuracy on the
-    held-out images: the test set, or with ``--validation`` the validation images (keys
-    ``metrics/validation_accuracy*`` then, and no test keys)."""
-    from brainsnn.conv_stdp import FeatureScaler, make_readout, stack_energy, stage_layers
-    from brainsnn.training import evaluation_split
-    from brainsnn.energy import E_MAC
+def extract_with_validation(args, stack, x_train, x_val):
+    """Extract training and validation images in one run, in the training set's order, then
+    split: the counts are those a run with ``--train-images`` n_train + n_val extracts (same
+    Poisson draws, same features-cache entry), so settings chosen on the validation images
+    carry over to the final run on all those training images.
+
+    Returns ``(f_train, f_val, res_train, res_val, s_train, s_val)``; the rates and the
+    simulation time are those of the joint run (the times split in proportion to images)."""
+    n = len(x_train)
+    feats, res, seconds = extract(args, stack, np.concatenate([x_train, x_val]), "train+validation")
+    res_val = dict(res, stage_outputs=[o[n:] for o in res["stage_outputs"]], output=res["output"][n:])
+    res_train = dict(res, stage_outputs=[o[:n] for o in res["stage_outputs"]], output=res["output"][:n])
+    share = n / max(len(feats), 1)
+    return feats[:n], feats[n:], res_train, res_val, seconds * share, seconds * (1 - share)
+
+
+def feature_map_shape(args, res):
+    """(C, H, W) of the readout's features as maps (what the ``conv`` readout reads), or None
+    where they are the counts of several stages of different sizes (only flat then)."""
+    outs = res["stage_outputs"] if getattr(args, "features", "last") == "all" else [res["output"]]
+    if len(outs) != 1:
+        return None
+    return tuple(sum_pool(outs[0][:1], args.feature_pool).shape[1:])
+
+
+def learn_and_extract(args, rec, stack, x_train, x_test, prefix="", log_name=""):
+    """Learn the STDP stack on the first ``--stdp-images`` training images, then extract the
+    features of ``x_train`` and ``x_test``; records kernels, thresholds, timings and spike
+    rates under ``prefix``. Returns ``(f_train, f_test, map_shape, res_test)``."""
+    from brainsnn.conv_stdp import stage_layers
 
     torch_device = str(stack.torch_device)
-    split = evaluation_split(args)
+    split = "validation" if getattr(args, "validation", 0) else "test"
     x_stdp = x_train[:args.stdp_images]
     with rec.timer(f"{prefix}stdp"):
         stack.fit(x_stdp, verbose=not args.quiet)
@@ -427,8 +466,12 @@ def run_pipeline(args, rec, stack, x_train, y_train, x_test, y_test, prefix="", 
                     compile_s=float(layer.timings["compile"]))
     log(args, f"{log_name}STDP done; extracting features ({stack.steps} steps per image, "
               f"device {torch_device})")
-    f_train, res_train, s_train = extract(args, stack, x_train, "train")
-    f_test, res_test, s_test = extract(args, stack, x_test, split)
+    if split == "validation":
+        f_train, f_test, res_train, res_test, s_train, s_test = extract_with_validation(
+            args, stack, x_train, x_test)
+    else:
+        f_train, res_train, s_train = extract(args, stack, x_train, "train")
+        f_test, res_test, s_test = extract(args, stack, x_test, split)
     ips = (len(x_train) + len(x_test)) / max(s_train + s_test, 1e-9)
     rec.set(f"{prefix}timings/extract", s_train + s_test, units="s")
     rec.set(f"{prefix}timings/extract_images_per_second", ips, units="1/s",
@@ -442,26 +485,61 @@ def run_pipeline(args, rec, stack, x_train, y_train, x_test, y_test, prefix="", 
             name = stage.name if len(res_test["rates"][si]) == 1 else stage.pass_name(p)
             rec.set(f"{prefix}layers/{name}/spike_rate", float(rate),
                     units="spikes per neuron per step", dt_ms=float(stack.dt) * 1e3,
-                    steps=int(stack.steps), images=split)
+                    steps=int(stack.steps),
+                    images="train+validation" if split == "validation" else split)
     rec.set(f"{prefix}features/mean_count", float(f_test.mean()), units="spikes per feature per image")
     rec.set(f"{prefix}features/silent_fraction", float((f_test == 0).mean()), units="1")
+    return f_train, f_test, feature_map_shape(args, res_test), res_test
+
+
+def pixel_features(args, x_train, x_test, log_name=""):
+    """``--features pixels``: the intensities themselves (the control with no STDP stage)."""
+    log(args, f"{log_name}features: the pixels, {int(np.prod(x_train.shape[1:]))} per image "
+              f"(control: no STDP stage)")
+    return (x_train.reshape(len(x_train), -1), x_test.reshape(len(x_test), -1),
+            tuple(x_train.shape[1:]))
+
+
+def run_pipeline(args, rec, stack, x_train, y_train, x_test, y_test, prefix="", log_name=""):
+    """Learn, extract, read out; write results under ``prefix``. Returns the accuracy on the
+    held-out images: the test set, or with ``--validation`` the validation images (keys
+    ``metrics/validation_accuracy*`` then, and no test keys)."""
+    from brainsnn.conv_stdp import FeatureScaler, make_readout, stack_energy
+    from brainsnn.training import evaluation_split
+    from brainsnn.energy import E_MAC
+
+    torch_device = str(stack.torch_device)
+    split = evaluation_split(args)
+    if getattr(args, "features", "last") == "pixels":
+        f_train, f_test, map_shape = pixel_features(args, x_train, x_test, log_name)
+        res_test = None
+    else:
+        f_train, f_test, map_shape, res_test = learn_and_extract(args, rec, stack, x_train,
+                                                                 x_test, prefix, log_name)
     scaler = FeatureScaler().fit(f_train)
     z_train, z_test = scaler.transform(f_train), scaler.transform(f_test)
     rec.set(f"{prefix}features/scale", float(scaler.scale_), units="spikes",
-            description="feature counts are divided by this (99.5th percentile of the positive "
-                        "training counts) and clipped to 1 before the readout")
+            description="features (spike counts, or intensities with --features pixels) are "
+                        "divided by this (99.5th percentile of the positive training values) "
+                        "and clipped to 1 before the readout")
+
     acc, clf = None, None
     smoothing = getattr(args, "label_smoothing", 0.0)
     loss_options = {"label_smoothing": smoothing} if smoothing else None
     for kind in args.readout.split(","):
+        if kind == "conv" and map_shape is None:
+            raise SystemExit("error: --readout conv reads one stage's feature maps; the stages "
+                             "here differ in size: give --features last")
+        as_input = (lambda z: z.reshape(len(z), *map_shape)) if kind == "conv" else (lambda z: z)
         model = make_readout(kind, loss=args.loss, T=args.readout_T, epochs=args.epochs,
                              hidden=getattr(args, "hidden", 256), loss_options=loss_options,
+                             channels=getattr(args, "readout_channels", 32),
                              lr=args.lr, weight_decay=args.weight_decay, seed=args.seed,
                              torch_device=torch_device, verbose=False)
         with rec.timer(f"{prefix}readout_{kind}"):
-            model.fit(z_train, y_train)
-        train_acc = model.score(z_train, y_train)
-        test_acc = model.score(z_test, y_test)
+            model.fit(as_input(z_train), y_train)
+        train_acc = model.score(as_input(z_train), y_train)
+        test_acc = model.score(as_input(z_test), y_test)
         log(args, f"{log_name}readout {kind}/{args.loss}: train {train_acc:.4f}, "
                   f"{split} {test_acc:.4f}")
         rec.set(f"{prefix}metrics/{split}_accuracy_{kind}", test_acc, units="1", images=len(x_test),
@@ -477,17 +555,17 @@ def run_pipeline(args, rec, stack, x_train, y_train, x_test, y_test, prefix="", 
             rec.add_metric(f"{prefix}readout_{kind}_train_loss".replace("/", "_"), h["train_loss"],
                            step=h["epoch"])
         if acc is None:                       # the first readout named is the main one
-            acc, clf = test_acc, model
+            acc, clf, clf_input = test_acc, model, as_input
             rec.set(f"{prefix}metrics/{split}_accuracy", test_acc, units="1", images=len(x_test),
                     readout=kind, loss=args.loss)
             rec.set(f"{prefix}metrics/train_accuracy", train_acc, units="1", images=len(x_train),
                     readout=kind)
-    rec.set(f"{prefix}metrics/n_parameters_stdp", int(stack.n_parameters))
+    rec.set(f"{prefix}metrics/n_parameters_stdp", 0 if res_test is None else int(stack.n_parameters))
     n_readout = sum(int(p.numel()) for p in clf.network.parameters())
     rec.set(f"{prefix}metrics/n_parameters_readout", n_readout)
     # energy per image: STDP conv layers (AC per input spike) + readout
-    energy = stack_energy(stack, x_test, res_test)
-    rep = clf.energy(z_test[:min(len(z_test), 1000)])
+    energy = {} if res_test is None else stack_energy(stack, x_test, res_test)
+    rep = clf.energy(clf_input(z_test[:min(len(z_test), 1000)]))
     total = 0.0
     for name, e in energy.items():
         rec.set(f"{prefix}energy/{name}", float(e["energy"]), units="J/image", kind="spiking",

@@ -2,6 +2,7 @@
 import os
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import brian2 as b2
@@ -302,6 +303,21 @@ def test_readout_reaches_100_percent_on_separable_features(kind):
     assert clf.score(z[200:], y[200:]) == 1.0
 
 
+def test_conv_readout_reads_feature_maps_and_separates_them():
+    rng = np.random.default_rng(0)
+    n, classes, channels = 240, 3, 4
+    y = rng.integers(0, classes, n)
+    maps = rng.random((n, classes, 6, 6)) * 0.2
+    maps[np.arange(n), y, 2:4, 2:4] += 0.8                 # class c: a bump in map c
+    clf = make_readout("conv", n_classes=classes, channels=channels, epochs=40, lr=1e-2, seed=0)
+    clf.fit(maps[:160], y[:160])
+    assert clf.score(maps[:160], y[:160]) == 1.0
+    assert clf.score(maps[160:], y[160:]) == 1.0
+    # 3x3 conv (weights + bias), 2x2 average pooling of the 6x6 maps, linear output layer
+    n_params = sum(int(p.numel()) for p in clf.network.parameters())
+    assert n_params == channels * classes * 9 + channels + channels * 3 * 3 * classes + classes
+
+
 def test_stochmax_readout_is_selectable():
     clf = make_readout("linear", loss="stochmax", epochs=1)
     assert clf.loss == "stochmax"
@@ -392,14 +408,19 @@ def test_conv_stdp_protocol_whitened_cifar_smoke(tmp_path, data_dir):
 
 # -- the protocol's features cache and readout options ----------------------------------------
 
+def _small_stack_and_images(seed):
+    """A one-layer stack (4 random 3x3 kernels, 12x12 input, batches of 2) and 5 images."""
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(seed)
+    layer = _random_kernels(ConvSTDPLayer(4, 3, 1, pool=2, seed=0), rng)
+    stack = SpikingConvStack([layer], (1, 12, 12), t_on=20 * b2.ms, batch_size=2)
+    return layer, stack, rng.random((5, 1, 12, 12))
+
+
 def test_features_cache_returns_the_stored_counts_and_is_keyed_by_stack_and_images(
         load_protocol, tmp_path):
     cp = load_protocol("conv_stdp")
-    torch.set_num_threads(1)
-    rng = np.random.default_rng(3)
-    layer = _random_kernels(ConvSTDPLayer(4, 3, 1, pool=2, seed=0), rng)
-    stack = SpikingConvStack([layer], (1, 12, 12), t_on=20 * b2.ms, batch_size=2)
-    x = rng.random((5, 1, 12, 12))
+    layer, stack, x = _small_stack_and_images(seed=3)
     res, seconds, cached = cp.cached_run(stack, x, tmp_path)
     assert not cached and res["output"].sum() > 0
     assert [p.name for p in tmp_path.iterdir()] == [f"features_{cp.features_key(stack, x)}.npz"]
@@ -430,6 +451,9 @@ def test_features_cache_returns_the_stored_counts_and_is_keyed_by_stack_and_imag
     (["--hidden", "0"], "--hidden"),
     (["--label-smoothing", "1.0"], "--label-smoothing"),
     (["--loss", "stochmax", "--label-smoothing", "0.1"], "softmax loss only"),
+    (["--readout", "cnn"], "unknown readout 'cnn'"),
+    (["--readout", "conv", "--kernels", "4,4"], "--features last"),
+    (["--readout-channels", "0"], "--readout-channels"),
 ])
 def test_conv_stdp_readout_options_give_clear_errors(load_protocol, argv, message, capsys,
                                                     tmp_path):
@@ -437,6 +461,40 @@ def test_conv_stdp_readout_options_give_clear_errors(load_protocol, argv, messag
     with pytest.raises(SystemExit) as stop:           # before any data is read
         cp.main(["--scale", "smoke", "--data", str(tmp_path / "none"), *argv])
     assert message in str(stop.value) + capsys.readouterr().err
+
+
+def test_validation_images_are_extracted_with_the_training_images(load_protocol, tmp_path):
+    """Training + validation counts equal those of one extraction of both (the cache entry a
+    later run on all those training images reads)."""
+    cp = load_protocol("conv_stdp")
+    _, stack, x = _small_stack_and_images(seed=4)
+    args = types.SimpleNamespace(features="all", feature_pool=1, quiet=True,
+                                 features_cache=str(tmp_path))
+    f_train, f_val, res_train, res_val, s_train, s_val = cp.extract_with_validation(
+        args, stack, x[:3], x[3:])
+    assert [p.name for p in tmp_path.iterdir()] == [f"features_{cp.features_key(stack, x)}.npz"]
+    whole, res, _ = cp.extract(args, stack, x, "train")
+    assert res["from_cache"]
+    np.testing.assert_array_equal(f_train, whole[:3])
+    np.testing.assert_array_equal(f_val, whole[3:])
+    np.testing.assert_array_equal(res_val["output"], res["output"][3:])
+    assert f_train.sum() > 0 and f_val.sum() > 0
+    # extracted on their own, the validation images get other Poisson draws
+    alone, _, _ = cp.extract(args, stack, x[3:], "validation")
+    assert not np.array_equal(alone, f_val)
+
+
+def test_conv_stdp_protocol_pixel_control_with_conv_readout(tmp_path, data_dir):
+    rec = _run_protocol("conv_stdp.py", tmp_path / "px.h5",
+                        ["--features", "pixels", "--readout", "conv,linear",
+                         "--readout-channels", "4"])
+    assert rec.is_complete
+    assert rec.get("layers/conv1/kernels") is None        # no STDP stage learned or run
+    assert rec.get("metrics/n_parameters_stdp") == 0
+    assert rec.get("readouts/conv/ops.conv0.weight").shape == (4, 1, 3, 3)
+    assert rec.get("readouts/linear/ops.linear0.weight").shape == (10, 784)
+    assert rec.get("metrics/test_accuracy_conv") > 0.5      # 200 MNIST images; chance is 0.1
+    assert rec.get("energy/total") > 0
 
 
 @pytest.mark.slow
@@ -452,3 +510,8 @@ def test_conv_stdp_protocol_validation_hidden_and_features_cache(tmp_path, data_
     again = _run_protocol("conv_stdp.py", tmp_path / "v2.h5", extra)
     assert again.attrs("timings/extract_images_per_second")["from_features_cache"] == True  # noqa: E712
     assert again.get("metrics/validation_accuracy_mlp") == acc
+    # the test run on all 260 images reads their counts (one entry) and adds the test set's
+    test = _run_protocol("conv_stdp.py", tmp_path / "t.h5",
+                         ["--train-images", "260", "--features-cache", str(tmp_path / "cache")])
+    assert test.attrs("timings/extract_images_per_second")["from_features_cache"] == True  # noqa: E712
+    assert len(list((tmp_path / "cache").glob("features_*.npz"))) == 2
