@@ -34,8 +34,9 @@ whitening of each pixel's 9x9 neighbourhood as a convolution fitted on the train
 split into ON and OFF channels: a C-channel image becomes 2C channels in [0, 1]; see
 brainsnn/preprocessing.py). The filters and scale are stored under preprocessing/. Default:
 whiten for CIFAR-10, chosen on validation images (one layer of 32 kernels, 3,000 training /
-1,000 validation images: 44.2 % whitened against 25.6 % on raw pixels, linear readout), none
-for MNIST and Fashion-MNIST.
+1,000 validation images: 44.2 % whitened against 25.6 % on raw pixels, linear readout) and for
+Fashion-MNIST (10,000 training / 5,000 validation images: linear 87.5 / MLP 88.5 / conv 88.7 %
+whitened against 83.5 / 85.8 / 86.4 % on raw pixels); none for MNIST.
 
 The readout never sees the test set while it is trained (no early stopping on it). With
 --validation N the last N of the training images read take the test set's place: the keys are
@@ -147,7 +148,8 @@ def parse_args(argv=None):
                         "whitening of 9x9 neighbourhoods as a convolution, split into ON and "
                         "OFF channels; brainsnn.preprocessing.OnOffWhitening, fitted on the "
                         "training images). Default: whiten for cifar10 (44 %% against 26 %% on "
-                        "validation images), none for the grey-level datasets")
+                        "validation images) and fashion_mnist (MLP 88.5 %% against 85.8 %%), "
+                        "none for mnist")
     p.add_argument("--whiten-eps", type=float, default=1e-2,
                    help="eigenvalue regulariser of the whitening (intensity squared)")
     p.add_argument("--t-on", type=float, default=None, help="presentation time per patch/image (ms)")
@@ -221,7 +223,7 @@ def parse_args(argv=None):
     if args.readout_channels < 1:
         p.error(f"--readout-channels must be a positive number, got {args.readout_channels}")
     if args.preprocess is None:
-        args.preprocess = "whiten" if args.dataset == "cifar10" else "none"
+        args.preprocess = "whiten" if args.dataset in ("cifar10", "fashion_mnist") else "none"
     if args.backres_R < 0:
         p.error("--backres-R must be >= 0")
     if args.hidden < 1:

@@ -497,6 +497,14 @@ def test_conv_stdp_protocol_pixel_control_with_conv_readout(tmp_path, data_dir):
     assert rec.get("energy/total") > 0
 
 
+@pytest.mark.parametrize("dataset, preprocess", [
+    ("mnist", "none"), ("fashion_mnist", "whiten"), ("cifar10", "whiten")])
+def test_conv_stdp_preprocessing_default_per_dataset(load_protocol, dataset, preprocess):
+    cp = load_protocol("conv_stdp")
+    assert cp.parse_args(["--dataset", dataset]).preprocess == preprocess
+    assert cp.parse_args(["--dataset", dataset, "--preprocess", "none"]).preprocess == "none"
+
+
 @pytest.mark.slow
 def test_conv_stdp_protocol_validation_hidden_and_features_cache(tmp_path, data_dir):
     extra = ["--validation", "60", "--readout", "linear,mlp", "--hidden", "16",
