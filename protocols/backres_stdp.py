@@ -118,6 +118,7 @@ def parse_args(argv=None):
     # what the conv_stdp pipeline reads
     args.pool_kind = "avg"
     args.kernel_sizes, args.pools = [5], [2]
+    args.features = "last"
     args.backres_R = 0
     if args.out is None:
         suffix = "" if args.dataset == "mnist" else f"_{args.dataset}"

@@ -412,7 +412,7 @@ def extract(args, stack, x, what):
     if cached:
         log(args, f"  extract {what}: {len(x)} images read from the features cache "
                   f"(simulated in {seconds:.0f} s when stored)")
-    if getattr(args, "features", "last") == "all":
+    if args.features == "all":
         feats = np.concatenate([sum_pool(o, args.feature_pool).reshape(len(x), -1)
                                 for o in res["stage_outputs"]], axis=1)
     else:
@@ -439,20 +439,20 @@ def extract_with_validation(args, stack, x_train, x_val):
 def feature_map_shape(args, res):
     """(C, H, W) of the readout's features as maps (what the ``conv`` readout reads), or None
     where they are the counts of several stages of different sizes (only flat then)."""
-    outs = res["stage_outputs"] if getattr(args, "features", "last") == "all" else [res["output"]]
+    outs = res["stage_outputs"] if args.features == "all" else [res["output"]]
     if len(outs) != 1:
         return None
     return tuple(sum_pool(outs[0][:1], args.feature_pool).shape[1:])
 
 
-def learn_and_extract(args, rec, stack, x_train, x_test, prefix="", log_name=""):
+def learn_and_extract(args, rec, stack, x_train, x_test, split, prefix="", log_name=""):
     """Learn the STDP stack on the first ``--stdp-images`` training images, then extract the
-    features of ``x_train`` and ``x_test``; records kernels, thresholds, timings and spike
-    rates under ``prefix``. Returns ``(f_train, f_test, map_shape, res_test)``."""
+    features of ``x_train`` and ``x_test`` (the ``split``: 'test' or 'validation'); records
+    kernels, thresholds, timings and spike rates under ``prefix``. Returns
+    ``(f_train, f_test, map_shape, res_test)``."""
     from brainsnn.conv_stdp import stage_layers
 
     torch_device = str(stack.torch_device)
-    split = "validation" if getattr(args, "validation", 0) else "test"
     x_stdp = x_train[:args.stdp_images]
     with rec.timer(f"{prefix}stdp"):
         stack.fit(x_stdp, verbose=not args.quiet)
@@ -512,12 +512,12 @@ def run_pipeline(args, rec, stack, x_train, y_train, x_test, y_test, prefix="", 
 
     torch_device = str(stack.torch_device)
     split = evaluation_split(args)
-    if getattr(args, "features", "last") == "pixels":
+    if args.features == "pixels":
         f_train, f_test, map_shape = pixel_features(args, x_train, x_test, log_name)
         res_test = None
     else:
         f_train, f_test, map_shape, res_test = learn_and_extract(args, rec, stack, x_train,
-                                                                 x_test, prefix, log_name)
+                                                                 x_test, split, prefix, log_name)
     scaler = FeatureScaler().fit(f_train)
     z_train, z_test = scaler.transform(f_train), scaler.transform(f_test)
     rec.set(f"{prefix}features/scale", float(scaler.scale_), units="spikes",
