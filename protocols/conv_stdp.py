@@ -42,7 +42,10 @@ The readout never sees the test set while it is trained (no early stopping on it
 --validation N the last N of the training images read take the test set's place: the keys are
 then metrics/validation_accuracy* (no test keys), for choosing settings without the test set.
 Training and validation images are extracted in one run, in the training set's order, so their
-counts are those of a later run with --train-images N_train + N on the same images.
+counts are those of a later run with --train-images N_train + N on the same images, except
+with --preprocess whiten: the whitening is fitted on each run's training images (N_train in the
+validation run, N_train + N in the final one), so the inputs differ and the final run extracts
+its training images again.
 
 Readouts (--readout, --hidden, --readout-channels, --loss, --label-smoothing, --epochs, --lr,
 --weight-decay) are cheap next to extraction. linear, mlp and spiking read the flat features;
@@ -424,7 +427,9 @@ def extract_with_validation(args, stack, x_train, x_val):
     """Extract training and validation images in one run, in the training set's order, then
     split: the counts are those a run with ``--train-images`` n_train + n_val extracts (same
     Poisson draws, same features-cache entry), so settings chosen on the validation images
-    carry over to the final run on all those training images.
+    carry over to the final run on all those training images. A preprocessor fitted on the
+    training images (whitening) breaks this: it sees n_train images here, n_train + n_val
+    there, so the inputs differ and the final run extracts again.
 
     Returns ``(f_train, f_val, res_train, res_val, s_train, s_val)``; the rates and the
     simulation time are those of the joint run (the times split in proportion to images)."""
