@@ -30,7 +30,11 @@ from brainsnn.models import LIF
 from brainsnn.networks import Network, NetworkError, attach_batchnorm, check_T, fold_batchnorm
 from brainsnn.torch_encoding import make_encoder
 
-__all__ = ["AGDClassifier", "TrainingError", "seed_everything", "augment_crop_flip"]
+__all__ = ["AGDClassifier", "TrainingError", "seed_everything", "augment_crop_flip",
+           "augment_cutout", "AUGMENTATIONS"]
+
+# data augmentations of the training images (AGDClassifier ``augment``)
+AUGMENTATIONS = (None, "crop_flip", "crop_flip_cutout")
 
 
 class TrainingError(ValueError):
@@ -67,6 +71,22 @@ def augment_crop_flip(x, pad=4, generator=None):
     return padded[torch.arange(n, device=x.device)[:, None, None, None],
                   torch.arange(c, device=x.device)[None, :, None, None],
                   rows[:, None, :, None], cols[:, None, None, :]]
+
+
+def augment_cutout(x, size=16, generator=None):
+    """Cutout (DeVries & Taylor 2017): set a ``size`` x ``size`` square of every image to 0.
+
+    The square's centre is uniform over the image, so near a border only part of it falls
+    inside. 0 is "no input" for the direct encoder. ``x`` is (n, C, H, W) on any device; the
+    random draws come from ``generator`` (CPU).
+    """
+    n, _, h, w = x.shape
+    cy = torch.randint(0, h, (n,), generator=generator).to(x.device)
+    cx = torch.randint(0, w, (n,), generator=generator).to(x.device)
+    rows = torch.arange(h, device=x.device)[None, :] - (cy[:, None] - size // 2)
+    cols = torch.arange(w, device=x.device)[None, :] - (cx[:, None] - size // 2)
+    inside = ((rows >= 0) & (rows < size))[:, :, None] & ((cols >= 0) & (cols < size))[:, None, :]
+    return x * ~inside[:, None]
 
 
 def _as_images(X, name="X"):
@@ -115,8 +135,10 @@ class AGDClassifier:
         weights and biases at the end of :meth:`fit`
         (:func:`brainsnn.networks.fold_batchnorm`), so the trained network is a plain
         network of the same equations with a constant bias current.
-    augment : None or 'crop_flip'
-        Data augmentation (CIFAR-10).
+    augment : None, 'crop_flip' or 'crop_flip_cutout'
+        Data augmentation (CIFAR-10): random translation by up to 4 pixels and horizontal
+        flip (:func:`augment_crop_flip`), then optionally a 16 x 16 square cut out
+        (:func:`augment_cutout`).
     max_minutes : float, optional
         Training time budget; training stops after the batch that exceeds it.
     device : str
@@ -148,8 +170,8 @@ class AGDClassifier:
         if optimizer not in ("adam", "sgd"):
             raise TrainingError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
         self.optimizer, self.batchnorm = optimizer, bool(batchnorm)
-        if augment not in (None, "crop_flip"):
-            raise TrainingError(f"augment must be None or 'crop_flip', got {augment!r}")
+        if augment not in AUGMENTATIONS:
+            raise TrainingError(f"augment must be one of {AUGMENTATIONS}, got {augment!r}")
         self.epochs, self.batch_size, self.lr = int(epochs), int(batch_size), float(lr)
         self.weight_decay, self.augment, self.max_minutes = float(weight_decay), augment, max_minutes
         self.device, self.seed, self.verbose = torch.device(device), int(seed), verbose
@@ -242,8 +264,10 @@ class AGDClassifier:
             for b in range(n_batches):
                 idx = order[b * self.batch_size:(b + 1) * self.batch_size]
                 xb, yb = Xd[idx], yd[idx]
-                if self.augment == "crop_flip":
+                if self.augment:
                     xb = augment_crop_flip(xb, generator=gen)
+                if self.augment == "crop_flip_cutout":
+                    xb = augment_cutout(xb, generator=gen)
                 xb = xb.to(self.device, non_blocking=True)
                 yb = yb.to(self.device, non_blocking=True)
                 z = net(xb)
@@ -419,7 +443,8 @@ def protocol_config(scale_cfg, args, keys=(), seeds=False):
 
 def add_vgg_options(parser):
     """The command-line options of the protocols that train VGG-style networks: --conv, --fc
-    (layer widths), --label-smoothing and --validation; see :func:`apply_vgg_options`."""
+    (layer widths), --augment, --label-smoothing and --validation; see
+    :func:`apply_vgg_options`."""
     parser.add_argument("--conv", default=None,
                         help="convolution widths and 'P' (2x2 average pooling), comma-separated, "
                              "e.g. 64,64,P,128,128,P (default per scale)")
@@ -427,6 +452,10 @@ def add_vgg_options(parser):
                         help="hidden linear widths, comma-separated (default per scale)")
     parser.add_argument("--label-smoothing", type=float, default=0.0,
                         help="softmax loss: label smoothing epsilon (default 0)")
+    parser.add_argument("--augment", choices=("none",) + AUGMENTATIONS[1:], default=None,
+                        help="training-image augmentation: none, crop_flip (translation by up "
+                             "to 4 pixels and horizontal flip) or crop_flip_cutout (then a "
+                             "16x16 square set to 0) (default per scale)")
     parser.add_argument("--validation", type=int, default=0,
                         help="hold out the last N training images and evaluate on them instead "
                              "of the test set (for choosing settings; default 0: test set)")
@@ -434,8 +463,9 @@ def add_vgg_options(parser):
 
 
 def apply_vgg_options(cfg, args):
-    """``cfg`` with ``conv``/``fc`` from --conv/--fc where given; exits with a clear message
-    on a bad layer list. Returns the evaluation split: 'validation' or 'test'."""
+    """``cfg`` with ``conv``/``fc``/``augment`` from --conv/--fc/--augment where given; exits
+    with a clear message on a bad layer list. Returns the evaluation split: 'validation' or
+    'test'."""
     from brainsnn.networks import NetworkError, parse_layer_list
 
     try:
@@ -445,6 +475,8 @@ def apply_vgg_options(cfg, args):
             cfg["fc"] = parse_layer_list(args.fc, pooling=False)
     except NetworkError as exc:
         raise SystemExit(f"--conv/--fc: {exc}")
+    if getattr(args, "augment", None) is not None:
+        cfg["augment"] = None if args.augment == "none" else args.augment
     return evaluation_split(args)
 
 

@@ -98,7 +98,7 @@ def build_parser():
     p.add_argument("--eval-T", default="1,2,3,4,6,8", help="comma-separated T for accuracy_vs_T")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     p.add_argument("--no-figure", action="store_true")
-    add_vgg_options(p)  # --conv, --fc, --label-smoothing, --validation
+    add_vgg_options(p)  # --conv, --fc, --augment, --label-smoothing, --validation
     return p
 
 

@@ -139,7 +139,7 @@ def build_parser():
                    help="minutes kept for conversion + evaluation within --max-minutes")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     p.add_argument("--no-figure", action="store_true")
-    add_vgg_options(p)  # --conv, --fc, --label-smoothing, --validation
+    add_vgg_options(p)  # --conv, --fc, --augment, --label-smoothing, --validation
     return p
 
 

@@ -5,7 +5,7 @@ import torch
 
 from brainsnn.networks import (Network, NetworkError, attach_batchnorm, avgpool, conv, flatten,
                                fold_batchnorm, linear)
-from brainsnn.training import AGDClassifier, TrainingError, augment_crop_flip
+from brainsnn.training import AGDClassifier, TrainingError, augment_crop_flip, augment_cutout
 
 
 def _toy(n=240, seed=0):
@@ -123,6 +123,40 @@ def test_crop_flip_keeps_shape_and_content():
     for k in range(5):
         assert torch.equal(y[k], x[k]) or torch.equal(y[k], x[k].flip(-1))
     assert augment_crop_flip(x, pad=2, generator=g).shape == x.shape
+
+
+def test_cutout_zeroes_one_square_per_image():
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(200, 3, 12, 12) + 0.1  # no zeros before the cutout
+    y = augment_cutout(x, size=4, generator=g)
+    assert y.shape == x.shape
+    cut = y == 0
+    assert torch.equal(cut.all(1), cut.any(1))  # the same pixels in every channel
+    assert torch.equal(y[~cut], x[~cut])  # the rest unchanged
+    mask = cut[:, 0]
+    sizes = mask.sum((1, 2))
+    assert sizes.max() == 16 and sizes.min() >= 4  # a centre in a corner keeps 2 x 2
+    for m in mask:  # a rectangle: the bounding box of the cut pixels is all cut
+        r, c = m.any(1).nonzero().flatten(), m.any(0).nonzero().flatten()
+        assert m[r.min():r.max() + 1, c.min():c.max() + 1].all()
+        assert len(r) <= 4 and len(c) <= 4
+
+
+def test_augment_option_reaches_the_config():
+    import argparse
+
+    from brainsnn.training import add_vgg_options, apply_vgg_options
+
+    p = add_vgg_options(argparse.ArgumentParser())
+    cfg = {"augment": "crop_flip"}
+    apply_vgg_options(cfg, p.parse_args(["--augment", "crop_flip_cutout"]))
+    assert cfg["augment"] == "crop_flip_cutout"
+    apply_vgg_options(cfg, p.parse_args(["--augment", "none"]))
+    assert cfg["augment"] is None
+    cfg = {"augment": "crop_flip"}
+    apply_vgg_options(cfg, p.parse_args([]))
+    assert cfg["augment"] == "crop_flip"
+    AGDClassifier(SPECS, augment="crop_flip_cutout")  # accepted
 
 
 def test_agd_protocol_smoke(load_protocol, tmp_path, data_dir):
