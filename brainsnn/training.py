@@ -51,20 +51,22 @@ def seed_everything(seed):
     return np.random.default_rng(int(seed))
 
 
+def _to_device(t, device):
+    """A CPU tensor on ``device``; to a GPU pinned and asynchronous, since a plain copy would
+    make the host wait for the GPU's queue at every batch."""
+    return t.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else t.to(device)
+
+
 def augment_crop_flip(x, pad=4, generator=None):
     """Random translation by up to ``pad`` pixels (zero padding) and horizontal flip.
 
     ``x`` is (n, C, H, W) on any device; the random draws come from ``generator`` (CPU).
     """
     n, c, h, w = x.shape
-
-    def to_device(t):  # pinned and asynchronous: a plain copy would wait for the GPU queue
-        return t.pin_memory().to(x.device, non_blocking=True) if x.is_cuda else t.to(x.device)
-
     padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
-    dx = to_device(torch.randint(0, 2 * pad + 1, (n,), generator=generator))
-    dy = to_device(torch.randint(0, 2 * pad + 1, (n,), generator=generator))
-    flip = to_device(torch.rand(n, generator=generator) < 0.5)
+    dx = _to_device(torch.randint(0, 2 * pad + 1, (n,), generator=generator), x.device)
+    dy = _to_device(torch.randint(0, 2 * pad + 1, (n,), generator=generator), x.device)
+    flip = _to_device(torch.rand(n, generator=generator) < 0.5, x.device)
     cols = torch.arange(w, device=x.device)
     cols = torch.where(flip[:, None], w - 1 - cols[None, :], cols[None, :]) + dx[:, None]
     rows = torch.arange(h, device=x.device)[None, :] + dy[:, None]
@@ -81,8 +83,8 @@ def augment_cutout(x, size=16, generator=None):
     random draws come from ``generator`` (CPU).
     """
     n, _, h, w = x.shape
-    cy = torch.randint(0, h, (n,), generator=generator).to(x.device)
-    cx = torch.randint(0, w, (n,), generator=generator).to(x.device)
+    cy = _to_device(torch.randint(0, h, (n,), generator=generator), x.device)
+    cx = _to_device(torch.randint(0, w, (n,), generator=generator), x.device)
     rows = torch.arange(h, device=x.device)[None, :] - (cy[:, None] - size // 2)
     cols = torch.arange(w, device=x.device)[None, :] - (cx[:, None] - size // 2)
     inside = ((rows >= 0) & (rows < size))[:, :, None] & ((cols >= 0) & (cols < size))[:, None, :]
