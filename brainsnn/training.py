@@ -452,8 +452,8 @@ def add_vgg_options(parser):
                              "e.g. 64,64,P,128,128,P (default per scale)")
     parser.add_argument("--fc", default=None,
                         help="hidden linear widths, comma-separated (default per scale)")
-    parser.add_argument("--label-smoothing", type=float, default=0.0,
-                        help="softmax loss: label smoothing epsilon (default 0)")
+    parser.add_argument("--label-smoothing", type=float, default=None,
+                        help="softmax loss: label smoothing epsilon (default per scale, else 0)")
     parser.add_argument("--augment", choices=("none",) + AUGMENTATIONS[1:], default=None,
                         help="training-image augmentation: none, crop_flip (translation by up "
                              "to 4 pixels and horizontal flip) or crop_flip_cutout (then a "
@@ -466,8 +466,9 @@ def add_vgg_options(parser):
 
 def apply_vgg_options(cfg, args):
     """``cfg`` with ``conv``/``fc``/``augment`` from --conv/--fc/--augment where given; exits
-    with a clear message on a bad layer list. Returns the evaluation split: 'validation' or
-    'test'."""
+    with a clear message on a bad layer list. ``args.label_smoothing``, where not given, takes
+    the scale's ``cfg['label_smoothing']`` (default 0). Returns the evaluation split:
+    'validation' or 'test'."""
     from brainsnn.networks import NetworkError, parse_layer_list
 
     try:
@@ -479,6 +480,9 @@ def apply_vgg_options(cfg, args):
         raise SystemExit(f"--conv/--fc: {exc}")
     if getattr(args, "augment", None) is not None:
         cfg["augment"] = None if args.augment == "none" else args.augment
+    if args.label_smoothing is None:
+        args.label_smoothing = cfg.get("label_smoothing", 0.0)
+    cfg["label_smoothing"] = args.label_smoothing
     return evaluation_split(args)
 
 

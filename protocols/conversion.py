@@ -69,11 +69,14 @@ CONFIGS = {
                              fc=(128,), width=32, epochs=4, batch_size=64, lr=2e-3,
                              batchnorm=True, augment="crop_flip", Ts=(32, 64, 128, 256),
                              n_fit=300, balance_T=128, eval_batch=50),
+    # full CIFAR-10: cutout + label smoothing 0.1 at batch 128, chosen on the last 5,000
+    # training images (30 epochs each: ANN 91.36 %, against 91.06 % with cutout alone and
+    # 90.64 % with crop_flip alone)
     ("cifar", "full"): dict(n_train=None, n_test=None,
                             conv=(96, 96, "P", 192, 192, "P", 384, 384, "P", 512, "P"),
-                            fc=(512,), width=64, epochs=60, batch_size=256, lr=0.1,
+                            fc=(512,), width=64, epochs=100, batch_size=128, lr=0.1,
                             optimizer="sgd", weight_decay=5e-4, batchnorm=True,
-                            augment="crop_flip",
+                            augment="crop_flip_cutout", label_smoothing=0.1,
                             Ts=(32, 64, 128, 256), n_fit=512, balance_T=128, eval_batch=128,
                             max_minutes=8.0, reserve_minutes=2.6),
 }

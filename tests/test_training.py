@@ -159,6 +159,25 @@ def test_augment_option_reaches_the_config():
     AGDClassifier(SPECS, augment="crop_flip_cutout")  # accepted
 
 
+def test_label_smoothing_default_comes_from_the_scale():
+    import argparse
+
+    from brainsnn.training import add_vgg_options, apply_vgg_options
+
+    p = add_vgg_options(argparse.ArgumentParser())
+    args = p.parse_args([])
+    apply_vgg_options({"label_smoothing": 0.1}, args)
+    assert args.label_smoothing == 0.1
+    args = p.parse_args(["--label-smoothing", "0"])
+    apply_vgg_options({"label_smoothing": 0.1}, args)
+    assert args.label_smoothing == 0.0
+    args = p.parse_args([])
+    apply_vgg_options({}, args)
+    assert args.label_smoothing == 0.0
+    with pytest.raises(SystemExit, match="label-smoothing"):
+        apply_vgg_options({}, p.parse_args(["--label-smoothing", "1.5"]))
+
+
 def test_agd_protocol_smoke(load_protocol, tmp_path, data_dir):
     from brainsnn.results import RunResults
 
