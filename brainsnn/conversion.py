@@ -570,6 +570,11 @@ class ANNToSNN:
                     snn.record = record
                     acc = torch.stack(per_T).float()
                 out.append(acc.cpu())
+        except torch.OutOfMemoryError as exc:
+            raise ConversionError(
+                f"out of {self.device} memory running {self.batch_size} images for T = {T_max} "
+                "steps (each layer's spikes are held as (T, batch, ...)); use a smaller "
+                "batch_size (protocols: --eval-batch) or a smaller T") from exc
         finally:
             snn.probe = None
             snn.record = False

@@ -323,6 +323,18 @@ def test_bad_input_errors_name_the_problem():
         ANNToSNN(ann).run(X, [4])
 
 
+
+def test_out_of_memory_names_the_batch_and_T(monkeypatch):
+    c = ANNToSNN(_chain(W1, W2, WO), balance_T=2, batch_size=3).fit(X)
+
+    def no_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(c.snn_, "forward", no_memory)
+    with pytest.raises(ConversionError, match=r"3 images for T = 64 steps.*--eval-batch"):
+        c.run(X, [16, 64])
+
+
 def test_poisson_input_is_seeded_and_converges():
     ann = _chain(W1, W2, WO)
     runs = []
