@@ -478,7 +478,7 @@ def apply_vgg_options(cfg, args):
             cfg["fc"] = parse_layer_list(args.fc, pooling=False)
     except NetworkError as exc:
         raise SystemExit(f"--conv/--fc: {exc}")
-    if getattr(args, "augment", None) is not None:
+    if args.augment is not None:
         cfg["augment"] = None if args.augment == "none" else args.augment
     if args.label_smoothing is None:
         args.label_smoothing = cfg.get("label_smoothing", 0.0)
