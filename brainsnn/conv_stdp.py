@@ -1067,7 +1067,11 @@ class FeatureScaler:
         self.scale_ = None
 
     def fit(self, features, y=None):
-        self.scale_ = positive_percentile(np.asarray(features, dtype=np.float64), self.percentile)
+        features = np.asarray(features)
+        # only the positive entries are copied (to float64): all of them would not fit the
+        # memory with 100,000 images of 12,544 counts
+        self.scale_ = positive_percentile(features[features > 0].astype(np.float64),
+                                          self.percentile)
         return self
 
     def transform(self, features):

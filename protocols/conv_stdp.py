@@ -60,6 +60,11 @@ training images with the test set instead of the validation images) reads them i
 simulating again. Entries are written whole, then renamed; delete DIR to free the space
 (about 4 bytes per feature per image).
 
+--mirror adds every readout training image mirrored left-right (preprocessed like the others;
+the whitening is fitted on the unmirrored images) to the readout's training set, so the
+training images are extracted twice. STDP still learns on the first --stdp-images unmirrored
+images, and the validation or test images are never mirrored.
+
 Example:
   python protocols/conv_stdp.py --scale small --dataset mnist --readout linear
   brainsnn inspect results/conv_stdp_small_seed0.h5
@@ -146,6 +151,9 @@ def parse_args(argv=None):
     p.add_argument("--validation", type=int, default=0,
                    help="evaluate on the last N training images instead of the test set "
                         "(for development: choices are never made on the test set)")
+    p.add_argument("--mirror", action="store_true",
+                   help="add each readout training image mirrored left-right to the readout's "
+                        "training set (twice the training images to extract)")
     p.add_argument("--preprocess", choices=["none", "whiten"], default=None,
                    help="input preprocessing: none (pixels as intensities) or whiten (ZCA "
                         "whitening of 9x9 neighbourhoods as a convolution, split into ON and "
@@ -267,6 +275,20 @@ def preprocess(args, x_train, x_test):
     log(args, f"preprocessing {args.preprocess}: {x_train.shape[1:]} per image "
               f"({time.perf_counter() - t0:.1f} s)")
     return x_train, x_test, pre
+
+
+def add_mirrored(x_raw, y, x, pre):
+    """Training set with each image's left-right mirror appended: ``(x', y')``.
+
+    ``x_raw`` are the images before preprocessing, ``x`` after it; the mirrors go through
+    the same fitted ``pre`` (None: no preprocessing), so ``x'[n + i]`` is ``x[i]``'s scene
+    seen in a mirror and ``y'[n + i] == y[i]``.
+    """
+    mirrored = np.ascontiguousarray(x_raw[..., ::-1])
+    if pre is not None:
+        mirrored = pre.transform(mirrored)
+    return (np.concatenate([x, mirrored.astype(x.dtype, copy=False)]),
+            np.concatenate([y, y]))
 
 
 def record_preprocessing(rec, pre):
@@ -612,7 +634,12 @@ def main(argv=None):
         raise SystemExit(f"error: {exc}")
     log(args, f"{args.dataset}: {len(x_train)} train, {len(x_test)} {split} images "
               f"{x_train.shape[1:]}; scale {args.scale}")
+    x_raw = x_train
     x_train, x_test, pre = preprocess(args, x_train, x_test)
+    if getattr(args, "mirror", False):
+        x_train, y_train = add_mirrored(x_raw, y_train, x_train, pre)
+        log(args, f"--mirror: {len(x_train)} readout training images (mirrors appended)")
+    del x_raw
     config = {k: v for k, v in vars(args).items()}
     stack = build_stack(args, x_train.shape[1:], args.torch_device)
     config["stack"] = stack.config()

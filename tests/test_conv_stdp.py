@@ -523,3 +523,34 @@ def test_conv_stdp_protocol_validation_hidden_and_features_cache(tmp_path, data_
                          ["--train-images", "260", "--features-cache", str(tmp_path / "cache")])
     assert test.attrs("timings/extract_images_per_second")["from_features_cache"] == True  # noqa: E712
     assert len(list((tmp_path / "cache").glob("features_*.npz"))) == 2
+
+
+def test_mirrored_training_images_are_preprocessed_mirrors_with_the_same_labels(load_protocol):
+    from brainsnn.preprocessing import make_preprocessor
+
+    cp = load_protocol("conv_stdp")
+    rng = np.random.default_rng(7)
+    raw = rng.random((6, 3, 12, 12)).astype(np.float32)
+    y = np.arange(6)
+    x2, y2 = cp.add_mirrored(raw, y, raw, None)
+    assert x2.shape == (12, 3, 12, 12)
+    np.testing.assert_array_equal(y2, np.r_[y, y])
+    np.testing.assert_array_equal(x2[:6], raw)
+    np.testing.assert_array_equal(x2[6 + 2, :, 4, 0], raw[2, :, 4, 11])   # column j <-> 11 - j
+    # with whitening, the mirror is taken before the (unmirrored-fitted) filters
+    pre = make_preprocessor("whiten", seed=0).fit(raw)
+    x = pre.transform(raw)
+    x2, _ = cp.add_mirrored(raw, y, x, pre)
+    assert x2.shape == (12, 6, 12, 12) and x2.dtype == x.dtype
+    np.testing.assert_array_equal(x2[:6], x)
+    np.testing.assert_allclose(x2[6:], pre.transform(raw[..., ::-1].copy()), atol=1e-6)
+    assert not np.allclose(x2[6:], x)
+
+
+@pytest.mark.slow
+def test_conv_stdp_protocol_mirror_doubles_only_the_training_images(tmp_path, data_dir):
+    rec = _run_protocol("conv_stdp.py", tmp_path / "m.h5",
+                        ["--mirror", "--validation", "50", "--train-images", "150"])
+    assert rec.attrs("metrics/train_accuracy")["images"] == 300
+    assert rec.attrs("metrics/validation_accuracy")["images"] == 50
+    assert rec.config["mirror"] is True
