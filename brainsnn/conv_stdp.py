@@ -1085,18 +1085,25 @@ class FeatureScaler:
 
 def make_readout(kind="linear", n_classes=10, hidden=256, loss="softmax", loss_options=None,
                  T=8, epochs=30, batch_size=128, lr=1e-3, weight_decay=0.0, seed=0,
-                 torch_device="cpu", verbose=False, max_minutes=None, channels=32):
+                 torch_device="cpu", verbose=False, max_minutes=None, channels=32,
+                 augment=None):
     """A readout (:class:`brainsnn.training.AGDClassifier`) of ``kind`` in :data:`READOUTS`.
 
     ``loss`` is ``'softmax'`` or ``'stochmax'`` (:mod:`brainsnn.losses`); ``T`` is used by
     the spiking readout only (the artificial ones run one step); ``hidden`` by the mlp and
-    spiking readouts, ``channels`` by the conv readout.
+    spiking readouts, ``channels`` by the conv readout. ``augment`` (conv readout only:
+    the others read flat features) is an :data:`brainsnn.training.AUGMENTATIONS` entry;
+    'shift' translates the feature maps, as a translation of the image would (the kernels
+    are applied at every position; one map pixel is ``pool`` image pixels).
     """
     from .networks import avgpool, conv, flatten, linear
     from .training import AGDClassifier
 
     if kind not in READOUTS:
         raise ConvSTDPError(f"readout must be one of {READOUTS}, got {kind!r}")
+    if augment is not None and kind != "conv":
+        raise ConvSTDPError(f"augment applies to the conv readout (feature maps) only, not "
+                            f"to {kind!r}")
     if kind == "linear":
         specs, steps = [linear(n_classes, kind="artificial", bias=True)], 1
     elif kind == "mlp":
@@ -1109,7 +1116,8 @@ def make_readout(kind="linear", n_classes=10, hidden=256, loss="softmax", loss_o
         specs, steps = [linear(hidden, kind="spiking"), linear(n_classes, kind="spiking")], int(T)
     return AGDClassifier(specs, T=steps, encoder="direct", loss=loss, loss_options=loss_options,
                          epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                         seed=seed, device=torch_device, verbose=verbose, max_minutes=max_minutes)
+                         seed=seed, device=torch_device, verbose=verbose, max_minutes=max_minutes,
+                         augment=augment)
 
 
 def stack_energy(stack: SpikingConvStack, x, run_result, e_ac=None):

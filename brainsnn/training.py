@@ -34,7 +34,7 @@ __all__ = ["AGDClassifier", "TrainingError", "seed_everything", "augment_crop_fl
            "augment_cutout", "AUGMENTATIONS"]
 
 # data augmentations of the training images (AGDClassifier ``augment``)
-AUGMENTATIONS = (None, "crop_flip", "crop_flip_cutout")
+AUGMENTATIONS = (None, "crop_flip", "crop_flip_cutout", "shift")
 
 
 class TrainingError(ValueError):
@@ -57,8 +57,9 @@ def _to_device(t, device):
     return t.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else t.to(device)
 
 
-def augment_crop_flip(x, pad=4, generator=None):
-    """Random translation by up to ``pad`` pixels (zero padding) and horizontal flip.
+def augment_crop_flip(x, pad=4, generator=None, flip=True):
+    """Random translation by up to ``pad`` pixels (zero padding) and, with ``flip``,
+    horizontal flip of half the images.
 
     ``x`` is (n, C, H, W) on any device; the random draws come from ``generator`` (CPU).
     """
@@ -66,9 +67,11 @@ def augment_crop_flip(x, pad=4, generator=None):
     padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
     dx = _to_device(torch.randint(0, 2 * pad + 1, (n,), generator=generator), x.device)
     dy = _to_device(torch.randint(0, 2 * pad + 1, (n,), generator=generator), x.device)
-    flip = _to_device(torch.rand(n, generator=generator) < 0.5, x.device)
-    cols = torch.arange(w, device=x.device)
-    cols = torch.where(flip[:, None], w - 1 - cols[None, :], cols[None, :]) + dx[:, None]
+    cols = torch.arange(w, device=x.device)[None, :].expand(n, w)
+    if flip:
+        mirrored = _to_device(torch.rand(n, generator=generator) < 0.5, x.device)
+        cols = torch.where(mirrored[:, None], w - 1 - cols, cols)
+    cols = cols + dx[:, None]
     rows = torch.arange(h, device=x.device)[None, :] + dy[:, None]
     return padded[torch.arange(n, device=x.device)[:, None, None, None],
                   torch.arange(c, device=x.device)[None, :, None, None],
@@ -137,10 +140,12 @@ class AGDClassifier:
         weights and biases at the end of :meth:`fit`
         (:func:`brainsnn.networks.fold_batchnorm`), so the trained network is a plain
         network of the same equations with a constant bias current.
-    augment : None, 'crop_flip' or 'crop_flip_cutout'
+    augment : None, 'crop_flip', 'crop_flip_cutout' or 'shift'
         Data augmentation (CIFAR-10): random translation by up to 4 pixels and horizontal
         flip (:func:`augment_crop_flip`), then optionally a 16 x 16 square cut out
-        (:func:`augment_cutout`).
+        (:func:`augment_cutout`); 'shift': translation by up to 2 pixels, no flip (for
+        inputs such as feature maps of learned kernels, whose mirror image is not the
+        maps of the mirrored scene).
     max_minutes : float, optional
         Training time budget; training stops after the batch that exceeds it.
     device : str
@@ -266,7 +271,9 @@ class AGDClassifier:
             for b in range(n_batches):
                 idx = order[b * self.batch_size:(b + 1) * self.batch_size]
                 xb, yb = Xd[idx], yd[idx]
-                if self.augment:
+                if self.augment == "shift":
+                    xb = augment_crop_flip(xb, pad=2, generator=gen, flip=False)
+                elif self.augment:
                     xb = augment_crop_flip(xb, generator=gen)
                 if self.augment == "crop_flip_cutout":
                     xb = augment_cutout(xb, generator=gen)
@@ -456,8 +463,9 @@ def add_vgg_options(parser):
                         help="softmax loss: label smoothing epsilon (default per scale, else 0)")
     parser.add_argument("--augment", choices=("none",) + AUGMENTATIONS[1:], default=None,
                         help="training-image augmentation: none, crop_flip (translation by up "
-                             "to 4 pixels and horizontal flip) or crop_flip_cutout (then a "
-                             "16x16 square set to 0) (default per scale)")
+                             "to 4 pixels and horizontal flip), crop_flip_cutout (then a "
+                             "16x16 square set to 0) or shift (translation by up to 2 pixels, "
+                             "no flip) (default per scale)")
     parser.add_argument("--validation", type=int, default=0,
                         help="hold out the last N training images and evaluate on them instead "
                              "of the test set (for choosing settings; default 0: test set)")

@@ -47,8 +47,8 @@ with --preprocess whiten: the whitening is fitted on each run's training images 
 validation run, N_train + N in the final one), so the inputs differ and the final run extracts
 its training images again.
 
-Readouts (--readout, --hidden, --readout-channels, --loss, --label-smoothing, --epochs, --lr,
---weight-decay) are cheap next to extraction. linear, mlp and spiking read the flat features;
+Readouts (--readout, --hidden, --readout-channels, --readout-augment, --loss, --label-smoothing,
+--epochs, --lr, --weight-decay) are cheap next to extraction. linear, mlp and spiking read the flat features;
 conv reads the feature maps (C, H, W) of one stage: a 3x3 ReLU convolution (--readout-channels),
 2x2 average pooling and a linear output layer, all artificial and trained by gradient descent
 (a hybrid network: the spiking STDP layers below, artificial layers above). --features pixels
@@ -189,6 +189,10 @@ def parse_args(argv=None):
                         "mlp, spiking, conv; the first is the main one (default linear)")
     p.add_argument("--readout-channels", type=int, default=32,
                    help="channels of the conv readout's 3x3 ReLU layer (default 32)")
+    p.add_argument("--readout-augment", choices=["none", "shift"], default="none",
+                   help="augmentation of the conv readout's training maps: shift translates "
+                        "them by up to 2 map pixels (no flip: learned kernels are not mirror "
+                        "symmetric) (default none)")
     p.add_argument("--loss", choices=["softmax", "stochmax"], default="softmax")
     p.add_argument("--readout-T", type=int, default=8, help="time steps of the spiking readout")
     p.add_argument("--hidden", type=int, default=256,
@@ -521,6 +525,12 @@ def learn_and_extract(args, rec, stack, x_train, x_test, split, prefix="", log_n
     return f_train, f_test, feature_map_shape(args, res_test), res_test
 
 
+def readout_augment(args, kind):
+    """The AGDClassifier ``augment`` of readout ``kind``: --readout-augment for conv, else None."""
+    value = getattr(args, "readout_augment", "none")
+    return None if kind != "conv" or value == "none" else value
+
+
 def pixel_features(args, x_train, x_test, log_name=""):
     """``--features pixels``: the intensities themselves (the control with no STDP stage)."""
     log(args, f"{log_name}features: the pixels, {int(np.prod(x_train.shape[1:]))} per image "
@@ -563,6 +573,7 @@ def run_pipeline(args, rec, stack, x_train, y_train, x_test, y_test, prefix="", 
         model = make_readout(kind, loss=args.loss, T=args.readout_T, epochs=args.epochs,
                              hidden=getattr(args, "hidden", 256), loss_options=loss_options,
                              channels=getattr(args, "readout_channels", 32),
+                             augment=readout_augment(args, kind),
                              lr=args.lr, weight_decay=args.weight_decay, seed=args.seed,
                              torch_device=torch_device, verbose=False)
         with rec.timer(f"{prefix}readout_{kind}"):

@@ -342,6 +342,9 @@ def test_bad_input_gives_clear_errors():
         ConvSTDPLayer(4, 5, 1, pool_kind="median")
     with pytest.raises(ConvSTDPError, match="readout"):
         make_readout("svm")
+    with pytest.raises(ConvSTDPError, match="conv readout"):
+        make_readout("linear", augment="shift")     # flat features have no maps to shift
+    assert make_readout("conv", augment="shift").augment == "shift"
     assert conv_output_shape((1, 28, 28), 5, 1, 0, 2) == (24, 24)
 
 
@@ -545,6 +548,15 @@ def test_mirrored_training_images_are_preprocessed_mirrors_with_the_same_labels(
     np.testing.assert_array_equal(x2[:6], x)
     np.testing.assert_allclose(x2[6:], pre.transform(raw[..., ::-1].copy()), atol=1e-6)
     assert not np.allclose(x2[6:], x)
+
+
+def test_readout_augment_reaches_the_conv_readout_only(load_protocol):
+    cp = load_protocol("conv_stdp")
+    args = cp.parse_args(["--scale", "smoke", "--readout", "conv,linear", "--readout-augment",
+                          "shift"])
+    assert cp.readout_augment(args, "conv") == "shift"
+    assert cp.readout_augment(args, "linear") is None
+    assert cp.readout_augment(cp.parse_args([]), "conv") is None
 
 
 @pytest.mark.slow

@@ -125,6 +125,22 @@ def test_crop_flip_keeps_shape_and_content():
     assert augment_crop_flip(x, pad=2, generator=g).shape == x.shape
 
 
+def test_shift_translates_without_mirroring():
+    g = torch.Generator().manual_seed(2)
+    x = torch.arange(40 * 2 * 8 * 8, dtype=torch.float32).reshape(40, 2, 8, 8) + 1
+    assert torch.equal(augment_crop_flip(x, pad=0, generator=g, flip=False), x)
+    y = augment_crop_flip(x, pad=2, generator=g, flip=False)
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
+    shifts = set()
+    for k in range(len(x)):
+        found = [(dy, dx) for dy in range(5) for dx in range(5)
+                 if torch.equal(y[k], padded[k, :, dy:dy + 8, dx:dx + 8])]
+        assert len(found) == 1                     # a translated copy, never a mirror image
+        shifts.add(found[0])
+    assert len(shifts) > 5                         # the shifts vary from image to image
+    AGDClassifier(SPECS, augment="shift")          # accepted
+
+
 def test_cutout_zeroes_one_square_per_image():
     g = torch.Generator().manual_seed(1)
     x = torch.rand(200, 3, 12, 12) + 0.1  # no zeros before the cutout
