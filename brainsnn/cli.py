@@ -1,9 +1,10 @@
 """The ``brainsnn`` command line.
 
+    brainsnn run NAME [options]      run a protocol (brainsnn run NAME --help)
     brainsnn inspect FILE [FILE...]  readable summary of results files
     brainsnn plot FILE [--out PNG]   receptive fields, kernels and accuracy curves, from the file
 
-Both read only the file (:class:`brainsnn.results.RunResults`); nothing is re-run.
+Both read only the file (:class:`brainsnn.io.results.RunResults`); nothing is re-run.
 """
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from brainsnn import __version__
-from brainsnn.results import ResultsError, RunResults
+from brainsnn.experiments.registry import PROTOCOLS, run_protocol
+from brainsnn.io.results import ResultsError, RunResults
 
 __all__ = ["main", "summarize"]
 
@@ -179,7 +181,7 @@ def _inspect(args) -> int:
 
 
 def _plot(args) -> int:
-    from brainsnn.plotting import results_figure
+    from brainsnn.analysis.plotting import results_figure
 
     rec = RunResults.load(args.file)
     out = Path(args.out) if args.out else Path(args.file).with_suffix(".png")
@@ -190,11 +192,23 @@ def _plot(args) -> int:
     return 0
 
 
+def _run(args) -> int:
+    return run_protocol(args.protocol, args.options)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="brainsnn", description="Inspect and plot brainsnn results files (HDF5).")
     parser.add_argument("--version", action="version", version=f"brainsnn {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    p = sub.add_parser("run", help="run a protocol: brainsnn run NAME [options] (NAME --help)",
+                       description="Run one of the installed protocols; the options after NAME "
+                                   "are the protocol's own (brainsnn run NAME --help).",
+                       add_help=True)
+    p.add_argument("protocol", metavar="NAME", choices=sorted(PROTOCOLS),
+                   help="one of: " + ", ".join(sorted(PROTOCOLS)))
+    p.add_argument("options", nargs=argparse.REMAINDER, help="the protocol's options")
+    p.set_defaults(func=_run)
     p = sub.add_parser("inspect", help="print a readable summary of a results file",
                        description="Print protocol, configuration, seed, versions, device, "
                                    "timings, metrics, accuracy, per-layer spike statistics and "
@@ -217,6 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     """Entry point of the ``brainsnn`` command; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["run"] and len(argv) >= 2 and argv[1] in PROTOCOLS:
+        return run_protocol(argv[1], argv[2:])      # the protocol parses its own options
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

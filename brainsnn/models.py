@@ -2,7 +2,7 @@
 
 A model is written once, as Brian2 equation strings (model, threshold, reset, refractory
 period) and parameters with units. The Brian2 engine builds ``NeuronGroup``/``Synapses``
-from it; the torch engine (:mod:`brainsnn.torch_engine`) integrates the same equations.
+from it; the torch engine (:mod:`brainsnn.engine.neuron`) integrates the same equations.
 
 Models are immutable; derive a new one with :meth:`EquationModel.replace` or
 :meth:`EquationModel.extend`. Every model is parsed and unit-checked when it is made, so an

@@ -6,7 +6,7 @@
 - ``mnist_small``: the first 1,000 training images and labels.
 - ``rng``: a numpy Generator seeded with 0 (a fresh one per test).
 - ``tmp_cache``: ``BRAINSNN_CACHE`` pointed at a temporary folder for one test.
-- ``load_protocol``: imports ``protocols/<name>.py`` as a module (``load_protocol("agd")``).
+- ``load_protocol``: the protocol module ``brainsnn.experiments.protocols.<name>``.
 
 CPU threads are limited to one (``OMP_NUM_THREADS=1`` unless set, before torch is imported,
 so torch also uses one thread): the test machines are shared.
@@ -19,6 +19,8 @@ import pytest
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
+if "BRAINSNN_DATA" not in os.environ and (Path(__file__).resolve().parents[2] / "shared" / "data").is_dir():
+    os.environ["BRAINSNN_DATA"] = str(Path(__file__).resolve().parents[2] / "shared" / "data")
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -31,17 +33,11 @@ def shared_data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def load_protocol():
-    """``load(name)``: the protocol script ``protocols/<name>.py`` imported as a module."""
-    import importlib.util
-    import sys
+    """``load(name)``: the installed protocol module ``brainsnn.experiments.protocols.<name>``."""
+    import importlib
 
     def load(name):
-        spec = importlib.util.spec_from_file_location(f"protocol_{name}",
-                                                      REPO / "protocols" / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-        return module
+        return importlib.import_module(f"brainsnn.experiments.protocols.{name}")
 
     return load
 
@@ -57,19 +53,19 @@ def data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def mnist_train(data_dir):
-    from brainsnn.datasets import load_mnist
+    from brainsnn.io.datasets import load_mnist
     return load_mnist("train", data_dir=data_dir)
 
 
 @pytest.fixture(scope="session")
 def mnist_test(data_dir):
-    from brainsnn.datasets import load_mnist
+    from brainsnn.io.datasets import load_mnist
     return load_mnist("test", data_dir=data_dir)
 
 
 @pytest.fixture(scope="session")
 def mnist_small(data_dir):
-    from brainsnn.datasets import load_mnist
+    from brainsnn.io.datasets import load_mnist
     return load_mnist("train", data_dir=data_dir, n=1000)
 
 

@@ -6,9 +6,9 @@ import h5py
 import numpy as np
 import pytest
 
-from brainsnn import plotting
+from brainsnn.analysis import plotting
 from brainsnn.cli import main
-from brainsnn.results import RunResults
+from brainsnn.io.results import RunResults
 
 RATES = np.array([0.0, 2.0, 4.0, 6.0])          # Hz, mean 3, one silent neuron of four
 

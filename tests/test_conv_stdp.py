@@ -11,11 +11,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from brainsnn import devices
-from brainsnn.conv_stdp import (BackResSTDPBlock, ConvSTDPError, ConvSTDPLayer, FeatureScaler,
+from brainsnn.brian import devices
+from brainsnn.experiments import stdp_pipeline as pipeline
+from brainsnn.stdp.conv import (BackResSTDPBlock, ConvSTDPError, ConvSTDPLayer, FeatureScaler,
                                 SpikingConvStack, _conv_synapses, brian2_stack_spikes,
                                 conv_output_shape, extract_patches, make_readout)
-from brainsnn.plasticity import make_rule
+from brainsnn.brian.plasticity import make_rule
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -355,7 +356,7 @@ def _run_protocol(script, out, extra=()):
     cmd = [sys.executable, str(REPO / "protocols" / script), "--scale", "smoke", "--out",
            str(out), "--torch-device", "cpu", "--quiet", *extra]
     subprocess.run(cmd, check=True, env=env, timeout=600, cwd=REPO)
-    from brainsnn.results import RunResults
+    from brainsnn.io.results import RunResults
     return RunResults.load(out)
 
 
@@ -380,7 +381,7 @@ def test_bench_extraction_smoke_times_each_thread_count(tmp_path, data_dir):
     subprocess.run([sys.executable, str(REPO / "protocols" / "bench_extraction.py"), "--scale",
                     "smoke", "--threads", "2", "--out", str(out)], check=True, timeout=600,
                    cwd=REPO)
-    from brainsnn.results import RunResults
+    from brainsnn.io.results import RunResults
     rec = RunResults.load(out)
     assert rec.get("results/identical_counts")
     assert rec.get("results/speedup_1t") == 1.0
@@ -424,30 +425,30 @@ def test_features_cache_returns_the_stored_counts_and_is_keyed_by_stack_and_imag
         load_protocol, tmp_path):
     cp = load_protocol("conv_stdp")
     layer, stack, x = _small_stack_and_images(seed=3)
-    res, seconds, cached = cp.cached_run(stack, x, tmp_path)
+    res, seconds, cached = pipeline.cached_run(stack, x, tmp_path)
     assert not cached and res["output"].sum() > 0
-    assert [p.name for p in tmp_path.iterdir()] == [f"features_{cp.features_key(stack, x)}.npz"]
+    assert [p.name for p in tmp_path.iterdir()] == [f"features_{pipeline.features_key(stack, x)}.npz"]
 
     def no_simulation(*a, **k):
         raise AssertionError("simulated although the counts are cached")
 
     run = stack.run
     stack.run = no_simulation
-    again, seconds_again, cached = cp.cached_run(stack, x, tmp_path)
+    again, seconds_again, cached = pipeline.cached_run(stack, x, tmp_path)
     assert cached and seconds_again == pytest.approx(seconds)
     np.testing.assert_array_equal(again["output"], res["output"])
     np.testing.assert_array_equal(again["stage_outputs"][0], res["stage_outputs"][0])
     assert again["rates"] == res["rates"]
     stack.run = run
     # other images, other thresholds or another seed: another key, simulated again
-    assert cp.cached_run(stack, x[:4], tmp_path)[2] is False
+    assert pipeline.cached_run(stack, x[:4], tmp_path)[2] is False
     layer.set_kernels(layer.kernels, theta=layer.theta * 1.5)
-    assert cp.cached_run(stack, x, tmp_path)[2] is False
+    assert pipeline.cached_run(stack, x, tmp_path)[2] is False
     stack.seed += 1
-    assert cp.cached_run(stack, x, tmp_path)[2] is False
+    assert pipeline.cached_run(stack, x, tmp_path)[2] is False
     assert len(list(tmp_path.glob("features_*.npz"))) == 4
     assert not list(tmp_path.glob("*.tmp*"))                 # written whole, then renamed
-    assert cp.cached_run(stack, x, None)[2] is False         # no cache: always simulated
+    assert pipeline.cached_run(stack, x, None)[2] is False         # no cache: always simulated
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -473,17 +474,17 @@ def test_validation_images_are_extracted_with_the_training_images(load_protocol,
     _, stack, x = _small_stack_and_images(seed=4)
     args = types.SimpleNamespace(features="all", feature_pool=1, quiet=True,
                                  features_cache=str(tmp_path))
-    f_train, f_val, res_train, res_val, s_train, s_val = cp.extract_with_validation(
+    f_train, f_val, res_train, res_val, s_train, s_val = pipeline.extract_with_validation(
         args, stack, x[:3], x[3:])
-    assert [p.name for p in tmp_path.iterdir()] == [f"features_{cp.features_key(stack, x)}.npz"]
-    whole, res, _ = cp.extract(args, stack, x, "train")
+    assert [p.name for p in tmp_path.iterdir()] == [f"features_{pipeline.features_key(stack, x)}.npz"]
+    whole, res, _ = pipeline.extract(args, stack, x, "train")
     assert res["from_cache"]
     np.testing.assert_array_equal(f_train, whole[:3])
     np.testing.assert_array_equal(f_val, whole[3:])
     np.testing.assert_array_equal(res_val["output"], res["output"][3:])
     assert f_train.sum() > 0 and f_val.sum() > 0
     # extracted on their own, the validation images get other Poisson draws
-    alone, _, _ = cp.extract(args, stack, x[3:], "validation")
+    alone, _, _ = pipeline.extract(args, stack, x[3:], "validation")
     assert not np.array_equal(alone, f_val)
 
 
@@ -529,13 +530,13 @@ def test_conv_stdp_protocol_validation_hidden_and_features_cache(tmp_path, data_
 
 
 def test_mirrored_training_images_are_preprocessed_mirrors_with_the_same_labels(load_protocol):
-    from brainsnn.preprocessing import make_preprocessor
+    from brainsnn.stdp.preprocessing import make_preprocessor
 
     cp = load_protocol("conv_stdp")
     rng = np.random.default_rng(7)
     raw = rng.random((6, 3, 12, 12)).astype(np.float32)
     y = np.arange(6)
-    x2, y2 = cp.add_mirrored(raw, y, raw, None)
+    x2, y2 = pipeline.add_mirrored(raw, y, raw, None)
     assert x2.shape == (12, 3, 12, 12)
     np.testing.assert_array_equal(y2, np.r_[y, y])
     np.testing.assert_array_equal(x2[:6], raw)
@@ -543,7 +544,7 @@ def test_mirrored_training_images_are_preprocessed_mirrors_with_the_same_labels(
     # with whitening, the mirror is taken before the (unmirrored-fitted) filters
     pre = make_preprocessor("whiten", seed=0).fit(raw)
     x = pre.transform(raw)
-    x2, _ = cp.add_mirrored(raw, y, x, pre)
+    x2, _ = pipeline.add_mirrored(raw, y, x, pre)
     assert x2.shape == (12, 6, 12, 12) and x2.dtype == x.dtype
     np.testing.assert_array_equal(x2[:6], x)
     np.testing.assert_allclose(x2[6:], pre.transform(raw[..., ::-1].copy()), atol=1e-6)
@@ -554,9 +555,9 @@ def test_readout_augment_reaches_the_conv_readout_only(load_protocol):
     cp = load_protocol("conv_stdp")
     args = cp.parse_args(["--scale", "smoke", "--readout", "conv,linear", "--readout-augment",
                           "shift"])
-    assert cp.readout_augment(args, "conv") == "shift"
-    assert cp.readout_augment(args, "linear") is None
-    assert cp.readout_augment(cp.parse_args([]), "conv") is None
+    assert pipeline.readout_augment(args, "conv") == "shift"
+    assert pipeline.readout_augment(args, "linear") is None
+    assert pipeline.readout_augment(cp.parse_args([]), "conv") is None
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""ANN-to-SNN conversion (brainsnn.conversion): hand-computed thresholds, IF rate bound,
+"""ANN-to-SNN conversion (brainsnn.learn.conversion): hand-computed thresholds, IF rate bound,
 BackRes/residual structure, Brian2 export, batch-norm folding, errors, protocol smoke run."""
 import math
 import subprocess
@@ -10,11 +10,11 @@ import pytest
 import torch
 from torch import nn
 
-from brainsnn.conversion import (ANNToSNN, ConversionError, attach_batchnorm, fold_batchnorm,
+from brainsnn.learn.conversion import (ANNToSNN, ConversionError, attach_batchnorm, fold_batchnorm,
                                  from_torch, if_spike_count, percentile_scale, source_layers,
                                  with_kinds)
 from brainsnn.models import IF, LIF
-from brainsnn.networks import (BackRes, Network, Residual, backres_specs, flatten, linear,
+from brainsnn.engine.network import (BackRes, Network, Residual, backres_specs, flatten, linear,
                                residual_specs, vgg_specs)
 
 torch.set_num_threads(1)
@@ -243,7 +243,7 @@ def test_converted_mlp_matches_ann_on_mnist(mnist_small):
     """Converted network agrees with its ANN on most images (training data, fast)."""
     x, y = mnist_small
     torch.manual_seed(0)
-    from brainsnn.conversion import train_ann
+    from brainsnn.learn.conversion import train_ann
     ann = Network([flatten(), linear(64, "artificial"), linear(10, "artificial", name="output")],
                   (1, 28, 28), T=1)
     train_ann(ann, x[:800], y[:800], epochs=3, batch_size=50, lr=3e-3, seed=0)
@@ -361,7 +361,7 @@ def test_other_neuron_model_can_be_swapped_in():
 # Brian2 export: same spikes as the torch engine
 # --------------------------------------------------------------------------------------------
 def _torch_spikes(net, x, T):
-    from brainsnn.export import record_torch_spikes
+    from brainsnn.brian.export import record_torch_spikes
     with record_torch_spikes(net) as rec, torch.no_grad():
         net(torch.as_tensor(x, dtype=torch.float64), T=T)
     return {name.split(".")[-1]: torch.stack(v).bool().numpy() for name, v in rec.items()}
@@ -377,7 +377,7 @@ def _converted_small(R=2):
 
 
 def _check_export(device, target=None):
-    from brainsnn.export import to_brian2
+    from brainsnn.brian.export import to_brian2
     c, x = _converted_small()
     net = c.snn_.double()
     T = 12
@@ -407,7 +407,7 @@ def test_export_to_brian2_cpp_standalone_same_spikes():
 @pytest.mark.gpu
 @pytest.mark.slow
 def test_export_to_brian2_cuda_standalone_same_spikes():
-    from brainsnn.devices import gpu_available
+    from brainsnn.brian.devices import gpu_available
     pytest.importorskip("brian2cuda")
     if not gpu_available():
         pytest.skip("no NVIDIA GPU")
@@ -424,7 +424,7 @@ def test_protocol_help():
 
 
 def test_protocol_smoke_writes_results(tmp_path, data_dir):
-    from brainsnn.results import RunResults
+    from brainsnn.io.results import RunResults
     out = tmp_path / "conv.h5"
     proc = subprocess.run([sys.executable, str(REPO / "protocols" / "conversion.py"),
                            "--scale", "smoke", "--out", str(out), "--data", str(data_dir),
@@ -440,7 +440,7 @@ def test_protocol_smoke_writes_results(tmp_path, data_dir):
 
 
 def test_protocol_layer_options_and_validation(load_protocol, tmp_path, data_dir):
-    from brainsnn.results import RunResults
+    from brainsnn.io.results import RunResults
     mod = load_protocol("conversion")
     out = tmp_path / "conv_val.h5"
     assert mod.main(["--scale", "smoke", "--out", str(out), "--data", str(data_dir),

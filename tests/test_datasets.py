@@ -7,8 +7,8 @@ import tarfile
 import numpy as np
 import pytest
 
-from brainsnn import datasets
-from brainsnn.datasets import (DatasetError, load_cifar10, load_dataset, load_fashion_mnist,
+from brainsnn.io import datasets
+from brainsnn.io.datasets import (DatasetError, load_cifar10, load_dataset, load_fashion_mnist,
                                load_mnist, validate_images)
 
 
@@ -118,8 +118,11 @@ def test_default_data_dir_and_env(monkeypatch, tmp_path):
     x, y = load_mnist("test")                           # found through BRAINSNN_DATA
     np.testing.assert_array_equal(y, labels)
     monkeypatch.delenv("BRAINSNN_DATA")
-    d = datasets.default_data_dir()
-    assert d == datasets._REPO.parent / "shared" / "data" or d.name == "data"
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    assert datasets.default_data_dir() == tmp_path / "xdg" / "brainsnn"   # per user, not the clone
+    monkeypatch.delenv("XDG_DATA_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert datasets.default_data_dir() == tmp_path / "home" / ".local" / "share" / "brainsnn"
 
 
 # --------------------------------------------------------------------------- IDX files

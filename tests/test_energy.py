@@ -2,10 +2,10 @@
 import pytest
 import torch
 
-from brainsnn.energy import (E_AC, E_MAC, EnergyError, ann_energy, energy_report, format_report,
+from brainsnn.analysis.energy import (E_AC, E_MAC, EnergyError, ann_energy, energy_report, format_report,
                              layer_energy, measure)
 from brainsnn.models import IF
-from brainsnn.networks import Network, avgpool, backres_specs, conv, flatten, linear, vgg_specs
+from brainsnn.engine.network import Network, avgpool, backres_specs, conv, flatten, linear, vgg_specs
 
 
 def _two_layer():

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from brainsnn.evaluation import (EvaluationError, LabelAssignment, accuracy, assign_labels,
+from brainsnn.stdp.labels import (EvaluationError, LabelAssignment, accuracy, assign_labels,
                                  class_scores, confusion_matrix, predict)
 
 # 4 neurons, 3 classes. Neuron 0 fires for class 0, neuron 1 for class 1, neuron 2 for

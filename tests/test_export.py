@@ -5,11 +5,11 @@ import pytest
 import torch
 from torch import nn
 
-from brainsnn import networks as nw
-from brainsnn.export import (ExportError, linear_operator, record_torch_spikes, run_torch_layers,
+from brainsnn.engine import network as nw
+from brainsnn.brian.export import (ExportError, linear_operator, record_torch_spikes, run_torch_layers,
                              to_brian2)
 from brainsnn.models import IF, LIF
-from brainsnn.torch_engine import TorchNeuron
+from brainsnn.engine.neuron import TorchNeuron
 
 torch.set_num_threads(1)
 
@@ -172,7 +172,7 @@ def test_network_export_on_cpp_standalone(tmp_path):
 
 def test_converted_network_export_reproduces_spikes():
     """A ReLU ANN with biases converted to IF neurons (per-layer thresholds) exports exactly."""
-    from brainsnn.conversion import ANNToSNN
+    from brainsnn.learn.conversion import ANNToSNN
     torch.manual_seed(0)
     ann = nw.Network([nw.conv(4, kind="artificial", bias=True), nw.avgpool(2), nw.flatten(),
                       nw.linear(12, kind="artificial", bias=True),

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from brainsnn.losses import LossError, SoftmaxCrossEntropy, StochMax, gumbel_noise, make_loss
+from brainsnn.learn.losses import LossError, SoftmaxCrossEntropy, StochMax, gumbel_noise, make_loss
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import brian2 as b2
 import numpy as np
 import pytest
 
-from brainsnn import devices
+from brainsnn.brian import devices
 from brainsnn.models import (DIEHL_COOK_EXCITATORY, DIEHL_COOK_INHIBITORY, IF, LIF, ModelError,
                              NeuronModel, SynapseModel)
 

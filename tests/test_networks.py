@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from brainsnn.models import IF, LIF
-from brainsnn.networks import (BackRes, LayerSpec, Network, NetworkError, Residual, as_spec,
+from brainsnn.engine.network import (BackRes, LayerSpec, Network, NetworkError, Residual, as_spec,
                                avgpool, backres_specs, conv, flatten, linear, residual_specs,
                                specs_from_config, specs_to_config, vgg_specs)
 
@@ -86,7 +86,7 @@ def test_layerwise_time_loop_equals_stepwise_loop():
 
 
 def test_poisson_encoder_input_is_spikes():
-    from brainsnn.torch_encoding import PoissonEncoder
+    from brainsnn.engine.encoding import PoissonEncoder
 
     torch.manual_seed(1)
     enc = PoissonEncoder()
@@ -132,7 +132,7 @@ def test_backres_shared_weights_receive_summed_gradient(form):
     if form == "additive":
         # the unrolled control of the additive form: x re-added before passes 2..R
         def deep_forward(net, x):
-            from brainsnn.networks import Activity
+            from brainsnn.engine.network import Activity
             stem = net._layer(net.layers[0], Activity(x, False, True), 4)
             y = stem
             for k, ll in enumerate(net.layers[1:1 + R]):
@@ -273,7 +273,7 @@ def test_calibrate_rates_revives_silent_deep_layers():
 
 
 def test_parse_layer_list():
-    from brainsnn.networks import NetworkError, parse_layer_list
+    from brainsnn.engine.network import NetworkError, parse_layer_list
 
     assert parse_layer_list("96, 96,P,192,p") == (96, 96, "P", 192, "P")
     assert parse_layer_list("512,256", pooling=False) == (512, 256)

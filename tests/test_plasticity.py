@@ -9,9 +9,9 @@ import brian2 as b2
 import numpy as np
 import pytest
 
-from brainsnn import devices
+from brainsnn.brian import devices
 from brainsnn.models import ModelError
-from brainsnn.plasticity import (DIEHL_COOK_STDP, RULES, diehl_cook_stdp, make_rule, pair_stdp,
+from brainsnn.brian.plasticity import (DIEHL_COOK_STDP, RULES, diehl_cook_stdp, make_rule, pair_stdp,
                                  triplet_stdp)
 
 DT = 0.5 * b2.ms

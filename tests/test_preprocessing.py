@@ -1,9 +1,9 @@
-"""ZCA whitening as a convolution with ON/OFF channels (brainsnn.preprocessing)."""
+"""ZCA whitening as a convolution with ON/OFF channels (brainsnn.stdp.preprocessing)."""
 import numpy as np
 import pytest
 from scipy.ndimage import correlate
 
-from brainsnn.preprocessing import (OnOffWhitening, PreprocessingError, make_preprocessor,
+from brainsnn.stdp.preprocessing import (OnOffWhitening, PreprocessingError, make_preprocessor,
                                     on_minus_off)
 
 

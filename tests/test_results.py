@@ -9,8 +9,8 @@ import h5py
 import numpy as np
 import pytest
 
-from brainsnn import results as results_mod
-from brainsnn.results import FORMAT, ResultsError, RunResults, results_path
+from brainsnn.io import results as results_mod
+from brainsnn.io.results import FORMAT, ResultsError, RunResults, results_path
 
 
 def make(config=None, seed=7):
@@ -156,7 +156,7 @@ def test_killed_process_leaves_no_file(tmp_path):
     target = tmp_path / "run.h5"
     code = textwrap.dedent(f"""
         import os, numpy as np
-        from brainsnn import results as r
+        from brainsnn.io import results as r
         r._machine = lambda: {{"hostname": "test"}}
         real = r._write_dataset
         def dying(f, path, value, attrs):

@@ -1,4 +1,4 @@
-"""The WTA STDP network (brainsnn.stdp): invariants, determinism, resume, devices, bad input.
+"""The WTA STDP network (brainsnn.brian.wta): invariants, determinism, resume, devices, bad input.
 
 Fast tests use tiny networks on Brian2's runtime device with the numpy target (no compiler);
 the compiled-device tests are marked slow.
@@ -11,9 +11,9 @@ import brian2 as b2
 import numpy as np
 import pytest
 
-from brainsnn import devices
+from brainsnn.brian import devices
 from brainsnn.models import DIEHL_COOK_EXCITATORY, ModelError
-from brainsnn.stdp import DiehlCookNetwork, STDPError, chunk_seed
+from brainsnn.brian.wta import DiehlCookNetwork, STDPError, chunk_seed
 
 FAST = dict(device="runtime", codegen_target="numpy", t_on=30 * b2.ms, t_off=10 * b2.ms,
             f_max=255 * b2.Hz, min_spikes=0)
@@ -265,7 +265,7 @@ def test_synchronous_layer_does_not_run_away():
 def test_silent_chunk_warns_and_tiny_weights_are_flushed(images):
     """A chunk without any spike warns (the network is dead: here theta is 1 V);
     weights below W_FLUSH * w_max (never-active inputs) are set to 0 by the normalisation."""
-    from brainsnn.stdp import W_FLUSH, SilentNetworkWarning
+    from brainsnn.brian.wta import W_FLUSH, SilentNetworkWarning
     x, _ = images
     net = tiny(chunk_size=2)
     net.theta[:] = 1.0
@@ -427,7 +427,7 @@ def test_protocol_cuda_without_gpu_fails_clearly(load_protocol, capsys, tmp_path
 @pytest.mark.slow
 def test_protocol_smoke_writes_results(load_protocol, tmp_path):
     """The smoke scale end to end on cpp_standalone (compiles once into build/)."""
-    from brainsnn.results import RunResults
+    from brainsnn.io.results import RunResults
     dc = load_protocol("diehl_cook")
     out = tmp_path / "smoke.h5"
     # PAPER.md's rule: with the triplet default (nu_post 0.08) the last image's updates move
@@ -445,7 +445,7 @@ def test_protocol_smoke_writes_results(load_protocol, tmp_path):
 @pytest.mark.slow
 def test_protocol_resume_continues_exactly(load_protocol, tmp_path, monkeypatch, data_dir):
     """Crash the protocol after its first chunk; --resume finishes with the same weights."""
-    from brainsnn.results import RunResults
+    from brainsnn.io.results import RunResults
     dc = load_protocol("diehl_cook")
     real_build = dc.build_network
 
@@ -486,7 +486,7 @@ def test_protocol_resume_continues_exactly(load_protocol, tmp_path, monkeypatch,
 def test_protocol_stops_a_dead_network(load_protocol, tmp_path, monkeypatch, capsys, data_dir):
     """Chunks without any spike (theta 1 V: nothing can fire) print a warning each, and
     --max-silent-chunks of them in a row stop the run (exit status 3, checkpoint kept)."""
-    from brainsnn.results import RunResults
+    from brainsnn.io.results import RunResults
     dc = load_protocol("diehl_cook")
     real_build = dc.build_network
 

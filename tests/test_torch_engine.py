@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from brainsnn.devices import device_session
+from brainsnn.brian.devices import device_session
 from brainsnn.models import IF, LIF, ModelError, NeuronModel
-from brainsnn.surrogate import SURROGATES, spike, surrogate_derivative
-from brainsnn.torch_engine import (TIME_STEP_VARIABLE, TorchNeuron, UnsupportedConstructError,
+from brainsnn.engine.surrogate import SURROGATES, spike, surrogate_derivative
+from brainsnn.engine.neuron import (TIME_STEP_VARIABLE, TorchNeuron, UnsupportedConstructError,
                                    compile_neuron_model)
 
 torch.set_num_threads(1)
@@ -354,15 +354,9 @@ def test_parameter_units_are_checked_and_extra_inputs_reach_their_variable():
 
 
 def test_benchmark_protocol_smoke(tmp_path):
-    """protocols/bench_torch_engine.py runs at smoke scale and writes its HDF5 file."""
-    import importlib.util
-    from pathlib import Path
-
-    from brainsnn.results import RunResults
-    path = Path(__file__).resolve().parent.parent / "protocols" / "bench_torch_engine.py"
-    spec = importlib.util.spec_from_file_location("bench_torch_engine", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    """The bench_torch_engine protocol runs at smoke scale and writes its HDF5 file."""
+    from brainsnn.experiments.protocols import bench_torch_engine as bench
+    from brainsnn.io.results import RunResults
     out = tmp_path / "bench.h5"
     bench.main(["--scale", "smoke", "--batches", "1", "--repeats", "2", "--n-hidden", "50",
                 "--out", str(out), "--seed", "3"])

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from brainsnn.networks import (Network, NetworkError, attach_batchnorm, avgpool, conv, flatten,
+from brainsnn.engine.network import (Network, NetworkError, attach_batchnorm, avgpool, conv, flatten,
                                fold_batchnorm, linear)
-from brainsnn.training import AGDClassifier, TrainingError, augment_crop_flip, augment_cutout
+from brainsnn.learn.agd import AGDClassifier, TrainingError, augment_crop_flip, augment_cutout
 
 
 def _toy(n=240, seed=0):
@@ -161,7 +161,7 @@ def test_cutout_zeroes_one_square_per_image():
 def test_augment_option_reaches_the_config():
     import argparse
 
-    from brainsnn.training import add_vgg_options, apply_vgg_options
+    from brainsnn.learn.agd import add_vgg_options, apply_vgg_options
 
     p = add_vgg_options(argparse.ArgumentParser())
     cfg = {"augment": "crop_flip"}
@@ -178,7 +178,7 @@ def test_augment_option_reaches_the_config():
 def test_label_smoothing_default_comes_from_the_scale():
     import argparse
 
-    from brainsnn.training import add_vgg_options, apply_vgg_options
+    from brainsnn.learn.agd import add_vgg_options, apply_vgg_options
 
     p = add_vgg_options(argparse.ArgumentParser())
     args = p.parse_args([])
@@ -195,7 +195,7 @@ def test_label_smoothing_default_comes_from_the_scale():
 
 
 def test_agd_protocol_smoke(load_protocol, tmp_path, data_dir):
-    from brainsnn.results import RunResults
+    from brainsnn.io.results import RunResults
 
     out = tmp_path / "agd.h5"
     mod = load_protocol("agd")
@@ -212,7 +212,7 @@ def test_agd_protocol_smoke(load_protocol, tmp_path, data_dir):
 
 
 def test_validation_holds_out_the_last_training_images(data_dir):
-    from brainsnn.training import TrainingError, load_image_data
+    from brainsnn.learn.agd import TrainingError, load_image_data
 
     x_tr, y_tr, x_val, y_val = load_image_data("mnist", n_train=300, data_dir=data_dir,
                                                validation=100)
@@ -225,7 +225,7 @@ def test_validation_holds_out_the_last_training_images(data_dir):
 
 
 def test_agd_protocol_layer_options_and_validation(load_protocol, tmp_path, data_dir):
-    from brainsnn.results import RunResults
+    from brainsnn.io.results import RunResults
 
     out = tmp_path / "agd_val.h5"
     mod = load_protocol("agd")
@@ -251,7 +251,7 @@ def test_agd_protocol_layer_options_and_validation(load_protocol, tmp_path, data
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["stochmax_latency", "backres_depth", "hybrid_layers"])
 def test_claim_protocols_smoke(load_protocol, name, tmp_path, data_dir):
-    from brainsnn.results import RunResults
+    from brainsnn.io.results import RunResults
 
     out = tmp_path / f"{name}.h5"
     assert load_protocol(name).main(["--scale", "smoke", "--out", str(out),

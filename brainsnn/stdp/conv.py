@@ -7,9 +7,9 @@ As defined in this project (``shared/PAPER.md``, "STDP" and "BackRes"):
   position there are ``n_kernels`` adaptive-threshold excitatory neurons (Diehl & Cook's
   :data:`~brainsnn.models.DIEHL_COOK_EXCITATORY`), one per feature map, and as many inhibitory
   partners: lateral inhibition across the feature maps *at that position* makes each position a
-  soft winner-take-all (the same circuit as :class:`~brainsnn.stdp.DiehlCookNetwork`).
+  soft winner-take-all (the same circuit as :class:`~brainsnn.brian.wta.DiehlCookNetwork`).
 * **Learning by patches** ("convolution over time", Srinivasan et al. 2018): the kernels are
-  the input weights of one :class:`~brainsnn.stdp.DiehlCookNetwork` with ``k*k*C`` Poisson
+  the input weights of one :class:`~brainsnn.brian.wta.DiehlCookNetwork` with ``k*k*C`` Poisson
   inputs and ``n_kernels`` excitatory neurons; input patches, drawn from the layer's input
   over the training images, are presented one after another. The WTA network's STDP rule,
   adaptive thresholds ``theta`` and weight normalisation (each kernel's weights sum to
@@ -50,7 +50,7 @@ As defined in this project (``shared/PAPER.md``, "STDP" and "BackRes"):
   per neuron per step), so that the third STDP layer never fires, neither while learning nor
   in extraction; the additive form keeps every pass driven by the block's input.
 * **Feature extraction** (:class:`SpikingConvStack`): the frozen stack runs on the torch
-  engine (:class:`~brainsnn.torch_engine.TorchNeuron`, the same Brian2 equations, batched,
+  engine (:class:`~brainsnn.engine.neuron.TorchNeuron`, the same Brian2 equations, batched,
   ``plastic = 0``: thresholds frozen), one Brian2-schedule step at a time; the features are
   the spike counts of the last stage's (pooled) output. :func:`brian2_stack_spikes` runs the
   same frozen stack as a Brian2 network (unrolled synapses whose weights are the kernels), the
@@ -82,7 +82,7 @@ the second layer only) came from the second layer: its spike counts alone carry 
 
 Example::
 
-    from brainsnn.conv_stdp import ConvSTDPLayer, SpikingConvStack
+    from brainsnn.stdp.conv import ConvSTDPLayer, SpikingConvStack
     l1 = ConvSTDPLayer(16, 5, in_channels=1, pool=2, n_patches=20000, seed=0)
     stack = SpikingConvStack([l1], input_shape=(1, 28, 28))
     stack.fit(x_train[:2000])                  # learns the kernels layer by layer, no labels
@@ -99,11 +99,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .models import DIEHL_COOK_EXCITATORY, DIEHL_COOK_INHIBITORY, NeuronModel
-from .plasticity import make_rule
-from .preprocessing import positive_percentile
-from .stdp import DiehlCookNetwork, _model_dict
-from .torch_engine import TorchNeuron
+from brainsnn.models import DIEHL_COOK_EXCITATORY, DIEHL_COOK_INHIBITORY, NeuronModel
+from brainsnn.brian.plasticity import make_rule
+from brainsnn.stdp.preprocessing import positive_percentile
+from brainsnn.brian.wta import DiehlCookNetwork, _model_dict
+from brainsnn.engine.neuron import TorchNeuron
 
 #: Excitatory neuron of the conv STDP layers, as defined in this project: Diehl & Cook's
 #: adaptive-threshold neuron whose threshold offset theta decays towards theta_rest = 20 mV
@@ -233,9 +233,9 @@ class ConvSTDPLayer:
     dt : Quantity (time)
         Time step, the same in training, extraction and the Brian2 reference.
     rule : str
-        STDP rule name (:data:`brainsnn.plasticity.RULES`); ``rule_options`` its parameters.
+        STDP rule name (:data:`brainsnn.brian.plasticity.RULES`); ``rule_options`` its parameters.
     min_spikes, max_repeats : int
-        Re-presentation of silent patches (see :class:`~brainsnn.stdp.DiehlCookNetwork`).
+        Re-presentation of silent patches (see :class:`~brainsnn.brian.wta.DiehlCookNetwork`).
     w_exc_inh, w_inh_exc : float
         Lateral inhibition weights (as in the WTA network).
     device : {'runtime', 'cpp_standalone', 'cuda_standalone'}
@@ -1047,7 +1047,7 @@ def brian2_stack_spikes(stack: SpikingConvStack, input_spikes):
 # -- hybrid readouts and energy ---------------------------------------------------------------
 
 #: Readouts of the spiking features, all trained by gradient descent with
-#: :class:`brainsnn.training.AGDClassifier` (the package's trainable stage):
+#: :class:`brainsnn.learn.agd.AGDClassifier` (the package's trainable stage):
 #: ``linear`` (artificial), ``mlp`` (artificial ReLU hidden layer), ``spiking`` (LIF hidden
 #: layer driven by the features as a constant current, surrogate gradients through T steps),
 #: ``conv`` (artificial: a 3x3 ReLU convolution over the feature maps (C, H, W), 2x2 average
@@ -1087,17 +1087,17 @@ def make_readout(kind="linear", n_classes=10, hidden=256, loss="softmax", loss_o
                  T=8, epochs=30, batch_size=128, lr=1e-3, weight_decay=0.0, seed=0,
                  torch_device="cpu", verbose=False, max_minutes=None, channels=32,
                  augment=None):
-    """A readout (:class:`brainsnn.training.AGDClassifier`) of ``kind`` in :data:`READOUTS`.
+    """A readout (:class:`brainsnn.learn.agd.AGDClassifier`) of ``kind`` in :data:`READOUTS`.
 
-    ``loss`` is ``'softmax'`` or ``'stochmax'`` (:mod:`brainsnn.losses`); ``T`` is used by
+    ``loss`` is ``'softmax'`` or ``'stochmax'`` (:mod:`brainsnn.learn.losses`); ``T`` is used by
     the spiking readout only (the artificial ones run one step); ``hidden`` by the mlp and
     spiking readouts, ``channels`` by the conv readout. ``augment`` (conv readout only:
-    the others read flat features) is an :data:`brainsnn.training.AUGMENTATIONS` entry;
+    the others read flat features) is an :data:`brainsnn.learn.agd.AUGMENTATIONS` entry;
     'shift' translates the feature maps, as a translation of the image would (the kernels
     are applied at every position; one map pixel is ``pool`` image pixels).
     """
-    from .networks import avgpool, conv, flatten, linear
-    from .training import AGDClassifier
+    from brainsnn.engine.network import avgpool, conv, flatten, linear
+    from brainsnn.learn.agd import AGDClassifier
 
     if kind not in READOUTS:
         raise ConvSTDPError(f"readout must be one of {READOUTS}, got {kind!r}")
@@ -1124,11 +1124,11 @@ def stack_energy(stack: SpikingConvStack, x, run_result, e_ac=None):
     """Energy per image (J) of every logical conv layer of ``stack``, as defined in this project.
 
     A spiking conv layer costs its synaptic operations, MACs x (mean input spikes per input
-    neuron over the presentation), times E_AC (:mod:`brainsnn.energy`). ``run_result`` is the
+    neuron over the presentation), times E_AC (:mod:`brainsnn.analysis.energy`). ``run_result`` is the
     dict of :meth:`SpikingConvStack.run` on images ``x`` (its ``rates``). Returns
     ``{name: {"energy", "macs", "input_spikes_per_neuron", "operations", "kind", "op_type"}}``.
     """
-    from .energy import E_AC, layer_energy
+    from brainsnn.analysis.energy import E_AC, layer_energy
 
     e_ac = E_AC if e_ac is None else e_ac
     x = np.asarray(x, dtype=np.float64)

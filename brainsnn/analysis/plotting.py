@@ -241,7 +241,7 @@ def plottable(rec) -> bool:
 
 
 def results_figure(rec, max_fields: int = 100) -> Figure:
-    """One figure from a :class:`~brainsnn.results.RunResults`: receptive fields of the layers
+    """One figure from a :class:`~brainsnn.io.results.RunResults`: receptive fields of the layers
     that see the image (see :func:`_field_layers`: ``layers/<name>/weights`` with an
     ``image_shape`` attribute or 784, 1024 or 3072 inputs; ``layers/<name>/kernels`` with 1 or 3
     input channels), accuracy metrics against their steps, and accuracy against time steps

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 import brian2 as b2
-from .datasets import validate_images
+from brainsnn.io.datasets import validate_images
 
 __all__ = ["EncodingError", "check_images", "flatten_images", "poisson_rates",
            "rate_timed_array", "gate_expression", "steps_per", "poisson_spike_counts"]

@@ -33,7 +33,7 @@ Rules, as defined in this project (see PAPER.md, "STDP"):
 
 Example::
 
-    from brainsnn.plasticity import diehl_cook_stdp
+    from brainsnn.brian.plasticity import diehl_cook_stdp
     rule = diehl_cook_stdp(mu=0.2, x_tar=0.4)
     syn = rule.synapses(inputs, exc)        # brian2.Synapses
     syn.connect()
@@ -46,7 +46,8 @@ from types import MappingProxyType
 
 import brian2 as b2
 
-from .models import ModelError, SynapseModel
+from brainsnn.brian.defaults import ETA_FINAL, NU_POST  # noqa: F401  (re-exported)
+from brainsnn.models import ModelError, SynapseModel
 
 __all__ = ["STDPRule", "diehl_cook_stdp", "triplet_stdp", "pair_stdp", "make_rule", "RULES",
            "DIEHL_COOK_STDP", "TRIPLET_STDP", "PAIR_STDP"]

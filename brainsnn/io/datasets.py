@@ -42,6 +42,8 @@ from pathlib import Path
 
 import numpy as np
 
+from brainsnn import paths
+
 __all__ = [
     "DatasetError",
     "DATASETS",
@@ -63,7 +65,6 @@ FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                          "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 SPLITS = ("train", "test")
 
-_REPO = Path(__file__).resolve().parent.parent
 _MEMORY: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
 
 
@@ -74,29 +75,13 @@ class DatasetError(RuntimeError):
 # --------------------------------------------------------------------------- directories
 
 def default_data_dir() -> Path:
-    """The data directory used when none is given.
-
-    ``$BRAINSNN_DATA`` when set; otherwise the ``shared/data`` folder beside the repository
-    (``<repo>/../shared/data``) when it exists; otherwise ``./data``.
-    """
-    env = os.environ.get("BRAINSNN_DATA")
-    if env:
-        return Path(env).expanduser()
-    shared = _REPO.parent / "shared" / "data"
-    if shared.is_dir():
-        return shared
-    return Path.cwd() / "data"
+    """The data directory used when none is given (see :func:`brainsnn.paths.data_dir`)."""
+    return paths.data_dir()
 
 
 def cache_dir() -> Path:
-    """Where decoded datasets are cached: ``$BRAINSNN_CACHE``, else ``~/.cache/brainsnn``
-    (``$XDG_CACHE_HOME/brainsnn`` when that is set). Created on first use."""
-    env = os.environ.get("BRAINSNN_CACHE")
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "brainsnn"
+    """Where decoded datasets are cached (see :func:`brainsnn.paths.cache_dir`)."""
+    return paths.cache_dir()
 
 
 def _resolve_data_dir(data_dir) -> Path:

@@ -95,7 +95,7 @@ def package_versions() -> dict:
 
 @functools.lru_cache(maxsize=1)
 def _machine() -> dict:
-    from brainsnn.devices import describe_machine
+    from brainsnn.brian.devices import describe_machine
     return describe_machine()
 
 
@@ -302,7 +302,7 @@ class RunResults:
     device : str
         Brian2 device or torch device the run used (``"cpp_standalone"``, ``"cuda"``, ...).
 
-    Package versions, the machine (:func:`brainsnn.devices.describe_machine`) and the start
+    Package versions, the machine (:func:`brainsnn.brian.devices.describe_machine`) and the start
     time are added automatically.
     """
 

@@ -1,14 +1,14 @@
 """Trainable stages with a scikit-learn-like interface: ``fit`` / ``predict`` / ``score``.
 
-:class:`AGDClassifier` trains a :class:`brainsnn.networks.Network` (spiking, artificial or
+:class:`AGDClassifier` trains a :class:`brainsnn.engine.network.Network` (spiking, artificial or
 hybrid) by approximate gradient descent, as defined in this project: backpropagation through
 the T time steps with the spike's surrogate derivative (the torch engine's neurons), Adam,
 a cosine learning-rate schedule, softmax cross-entropy or stochmax at the output.
 
 Example::
 
-    from brainsnn.networks import vgg_specs
-    from brainsnn.training import AGDClassifier
+    from brainsnn.engine.network import vgg_specs
+    from brainsnn.learn.agd import AGDClassifier
     clf = AGDClassifier(vgg_specs((16, "P", 32, "P"), fc=(128,)), T=4, epochs=2, seed=0)
     clf.fit(x_train, y_train)            # images (n, 28, 28) in [0, 1], labels int64 (n,)
     clf.score(x_test, y_test)            # accuracy in [0, 1]
@@ -25,10 +25,10 @@ import time
 import numpy as np
 import torch
 
-from brainsnn.losses import make_loss
+from brainsnn.learn.losses import make_loss
 from brainsnn.models import LIF
-from brainsnn.networks import Network, NetworkError, attach_batchnorm, check_T, fold_batchnorm
-from brainsnn.torch_encoding import make_encoder
+from brainsnn.engine.network import Network, NetworkError, attach_batchnorm, check_T, fold_batchnorm
+from brainsnn.engine.encoding import make_encoder
 
 __all__ = ["AGDClassifier", "TrainingError", "seed_everything", "augment_crop_flip",
            "augment_cutout", "AUGMENTATIONS"]
@@ -118,7 +118,7 @@ class AGDClassifier:
 
     Parameters
     ----------
-    specs : list of layer specs (see :mod:`brainsnn.networks`), or None with ``network``
+    specs : list of layer specs (see :mod:`brainsnn.engine.network`), or None with ``network``
     network : Network, optional
         A ready network (its T, neuron, readout and encoder are used).
     T : int
@@ -138,7 +138,7 @@ class AGDClassifier:
         Train with batch-norm after every weighted layer but the readout (in a spiking layer
         it normalises the input current over batch and time steps) and fold it into the
         weights and biases at the end of :meth:`fit`
-        (:func:`brainsnn.networks.fold_batchnorm`), so the trained network is a plain
+        (:func:`brainsnn.engine.network.fold_batchnorm`), so the trained network is a plain
         network of the same equations with a constant bias current.
     augment : None, 'crop_flip', 'crop_flip_cutout' or 'shift'
         Data augmentation (CIFAR-10): random translation by up to 4 pixels and horizontal
@@ -156,7 +156,7 @@ class AGDClassifier:
     init_rate : float, optional
         Before training, scale each spiking layer's initial weights so that it fires at about
         this rate (spikes per neuron per step) on 256 training images
-        (:meth:`brainsnn.networks.Network.calibrate_rates`); useful for deep networks.
+        (:meth:`brainsnn.engine.network.Network.calibrate_rates`); useful for deep networks.
     """
 
     def __init__(self, specs=None, network=None, T=4, neuron=LIF, encoder="direct",
@@ -366,8 +366,8 @@ class AGDClassifier:
         return np.array([self.score(X, y, T=check_T(T)) for T in Ts])
 
     def energy(self, X, T=None, **kwargs):
-        """Energy report (see :func:`brainsnn.energy.energy_report`) measured on ``X``."""
-        from brainsnn.energy import measure
+        """Energy report (see :func:`brainsnn.analysis.energy.energy_report`) measured on ``X``."""
+        from brainsnn.analysis.energy import measure
 
         X = _as_images(X)
         if X.ndim == 3:
@@ -477,7 +477,7 @@ def apply_vgg_options(cfg, args):
     with a clear message on a bad layer list. ``args.label_smoothing``, where not given, takes
     the scale's ``cfg['label_smoothing']`` (default 0). Returns the evaluation split:
     'validation' or 'test'."""
-    from brainsnn.networks import NetworkError, parse_layer_list
+    from brainsnn.engine.network import NetworkError, parse_layer_list
 
     try:
         if args.conv is not None:
@@ -520,7 +520,7 @@ def training_figure(path_or_rec):
     """Figure from a results file alone: training accuracy per epoch, test accuracy vs T."""
     from matplotlib.figure import Figure
 
-    from brainsnn.results import RunResults
+    from brainsnn.io.results import RunResults
 
     rec = RunResults.load(path_or_rec) if not hasattr(path_or_rec, "get") else path_or_rec
     fig = Figure(figsize=(9, 3.5), layout="constrained")
@@ -548,7 +548,7 @@ def load_image_data(dataset, n_train=None, n_test=None, data_dir=None, validatio
     images (default: all) are read, and the last N of them are held out and returned in the
     test set's place (for choosing settings without the test set).
     """
-    from brainsnn import datasets
+    from brainsnn.io import datasets
 
     if dataset not in DATASET_LOADERS:
         raise TrainingError(f"unknown dataset {dataset!r}; expected one of "

@@ -53,7 +53,7 @@ Example::
 
     import torch, brian2 as b2
     from brainsnn.models import LIF
-    from brainsnn.torch_engine import TorchNeuron
+    from brainsnn.engine.neuron import TorchNeuron
     neuron = TorchNeuron(LIF, dt=1 * b2.ms)
     state = neuron.initial_state((32, 100))
     for t in range(T):
@@ -88,8 +88,8 @@ from brian2.units.fundamentalunits import DIMENSIONLESS, get_dimensions
 from brian2.utils.stringtools import get_identifiers
 from torch import nn
 
-from .models import ModelError, NeuronModel
-from .surrogate import SpikeFunction, check_surrogate
+from brainsnn.models import ModelError, NeuronModel
+from brainsnn.engine.surrogate import SpikeFunction, check_surrogate
 
 __all__ = ["UnsupportedConstructError", "CompiledNeuronModel", "compile_neuron_model",
            "TorchNeuron", "TIME_STEP_VARIABLE"]
@@ -674,7 +674,7 @@ class TorchNeuron(nn.Module):
     dt : Quantity or float
         Time step (a Brian2 time, or seconds). Default 1 ms.
     surrogate : str
-        Surrogate derivative of the spike (:data:`brainsnn.surrogate.SURROGATES`).
+        Surrogate derivative of the spike (:data:`brainsnn.engine.surrogate.SURROGATES`).
     alpha : float
         Surrogate sharpness, in 1/(SI units of the threshold comparison).
     detach_reset : bool

@@ -57,10 +57,10 @@ from collections import deque
 import numpy as np
 import brian2 as b2
 
-from . import devices
-from .encoding import EncodingError, flatten_images, gate_expression, steps_per
-from .models import DIEHL_COOK_EXCITATORY, DIEHL_COOK_INHIBITORY, ModelError, NeuronModel
-from .plasticity import SynapseModel, diehl_cook_stdp
+from brainsnn.brian import devices
+from brainsnn.brian.encoding import EncodingError, flatten_images, gate_expression, steps_per
+from brainsnn.models import DIEHL_COOK_EXCITATORY, DIEHL_COOK_INHIBITORY, ModelError, NeuronModel
+from brainsnn.brian.plasticity import SynapseModel, diehl_cook_stdp
 
 __all__ = ["STDPError", "SilentNetworkWarning", "DiehlCookNetwork", "chunk_seed",
            "stable_neuron_model", "W_FLUSH"]
@@ -168,7 +168,7 @@ class DiehlCookNetwork:
         ``plastic`` gate: 0 with learning off, the plasticity factor in (0, 1] during
         training) and inhibitory neuron models.
     rule : SynapseModel
-        STDP rule of the input synapses (:mod:`brainsnn.plasticity`), gated by ``plastic_post``
+        STDP rule of the input synapses (:mod:`brainsnn.brian.plasticity`), gated by ``plastic_post``
         (default ``diehl_cook_stdp(traces="neuron")``, PAPER.md's rule; Diehl & Cook's code
         uses ``triplet_stdp``, far more accurate, and ``protocols/diehl_cook.py`` uses
         ``triplet_stdp(nu_post=0.08, traces="neuron")`` with ``eta_final=0.125``).
@@ -281,7 +281,7 @@ class DiehlCookNetwork:
         if not isinstance(self.exc_model, NeuronModel) or not isinstance(self.inh_model, NeuronModel):
             raise STDPError("exc_model and inh_model must be brainsnn.models.NeuronModel objects")
         if not isinstance(self.rule, SynapseModel):
-            raise STDPError("rule must be a brainsnn.models.SynapseModel (see brainsnn.plasticity)")
+            raise STDPError("rule must be a brainsnn.models.SynapseModel (see brainsnn.brian.plasticity)")
         exc_vars = set(self.exc_model.brian2_equations.names)
         for needed in ("v", "theta", "plastic", self.inhibitory_variable):
             if needed not in exc_vars:

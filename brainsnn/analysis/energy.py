@@ -16,7 +16,7 @@ As defined in this project (``shared/PAPER.md``, "Energy"), per inference of one
 
 E_MAC = 4.6 pJ and E_AC = 0.9 pJ (32-bit float, 45 nm; Horowitz 2014). The ANN reference is
 the same network with every layer artificial: sum of MACs x E_MAC. Energies are in joules per
-image; spike counts come from :attr:`brainsnn.networks.Network.stats` (run the network with
+image; spike counts come from :attr:`brainsnn.engine.network.Network.stats` (run the network with
 ``network.record = True`` on the evaluation images first; :func:`measure` does this).
 """
 from __future__ import annotations
@@ -75,7 +75,7 @@ def energy_report(network, e_mac=E_MAC, e_ac=E_AC, analog_input="once"):
     n = stats.get("images", 0)
     if not n:
         raise EnergyError("no spike statistics: run the network with network.record = True "
-                          "on some images first (brainsnn.energy.measure does this)")
+                          "on some images first (brainsnn.analysis.energy.measure does this)")
     T = stats["T"]
     layers, total = {}, 0.0
     for ll in network.layers:
@@ -120,7 +120,7 @@ def measure(network, images, batch_size=256, T=None, device=None, **kwargs):
 
 
 def write_energy(rec, report, prefix="energy"):
-    """Store a report in a :class:`brainsnn.results.RunResults` (energy/<layer>, energy/total).
+    """Store a report in a :class:`brainsnn.io.results.RunResults` (energy/<layer>, energy/total).
 
     Also stores ``layers/<name>/spike_rate`` (spikes per neuron per step) for spiking layers.
     """

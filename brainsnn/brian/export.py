@@ -1,12 +1,12 @@
 """Export a torch spiking network to Brian2 (the reverse direction of the torch engine).
 
-A network trained with the torch engine (:class:`brainsnn.torch_engine.TorchNeuron` layers)
+A network trained with the torch engine (:class:`brainsnn.engine.neuron.TorchNeuron` layers)
 runs in Brian2, on the runtime device or ``cpp_standalone`` (or ``cuda_standalone``), with
 the same spikes for the same input spikes. Two kinds of source are accepted:
 
-* a :class:`brainsnn.networks.Network` whose weighted layers are all ``'spiking'`` (plain
-  layers, :class:`~brainsnn.networks.BackRes` blocks of both forms and
-  :class:`~brainsnn.networks.Residual` blocks; the readout may be ``'membrane'``: it is then
+* a :class:`brainsnn.engine.network.Network` whose weighted layers are all ``'spiking'`` (plain
+  layers, :class:`~brainsnn.engine.network.BackRes` blocks of both forms and
+  :class:`~brainsnn.engine.network.Residual` blocks; the readout may be ``'membrane'``: it is then
   a non-spiking integrator whose potential divided by T gives the logits);
 * a plain list of torch modules and neurons, e.g.
   ``[nn.Conv2d(...), TorchNeuron(IF), nn.AvgPool2d(2), nn.Flatten(), nn.Linear(...),
@@ -59,9 +59,9 @@ import torch
 from brian2.units.fundamentalunits import get_dimensions, get_unit
 from torch import nn
 
-from .devices import device_session
-from .models import NeuronModel
-from .torch_engine import TorchNeuron
+from brainsnn.brian.devices import device_session
+from brainsnn.models import NeuronModel
+from brainsnn.engine.neuron import TorchNeuron
 
 __all__ = ["ExportError", "ExportedLayer", "Brian2Export", "Brian2Result", "to_brian2",
            "linear_operator", "record_torch_spikes", "run_torch_layers", "READOUT_MODEL"]
@@ -253,7 +253,7 @@ class Brian2Export:
     """A description of a spiking network as Brian2 groups and synapses (numpy arrays only).
 
     Build and run it with :meth:`run`; :meth:`build` makes the Brian2 objects on the active
-    device (inside a :func:`brainsnn.devices.device_session`) and returns them.
+    device (inside a :func:`brainsnn.brian.devices.device_session`) and returns them.
     """
 
     def __init__(self, layers, input_shape, dt):
@@ -496,14 +496,14 @@ def to_brian2(source, input_shape=None, dt=None) -> Brian2Export:
 
     Parameters
     ----------
-    source : brainsnn.networks.Network or sequence of torch modules / TorchNeuron
+    source : brainsnn.engine.network.Network or sequence of torch modules / TorchNeuron
     input_shape : tuple, optional
         Shape of one input sample (needed for a layer list; a Network knows its own).
     dt : float, optional
         Time step in seconds (default: the neurons' dt).
     """
     try:
-        from .networks import Network
+        from brainsnn.engine.network import Network
     except ImportError:  # pragma: no cover - networks is optional for the export
         Network = ()
     if isinstance(source, Network):
@@ -525,7 +525,7 @@ def record_torch_spikes(module: nn.Module):
 
     Yields a dict ``{name: list of (B, *shape) tensors, one per step}`` keyed by the last
     component of the TorchNeuron's name in ``module.named_modules()`` (for a
-    :class:`brainsnn.networks.Network`: the logical layer name, as in the export).
+    :class:`brainsnn.engine.network.Network`: the logical layer name, as in the export).
     """
     record, handles = {}, []
     for name, sub in module.named_modules():

@@ -3,19 +3,19 @@
 As defined in this project (``shared/PAPER.md``, "Input coding"):
 
 * direct coding: the analog image (intensities in [0, 1]) is the input current of the first
-  layer at every step. A :class:`brainsnn.networks.Network` does this when its ``encoder`` is
+  layer at every step. A :class:`brainsnn.engine.network.Network` does this when its ``encoder`` is
   None (:class:`DirectEncoder` exists for symmetry and returns the repeated image);
 * rate coding for AGD and conversion: at each of the T steps, pixel i spikes with
   probability p_i (a Bernoulli draw per step; the discrete form of a Poisson train with rate
   p_i / dt).
 
-The Brian2-side encoders (PoissonGroup/TimedArray for STDP) live in :mod:`brainsnn.encoding`.
+The Brian2-side encoders (PoissonGroup/TimedArray for STDP) live in :mod:`brainsnn.brian.encoding`.
 """
 from __future__ import annotations
 
 import torch
 
-from brainsnn.encoding import EncodingError
+from brainsnn.brian.encoding import EncodingError
 
 __all__ = ["EncodingError", "PoissonEncoder", "DirectEncoder", "make_encoder"]
 

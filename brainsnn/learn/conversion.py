@@ -1,7 +1,7 @@
 """ANN-to-SNN conversion: ReLU network -> integrate-and-fire network, as defined in this project.
 
 The third training family of Panda, Aketi & Roy (see ``shared/PAPER.md``, "Conversion"). A ReLU
-ANN is a :class:`brainsnn.networks.Network` whose weighted layers are all ``'artificial'``
+ANN is a :class:`brainsnn.engine.network.Network` whose weighted layers are all ``'artificial'``
 (biases off, or batch-norm folded into weights and biases with :func:`fold_batchnorm`; average
 pooling). :class:`ANNToSNN` copies its weights into a network of the same specs whose layers
 are ``'spiking'`` (or a hybrid pattern of spiking and artificial layers), with a neuron model of
@@ -31,7 +31,7 @@ additive BackRes form), for ``'balance'`` the measured maximum includes the shor
 two spike trains keep their own scales (a mismatch that, in this project's MNIST runs, cost
 residual networks much accuracy at T <= 256: prefer ``'percentile'`` for residual networks). In a
 hybrid conversion an artificial layer is computed once, on the rates of its input (see
-:mod:`brainsnn.networks`), and carries the scale of its input.
+:mod:`brainsnn.engine.network`), and carries the scale of its input.
 
 The output layer is a non-spiking integrator (``readout='membrane'``): the logits after T
 steps are the accumulated input current divided by T. One run of T_max steps gives the accuracy
@@ -43,8 +43,8 @@ input current I with 0 <= I <= theta, fires N = floor(T I / theta) spikes in T s
 
 Example::
 
-    from brainsnn.networks import Network, vgg_specs
-    from brainsnn.conversion import ANNToSNN, train_ann
+    from brainsnn.engine.network import Network, vgg_specs
+    from brainsnn.learn.conversion import ANNToSNN, train_ann
     ann = Network(vgg_specs((16, 'P', 32, 'P'), fc=(128,), kinds='artificial'), (1, 28, 28), T=1)
     train_ann(ann, x_train, y_train, epochs=2)
     conv = ANNToSNN(ann, method='balance').fit(x_train[:500])
@@ -62,9 +62,9 @@ import torch
 from torch import nn
 
 from brainsnn.models import IF, NeuronModel
-from brainsnn.networks import LayerSpec, Network, NetworkError, as_spec
-from brainsnn.networks import _BNOp, _device_of, attach_batchnorm, fold_batchnorm  # noqa: F401
-from brainsnn.networks import check_T as _network_check_T
+from brainsnn.engine.network import LayerSpec, Network, NetworkError, as_spec
+from brainsnn.engine.network import _BNOp, _device_of, attach_batchnorm, fold_batchnorm  # noqa: F401
+from brainsnn.engine.network import check_T as _network_check_T
 
 __all__ = [
     "ConversionError", "ANNToSNN", "check_T", "if_spike_count", "percentile_scale",
@@ -262,8 +262,8 @@ class _Probe:
 
 def _require_probe(net):
     if not hasattr(net, "probe"):
-        raise ConversionError("this brainsnn.networks.Network has no 'probe' hook (needed to "
-                              "read layer currents); update brainsnn/networks.py")
+        raise ConversionError("this brainsnn.engine.network.Network has no 'probe' hook (needed to "
+                              "read layer currents); update brainsnn/engine/network.py")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -277,7 +277,7 @@ class ANNToSNN:
 
     Parameters
     ----------
-    ann : brainsnn.networks.Network
+    ann : brainsnn.engine.network.Network
         The trained ANN: every weighted layer 'artificial', no batch-norm left (see
         :func:`fold_batchnorm`).
     method : {'balance', 'percentile'}
@@ -323,8 +323,8 @@ class ANNToSNN:
                  max_samples=200_000, verbose=False):
         if not isinstance(ann, Network):
             raise ConversionError(
-                f"ann must be a brainsnn.networks.Network (got {type(ann).__name__}); convert a "
-                "torch nn.Sequential first with brainsnn.conversion.from_torch")
+                f"ann must be a brainsnn.engine.network.Network (got {type(ann).__name__}); convert a "
+                "torch nn.Sequential first with brainsnn.learn.conversion.from_torch")
         if method not in METHODS:
             raise ConversionError(f"method {method!r} unknown; expected 'balance' or 'percentile'")
         if not isinstance(neuron, NeuronModel):
@@ -366,7 +366,7 @@ class ANNToSNN:
         if callable(self.encoder):
             return self.encoder
         if self.encoder == "poisson":
-            from brainsnn.torch_encoding import PoissonEncoder
+            from brainsnn.engine.encoding import PoissonEncoder
 
             gen = torch.Generator(device=self.device).manual_seed(self.seed)
             return PoissonEncoder(generator=gen)
@@ -537,7 +537,7 @@ class ANNToSNN:
         """Logits at every T in ``Ts`` from one run of max(Ts) steps: array (len(Ts), n, classes).
 
         With ``record=True`` the spike statistics of the run are kept in ``snn_.stats`` (for
-        :func:`brainsnn.energy.energy_report`).
+        :func:`brainsnn.analysis.energy.energy_report`).
         """
         self._check_fitted()
         Ts = [check_T(T) for T in np.atleast_1d(Ts).tolist()]
@@ -602,21 +602,21 @@ class ANNToSNN:
         return (logits.argmax(-1) == y[None]).mean(1)
 
     def energy(self, **kwargs):
-        """Energy report of the last recorded run (see :func:`brainsnn.energy.energy_report`)."""
-        from brainsnn.energy import energy_report
+        """Energy report of the last recorded run (see :func:`brainsnn.analysis.energy.energy_report`)."""
+        from brainsnn.analysis.energy import energy_report
 
         self._check_fitted()
         return energy_report(self.snn_, **kwargs)
 
     def to_brian2(self):
-        """The converted network as Brian2 groups and synapses (:func:`brainsnn.export.to_brian2`).
+        """The converted network as Brian2 groups and synapses (:func:`brainsnn.brian.export.to_brian2`).
 
         For small networks: ``conv.to_brian2().run(images, T=T, device='cpp_standalone')``
         gives the same spikes as the torch engine (run the torch side in float64 to compare
         spike for spike: ``conv.snn_.double()``). Hybrid networks (artificial layers) cannot
         be exported.
         """
-        from brainsnn.export import to_brian2
+        from brainsnn.brian.export import to_brian2
 
         self._check_fitted()
         return to_brian2(self.snn_)
@@ -648,7 +648,7 @@ def _check_ann(ann):
     for name, op in ann.ops.items():
         if isinstance(op, _BNOp):
             raise ConversionError(f"layer {name!r} still has batch-norm: call "
-                                  "brainsnn.conversion.fold_batchnorm(ann) before converting")
+                                  "brainsnn.learn.conversion.fold_batchnorm(ann) before converting")
         if not isinstance(op, (nn.Conv2d, nn.Linear, nn.AvgPool2d, nn.Flatten)):
             raise ConversionError(f"layer {name!r} is a {type(op).__name__}, which the converter "
                                   "does not support (conv, linear, avgpool, flatten)")
@@ -660,14 +660,14 @@ def _check_ann(ann):
 def train_ann(ann, X, y, epochs=3, batch_size=128, lr=1e-3, weight_decay=0.0, augment=None,
               max_minutes=None, device=None, seed=0, verbose=False, X_val=None, y_val=None,
               optimizer="adam", loss_options=None):
-    """Train an all-artificial Network with :class:`brainsnn.training.AGDClassifier` (T = 1).
+    """Train an all-artificial Network with :class:`brainsnn.learn.agd.AGDClassifier` (T = 1).
 
     Returns the classifier (its ``history``, ``train_seconds``); the network is trained in
     place. Batch-norm attached with :func:`attach_batchnorm` is trained too (fold it after).
-    ``optimizer``: 'adam' or 'sgd' (Nesterov momentum, see :class:`~brainsnn.training.AGDClassifier`).
+    ``optimizer``: 'adam' or 'sgd' (Nesterov momentum, see :class:`~brainsnn.learn.agd.AGDClassifier`).
     ``loss_options``: options of the softmax loss, e.g. ``{'label_smoothing': 0.1}``.
     """
-    from brainsnn.training import AGDClassifier
+    from brainsnn.learn.agd import AGDClassifier
 
     _check_ann_kinds(ann)
     device = device or _device_of(ann)
@@ -698,7 +698,7 @@ def from_torch(module, input_shape):
     after a conv/linear (folded), Dropout and Identity (dropped). The last conv/linear is the
     readout (no ReLU after it). Anything else raises :class:`ConversionError` naming the layer.
     """
-    from brainsnn.networks import avgpool, conv, flatten, linear
+    from brainsnn.engine.network import avgpool, conv, flatten, linear
 
     if not isinstance(module, nn.Sequential):
         raise ConversionError(f"from_torch expects an nn.Sequential, got {type(module).__name__}")

@@ -22,7 +22,7 @@ Poisson rates cannot be negative.
 
 Example::
 
-    from brainsnn.preprocessing import OnOffWhitening
+    from brainsnn.stdp.preprocessing import OnOffWhitening
     white = OnOffWhitening(patch_size=9).fit(x_train)      # (n, 3, 32, 32) in [0, 1]
     z_train = white.transform(x_train)                       # (n, 6, 32, 32) in [0, 1]
 """
@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .datasets import validate_images
+from brainsnn.io.datasets import validate_images
 
 __all__ = ["PreprocessingError", "OnOffWhitening", "PREPROCESSORS", "make_preprocessor",
            "on_minus_off", "positive_percentile"]

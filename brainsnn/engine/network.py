@@ -4,7 +4,7 @@ A network is built from a list of **layer specs**. Each spec names an operation 
 ``linear``, ``avgpool``, ``flatten``) and, for the weighted operations, a ``kind``:
 
 * ``'spiking'`` -- the layer's synaptic current drives a neuron model (a
-  :class:`brainsnn.models.NeuronModel`, integrated by :class:`brainsnn.torch_engine.TorchNeuron`)
+  :class:`brainsnn.models.NeuronModel`, integrated by :class:`brainsnn.engine.neuron.TorchNeuron`)
   at every one of the T time steps; it emits spikes (0/1);
 * ``'artificial'`` -- the layer is computed once, ReLU on its input (a rate or an analog value).
 
@@ -423,7 +423,7 @@ class Network(nn.Module):
     encoder : None or callable
         Turns a batch of images into the first layer's input: None = direct coding (the
         analog image is a constant input current at every step); a callable
-        ``encoder(x, T) -> (T, batch, ...)`` spike tensor (see :mod:`brainsnn.torch_encoding`).
+        ``encoder(x, T) -> (T, batch, ...)`` spike tensor (see :mod:`brainsnn.engine.encoding`).
     thresholds : mapping or sequence, optional
         Per-logical-layer thresholds (see :meth:`set_thresholds`).
     """
@@ -458,7 +458,7 @@ class Network(nn.Module):
         self.record = False
         #: optional callable probe(logical_layer, current, temporal), called with the input
         #: current of every weighted layer (shortcut included) before its ReLU / neuron / readout
-        #: (used by brainsnn.conversion to balance thresholds and read the readout per step)
+        #: (used by brainsnn.learn.conversion to balance thresholds and read the readout per step)
         self.probe = None
         self.reset_stats()
 
@@ -561,7 +561,7 @@ class Network(nn.Module):
         return m
 
     def _make_neurons(self, models):
-        from brainsnn.torch_engine import TorchNeuron  # the package's one neuron integrator
+        from brainsnn.engine.neuron import TorchNeuron  # the package's one neuron integrator
 
         self.neurons = nn.ModuleDict()
         for ll in self.layers:
@@ -815,7 +815,7 @@ def attach_batchnorm(net):
     """Put batch-norm after every weighted layer except the readout (in place; returns ``net``).
 
     Training aid for deep networks (ANN or SNN): train with it, then :func:`fold_batchnorm`
-    (before conversion; :class:`brainsnn.training.AGDClassifier` folds at the end of ``fit``).
+    (before conversion; :class:`brainsnn.learn.agd.AGDClassifier` folds at the end of ``fit``).
     In a spiking layer batch-norm normalises the input current over batch and time steps.
     A BackRes block's passes share the batch-norm with the weights.
     """

@@ -1,0 +1,1 @@
+"""What is computed from a trained network or a results file: energy, figures."""

@@ -1,0 +1,1 @@
+"""The protocols an installed brainsnn runs; each module has a ``main(argv)``."""

@@ -1,0 +1,250 @@
+#!/usr/bin/env python
+"""Training speed of the Diehl & Cook STDP network: one long run per chunk vs the naive loop.
+
+For each N, in the same run of this script:
+
+* fast: brainsnn.brian.wta.DiehlCookNetwork on --device (default cpp_standalone, 1 thread):
+  compiled once, then one long run of K MNIST training images with learning on
+  (350 ms + 150 ms per image, dt 0.5 ms); images per second of that run (Python overhead of
+  writing the inputs and reading the results back included; compilation excluded and
+  reported separately). The network is then built a second time in the same project folder:
+  its "recompile" time shows that nothing is compiled again.
+* naive: Brian2 driven the naive way on the runtime device (Cython): the same network
+  (same equations, STDP rule, lateral inhibition), one ``run()`` for the 350 ms
+  presentation and one for the 150 ms rest of every image, input rates set and weights
+  normalised from Python between runs (as Diehl & Cook's original code does). Measured on a
+  few images after one warm-up image (which pays the Cython compilation).
+
+Prints both rates and their ratio; writes one HDF5 file (benchmark/n<N>/...).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+SCALES = {
+    "smoke": dict(neurons=[20], images=[20], naive_images=1),
+    "small": dict(neurons=[100, 400], images=[300, 200], naive_images=2),
+    "full": dict(neurons=[100, 400, 1600], images=[1000, 500, 200], naive_images=3),
+}
+PROTOCOL = "bench_stdp"
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="bench_stdp.py", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="Scales: " + "; ".join(f"{k}: {v}" for k, v in SCALES.items()))
+    p.add_argument("--scale", choices=sorted(SCALES), default="full",
+                   help="which N and how many images (default: full = N 100, 400, 1600)")
+    p.add_argument("--device", default="cpp_standalone",
+                   choices=["runtime", "cpp_standalone", "cuda_standalone"],
+                   help="device of the fast path (default cpp_standalone)")
+    p.add_argument("--out", default=None, help="results file (default results/bench_stdp_<scale>_seed<seed>.h5)")
+    p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    p.add_argument("--data", default=None, help="data directory holding mnist/")
+    p.add_argument("--neurons", type=int, nargs="+", default=None, help="the N to measure")
+    p.add_argument("--images", type=int, nargs="+", default=None,
+                   help="images of the fast run, one number per N (or one for all)")
+    p.add_argument("--naive-images", type=int, default=None,
+                   help="images of the naive loop (after one warm-up image)")
+    p.add_argument("--threads", type=int, default=1, help="OpenMP threads (cpp_standalone)")
+    p.add_argument("--skip-naive", action="store_true", help="measure the fast path only")
+    p.add_argument("--rule", default="triplet", choices=["diehl_cook", "triplet", "pair"],
+                   help="STDP rule of both paths (default triplet, the default of "
+                        "protocols/diehl_cook.py; diehl_cook is PAPER.md's power-law rule)")
+    args = p.parse_args(argv)
+    scale = SCALES[args.scale]
+    args.neurons = args.neurons or scale["neurons"]
+    images = args.images or scale["images"]
+    if len(images) == 1:
+        images = images * len(args.neurons)
+    if len(images) != len(args.neurons):
+        p.error(f"--images needs one number per N ({len(args.neurons)}) or one for all")
+    args.images = images
+    args.naive_images = args.naive_images or scale["naive_images"]
+    if args.out is None:
+        args.out = str(Path("results") / f"{PROTOCOL}_{args.scale}_seed{args.seed}.h5")
+    return args
+
+
+def fast_rate(n, images, args, build_root):
+    """Compile, time one long run of ``images`` with learning on; then build again."""
+    from brainsnn.brian.wta import DiehlCookNetwork
+
+    directory = os.path.join(build_root, f"dc{n}_{len(images)}")
+    net = DiehlCookNetwork(n, rule=bench_rule(args), device=args.device, chunk_size=len(images),
+                           seed=args.seed, min_spikes=0, threads=args.threads,
+                           directory=directory)
+    t0 = time.perf_counter()
+    net.compile()
+    compile_s = time.perf_counter() - t0
+    t0, c0 = time.perf_counter(), _child_cpu()
+    net.partial_fit(images)
+    run_s, cpu_s = time.perf_counter() - t0, _child_cpu() - c0
+    net.close()
+    again = DiehlCookNetwork(n, rule=bench_rule(args), device=args.device,
+                             chunk_size=len(images), seed=args.seed, min_spikes=0,
+                             threads=args.threads, directory=directory)
+    t0 = time.perf_counter()
+    again.compile()
+    recompile_s = time.perf_counter() - t0
+    t0, c0 = time.perf_counter(), _child_cpu()
+    again.partial_fit(images)
+    run2_s, cpu2_s = time.perf_counter() - t0, _child_cpu() - c0
+    again.close()
+    out = {"compile_s": compile_s, "recompile_s": recompile_s, "run_s": run_s,
+           "run2_s": run2_s, "images": len(images),
+           "images_per_second": len(images) / min(run_s, run2_s)}
+    if args.device != "runtime":  # the simulation runs in a child process (./main)
+        out["cpu_s"] = min(cpu_s, cpu2_s)
+        out["images_per_cpu_second"] = len(images) / out["cpu_s"]
+    return out
+
+
+def bench_rule(args):
+    """The STDP rule of both paths: ``--rule`` with the protocol's learning rates."""
+    from brainsnn.brian.plasticity import make_rule
+    from brainsnn.brian.plasticity import NU_POST  # the protocol's learning rates
+
+    return make_rule(args.rule, nu_post=NU_POST[args.rule], traces="neuron")
+
+
+def _child_cpu():
+    """CPU seconds (user + system) of finished child processes (the standalone program)."""
+    import resource
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def naive_rate(n, images, args):
+    """Diehl & Cook's original way: one run() per presentation and rest, on runtime."""
+    import brian2 as b2
+    from brainsnn.brian import devices
+    from brainsnn.models import DIEHL_COOK_EXCITATORY, DIEHL_COOK_INHIBITORY
+    from brainsnn.brian.wta import stable_neuron_model
+
+    devices.select_device("runtime")
+    b2.defaultclock.dt = 0.5 * b2.ms
+    b2.seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    n_in = 784
+    rule = bench_rule(args)  # the same rule and traces as the fast path
+    inputs = b2.NeuronGroup(n_in, "rates : Hz\n" + rule.pre_equations,
+                            threshold="rates > 0*Hz and rand() < rates * dt",
+                            reset=rule.pre_reset, method="exact",
+                            namespace=dict(rule.trace_parameters), name="inputs")
+    # the membranes integrated as the fast path integrates them (DiehlCookNetwork's default)
+    exc = rule.post_neuron(stable_neuron_model(DIEHL_COOK_EXCITATORY)).neuron_group(n, name="exc")
+    inh = stable_neuron_model(DIEHL_COOK_INHIBITORY).neuron_group(n, name="inh")
+    syn = rule.synapses(inputs, exc, name="input_exc")
+    syn.connect(i=np.repeat(np.arange(n_in), n), j=np.tile(np.arange(n), n_in))
+    syn.w = (0.003 + 0.3 * rng.random(n_in * n))
+    ei = b2.Synapses(exc, inh, on_pre="ge_post += 10.4", name="exc_inh")
+    ei.connect(i=np.arange(n), j=np.arange(n))
+    src, tgt = np.nonzero(~np.eye(n, dtype=bool))
+    ie = b2.Synapses(inh, exc, on_pre="gi_post += 17.0", name="inh_exc")
+    ie.connect(i=src, j=tgt)
+    mon = b2.SpikeMonitor(exc, name="exc_spikes")
+    net = b2.Network(inputs, exc, inh, syn, ei, ie, mon)
+    pixels = images.reshape(len(images), -1)
+    times = []
+    cpu = []
+    for k, image in enumerate(pixels):
+        t0, c0 = time.perf_counter(), time.process_time()
+        w = np.array(syn.w[:]).reshape(n_in, n)
+        syn.w = (w * (78.0 / w.sum(axis=0))).ravel()
+        exc.plastic = 1
+        inputs.rates = image * 63.75 * b2.Hz
+        net.run(350 * b2.ms, namespace={})
+        inputs.rates = 0 * b2.Hz
+        net.run(150 * b2.ms, namespace={})
+        times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+        print(f"    naive N={n} image {k}: {times[-1]:.2f} s{' (warm-up, compiles)' if k == 0 else ''}",
+              flush=True)
+    devices._reset_brian2()
+    measured = times[1:] if len(times) > 1 else times
+    measured_cpu = cpu[1:] if len(cpu) > 1 else cpu
+    return {"images": len(measured), "warmup_s": times[0], "seconds": float(np.sum(measured)),
+            "images_per_second": len(measured) / float(np.sum(measured)),
+            "cpu_s": float(np.sum(measured_cpu)),
+            "images_per_cpu_second": len(measured) / float(np.sum(measured_cpu))}
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    from brainsnn.brian import devices
+    from brainsnn.io.datasets import DatasetError, load_mnist
+    from brainsnn.io.results import RunResults
+
+    try:
+        devices.check_device(args.device)
+    except devices.DeviceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        x, _ = load_mnist("train", data_dir=args.data, n=max(args.images) + args.naive_images + 1)
+    except DatasetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    rec = RunResults(PROTOCOL, vars(args), seed=args.seed, device=args.device)
+    build_root = tempfile.mkdtemp(prefix="brainsnn_bench_")
+    rows = []
+    for n, k in zip(args.neurons, args.images):
+        print(f"N={n}: fast path on {args.device}, {k} images in one run ...", flush=True)
+        fast = fast_rate(n, x[:k], args, build_root)
+        print(f"    compile {fast['compile_s']:.1f} s, second build {fast['recompile_s']:.1f} s, "
+              f"{fast['images_per_second']:.1f} images/s", flush=True)
+        for key, value in fast.items():
+            rec.set(f"benchmark/n{n}/fast/{key}", value)
+        naive = None
+        if not args.skip_naive:
+            print(f"N={n}: naive loop on runtime, {args.naive_images} images ...", flush=True)
+            naive = naive_rate(n, x[:args.naive_images + 1], args)
+            for key, value in naive.items():
+                rec.set(f"benchmark/n{n}/naive/{key}", value)
+            rec.set(f"benchmark/n{n}/speedup", fast["images_per_second"] / naive["images_per_second"])
+        rows.append((n, fast, naive))
+        rec.save(args.out, complete=False)
+    print(f"\nwall clock (1-min load average now {os.getloadavg()[0]:.1f} on "
+          f"{os.cpu_count()} cores; the machine may be shared):")
+    print("   N   fast img/s   naive img/s   speed-up   compile s   second build s")
+    for n, fast, naive in rows:
+        nr = f"{naive['images_per_second']:11.2f}" if naive else "          -"
+        sp = f"{fast['images_per_second'] / naive['images_per_second']:9.1f}x" if naive else "         -"
+        print(f"{n:5d} {fast['images_per_second']:11.1f}  {nr}  {sp}  {fast['compile_s']:10.1f}"
+              f"  {fast['recompile_s']:14.1f}")
+    if all("images_per_cpu_second" in f for _, f, _ in rows):
+        print("per CPU second of the simulating process (independent of other load):")
+        print("   N   fast img/cpu-s   naive img/cpu-s   speed-up")
+        for n, fast, naive in rows:
+            nr = f"{naive['images_per_cpu_second']:15.2f}" if naive else "              -"
+            sp = (f"{fast['images_per_cpu_second'] / naive['images_per_cpu_second']:9.1f}x"
+                  if naive else "        -")
+            print(f"{n:5d} {fast['images_per_cpu_second']:15.1f}  {nr}  {sp}")
+            if naive:
+                rec.set(f"benchmark/n{n}/speedup_cpu",
+                        fast["images_per_cpu_second"] / naive["images_per_cpu_second"])
+    rec.set("benchmark/neurons", np.asarray(args.neurons))
+    rec.set("benchmark/fast_images_per_second", np.asarray([f["images_per_second"] for _, f, _ in rows]),
+            units="1/s")
+    if not args.skip_naive:
+        rec.set("benchmark/naive_images_per_second",
+                np.asarray([nv["images_per_second"] for _, _, nv in rows]), units="1/s")
+    rec.set("machine/load_average_1min", os.getloadavg()[0],
+            description="1-min load average at the end (the machine is shared)")
+    rec.save(args.out, complete=True)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

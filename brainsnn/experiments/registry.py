@@ -1,0 +1,37 @@
+"""The protocols an installed brainsnn runs (``brainsnn run NAME``), and how one is run."""
+from __future__ import annotations
+
+import importlib
+
+#: name -> one line on what the protocol measures
+PROTOCOLS = {
+    "diehl_cook": "the main job: unsupervised WTA STDP on MNIST, labels from training images",
+    "bench_stdp": "training images/s of the STDP network against the naive Brian2 loop",
+    "conv_stdp": "convolutional STDP stack + readout (linear, MLP, spiking or conv)",
+    "bench_extraction": "conv STDP feature extraction images/s on 1 to N CPU threads",
+    "backres_stdp": "BackRes R = 1, 2, 3 on one STDP block against a deeper stack",
+    "agd": "surrogate-gradient (AGD) training of a spiking VGG-style network",
+    "stochmax_latency": "test accuracy against T, softmax vs stochmax, several seeds",
+    "backres_depth": "AGD with BackRes R = 1, 2, 3 against physically deeper networks",
+    "hybrid_layers": "accuracy and energy of all-spiking, all-artificial and mixed layers",
+    "conversion": "ANN training, conversion to IF neurons, accuracy against T, energy",
+    "bench_torch_engine": "torch engine against a hand-written PyTorch LIF loop",
+}
+
+
+class UnknownProtocolError(LookupError):
+    """A protocol name that is not in :data:`PROTOCOLS`."""
+
+
+def protocol_module(name: str):
+    """The module ``brainsnn.experiments.protocols.<name>``."""
+    if name not in PROTOCOLS:
+        raise UnknownProtocolError(f"unknown protocol {name!r}; expected one of "
+                                   f"{', '.join(PROTOCOLS)}")
+    return importlib.import_module(f"brainsnn.experiments.protocols.{name}")
+
+
+def run_protocol(name: str, argv=None) -> int:
+    """Run protocol ``name`` with the command-line arguments ``argv``; returns the exit status."""
+    status = protocol_module(name).main(argv)
+    return status if isinstance(status, int) else 0

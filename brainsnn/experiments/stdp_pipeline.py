@@ -1,0 +1,420 @@
+"""The convolutional STDP pipeline shared by the STDP protocols: preprocess, learn kernels,
+extract spike-count features (with a content-keyed cache), train readouts, record energy.
+
+Functions take the protocol's parsed arguments (``args``) and its results record (``rec``).
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from brainsnn import paths
+
+#: Feature-extraction settings (the frozen stack on the torch engine, learning off, thresholds
+#: frozen at the learned theta), chosen by measurement on training/validation images of
+#: MNIST (``--validation``), never on the test set; see the module docstring.
+EXTRACTION = dict(t_on=50.0, f_in=1000.0, inhibition="on")
+
+
+def log(args, *msg):
+    if not args.quiet:
+        print(time.strftime("%H:%M:%S"), *msg, flush=True)
+
+
+def load_data(args):
+    """(x_train, y_train, x_test, y_test); with ``--validation N`` the last N of the first
+    ``--train-images`` + N training images take the test set's place."""
+    from brainsnn.learn.agd import load_image_data
+
+    dataset = {"fashion_mnist": "fashion"}.get(args.dataset, args.dataset)
+    return load_image_data(dataset, args.train_images, args.test_images, data_dir=args.data,
+                           validation=getattr(args, "validation", 0))
+
+
+def preprocess(args, x_train, x_test):
+    """Apply ``--preprocess`` (fitted on the training images only): returns
+    ``(x_train, x_test, preprocessor or None)``."""
+    from brainsnn.stdp.preprocessing import make_preprocessor
+
+    pre = make_preprocessor(getattr(args, "preprocess", "none"), seed=args.seed,
+                            eps=getattr(args, "whiten_eps", 1e-2))
+    if pre is None:
+        return x_train, x_test, None
+    t0 = time.perf_counter()
+    pre.fit(x_train)
+    x_train, x_test = pre.transform(x_train), pre.transform(x_test)
+    log(args, f"preprocessing {args.preprocess}: {x_train.shape[1:]} per image "
+              f"({time.perf_counter() - t0:.1f} s)")
+    return x_train, x_test, pre
+
+
+def add_mirrored(x_raw, y, x, pre):
+    """Training set with each image's left-right mirror appended: ``(x', y')``.
+
+    ``x_raw`` are the images before preprocessing, ``x`` after it; the mirrors go through
+    the same fitted ``pre`` (None: no preprocessing), so ``x'[n + i]`` is ``x[i]``'s scene
+    seen in a mirror and ``y'[n + i] == y[i]``.
+    """
+    mirrored = np.ascontiguousarray(x_raw[..., ::-1])
+    if pre is not None:
+        mirrored = pre.transform(mirrored)
+    return (np.concatenate([x, mirrored.astype(x.dtype, copy=False)]),
+            np.concatenate([y, y]))
+
+
+def record_preprocessing(rec, pre):
+    """Store a fitted preprocessor's parameters under ``preprocessing/``."""
+    if pre is None:
+        return
+    rec.set("preprocessing/filters", pre.filters_, units="1 / intensity",
+            layout="(out_channels, in_channels, p, p)", **pre.config())
+    rec.set("preprocessing/bias", pre.bias_, units="1")
+    rec.set("preprocessing/scale", pre.scale_, units="1",
+            description="whitened values are divided by this, then split into ON (first "
+                        "half of the channels) and OFF and clipped to [0, 1]")
+
+
+def build_stack(args, input_shape, torch_device, layer_specs=None, backres_R=None):
+    """The conv STDP stack the arguments describe (``layer_specs``: list of dicts to override)."""
+    import brian2 as b2
+    from brainsnn.stdp.conv import BackResSTDPBlock, ConvSTDPLayer, SpikingConvStack
+
+    t_on = args.t_on * b2.ms
+    stages, channels = [], input_shape[0]
+    specs = layer_specs or [dict(n_kernels=k, kernel_size=ks, pool=pl, n_patches=npch,
+                                 w_per_input=wpi)
+                            for k, ks, pl, npch, wpi in zip(args.kernels, args.kernel_sizes,
+                                                            args.pools, args.patches,
+                                                            args.w_per_input)]
+    build = Path(args.build_dir) if args.build_dir else paths.cache_dir() / "standalone"
+    for li, spec in enumerate(specs):
+        name = spec.pop("name", f"conv{li + 1}")
+        layer = ConvSTDPLayer(in_channels=channels, pool_kind=args.pool_kind, t_on=t_on,
+                              t_off=args.t_off * b2.ms,
+                              f_max=args.f_in * b2.Hz, device=args.device,
+                              chunk_size=args.chunk_size, seed=args.seed + 101 * li, name=name,
+                              directory=str(build / f"conv_stdp_{name}_{channels}_{spec['n_kernels']}"
+                                            f"_{spec['kernel_size']}"), **spec)
+        stages.append(layer)
+        channels = layer.n_kernels
+    R = args.backres_R if backres_R is None else backres_R
+    if R:
+        k = stages[-1].n_kernels
+        blk = ConvSTDPLayer(k, 3, k, padding=1, pool=1, n_patches=args.patches[-1], t_on=t_on,
+                            t_off=args.t_off * b2.ms,
+                            device=args.device, chunk_size=args.chunk_size,
+                            seed=args.seed + 977, name="backres",
+                            directory=str(build / f"conv_stdp_backres_{k}"))
+        stages.append(BackResSTDPBlock(blk, R, form=getattr(args, "backres_form", "reentry")))
+    return SpikingConvStack(stages, input_shape, t_on=extract_t_on(args) * b2.ms,
+                            f_in=extract_f_in(args) * b2.Hz, torch_device=torch_device,
+                            lateral_inhibition=extract_inhibition(args),
+                            compile=extract_compile(args),
+                            batch_size=args.batch_size, seed=args.seed + 12345)
+
+
+def extract_compile(args):
+    """torch.compile in extraction: the scale's choice (not for smoke: compiling costs more
+    than it saves on a few hundred images), never with --no-compile."""
+    return bool(getattr(args, "compile", True)) and not getattr(args, "no_compile", False)
+
+
+def extract_t_on(args):
+    v = getattr(args, "extract_t_on", None)
+    return float(EXTRACTION["t_on"] if v is None else v)
+
+
+def extract_f_in(args):
+    v = getattr(args, "extract_f_in", None)
+    return float(EXTRACTION["f_in"] if v is None else v)
+
+
+def extract_inhibition(args):
+    v = getattr(args, "extract_inhibition", None)
+    return (EXTRACTION["inhibition"] if v is None else v) == "on"
+
+
+def sum_pool(features, window):
+    """Sum-pool (n, K, H, W) counts over ``window`` x ``window`` cells (floor)."""
+    if window <= 1:
+        return features
+    n, k, h, w = features.shape
+    h2, w2 = h // window, w // window
+    f = features[:, :, :h2 * window, :w2 * window].reshape(n, k, h2, window, w2, window)
+    return f.sum(axis=(3, 5))
+
+
+def features_key(stack, x):
+    """Content key of the features of ``x`` under ``stack``: a hash of the stack's settings,
+    every layer's kernels and thresholds, the torch device and version, and the images."""
+    import hashlib
+    import json
+
+    import torch
+
+    from brainsnn.stdp.conv import stage_layers
+
+    h = hashlib.sha256()
+    h.update(json.dumps(stack.config(), sort_keys=True, default=str).encode())
+    h.update(f"{stack.torch_device.type}|{torch.__version__}|{stack.dtype}".encode())
+    for stage in stack.stages:
+        for layer in stage_layers(stage):
+            h.update(np.ascontiguousarray(layer.kernels, dtype=np.float64).tobytes())
+            h.update(np.ascontiguousarray(layer.theta, dtype=np.float64).tobytes())
+    xa = np.ascontiguousarray(x, dtype=np.float32)
+    h.update(repr(xa.shape).encode())
+    h.update(xa.tobytes())
+    return h.hexdigest()[:32]
+
+
+def cached_run(stack, x, cache_dir, callback=None):
+    """``stack.run(x)``, read from / written to ``cache_dir`` (None: no cache).
+
+    Returns ``(result, seconds, cached)``: ``seconds`` is the simulation time of the run
+    that produced the counts (the stored one when ``cached``). Files are written whole
+    (to a temporary name, then renamed), so an interrupted run leaves no partial entry.
+    """
+    import json
+
+    path = None
+    if cache_dir:
+        path = Path(cache_dir) / f"features_{features_key(stack, x)}.npz"
+        if path.exists():
+            with np.load(path) as z:
+                outs = [z[f"stage_output_{i}"] for i in range(int(z["n_stages"]))]
+                meta = json.loads(str(z["meta"]))
+            return ({"output": outs[-1], "stage_outputs": outs, "rates": meta["rates"]},
+                    float(meta["seconds"]), True)
+    t0 = time.perf_counter()
+    res = stack.run(x, callback=callback)
+    seconds = time.perf_counter() - t0
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + f".{os.getpid()}.tmp.npz")
+        arrays = {f"stage_output_{i}": o for i, o in enumerate(res["stage_outputs"])}
+        np.savez(tmp, n_stages=len(res["stage_outputs"]), **arrays,
+                 meta=json.dumps({"rates": res["rates"], "seconds": seconds}))
+        os.replace(tmp, path)
+    return res, seconds, False
+
+
+def extract(args, stack, x, what):
+    def cb(done, total, seconds):
+        if done == total or (done // stack.batch_size) % 10 == 0:
+            log(args, f"  extract {what}: {done}/{total} images ({done / max(seconds, 1e-9):.1f} img/s)")
+
+    res, seconds, cached = cached_run(stack, x, getattr(args, "features_cache", None), cb)
+    res["from_cache"] = cached
+    if cached:
+        log(args, f"  extract {what}: {len(x)} images read from the features cache "
+                  f"(simulated in {seconds:.0f} s when stored)")
+    if args.features == "all":
+        feats = np.concatenate([sum_pool(o, args.feature_pool).reshape(len(x), -1)
+                                for o in res["stage_outputs"]], axis=1)
+    else:
+        feats = sum_pool(res["output"], args.feature_pool).reshape(len(x), -1)
+    return feats, res, seconds
+
+
+def extract_with_validation(args, stack, x_train, x_val):
+    """Extract training and validation images in one run, in the training set's order, then
+    split: the counts are those a run with ``--train-images`` n_train + n_val extracts (same
+    Poisson draws, same features-cache entry), so settings chosen on the validation images
+    carry over to the final run on all those training images. A preprocessor fitted on the
+    training images (whitening) breaks this: it sees n_train images here, n_train + n_val
+    there, so the inputs differ and the final run extracts again.
+
+    Returns ``(f_train, f_val, res_train, res_val, s_train, s_val)``; the rates and the
+    simulation time are those of the joint run (the times split in proportion to images)."""
+    n = len(x_train)
+    feats, res, seconds = extract(args, stack, np.concatenate([x_train, x_val]), "train+validation")
+    res_val = dict(res, stage_outputs=[o[n:] for o in res["stage_outputs"]], output=res["output"][n:])
+    res_train = dict(res, stage_outputs=[o[:n] for o in res["stage_outputs"]], output=res["output"][:n])
+    share = n / max(len(feats), 1)
+    return feats[:n], feats[n:], res_train, res_val, seconds * share, seconds * (1 - share)
+
+
+def feature_map_shape(args, res):
+    """(C, H, W) of the readout's features as maps (what the ``conv`` readout reads), or None
+    where they are the counts of several stages of different sizes (only flat then)."""
+    outs = res["stage_outputs"] if args.features == "all" else [res["output"]]
+    if len(outs) != 1:
+        return None
+    return tuple(sum_pool(outs[0][:1], args.feature_pool).shape[1:])
+
+
+def learn_and_extract(args, rec, stack, x_train, x_test, split, prefix="", log_name=""):
+    """Learn the STDP stack on the first ``--stdp-images`` training images, then extract the
+    features of ``x_train`` and ``x_test`` (the ``split``: 'test' or 'validation'); records
+    kernels, thresholds, timings and spike rates under ``prefix``. Returns
+    ``(f_train, f_test, map_shape, res_test)``."""
+    from brainsnn.stdp.conv import stage_layers
+
+    torch_device = str(stack.torch_device)
+    x_stdp = x_train[:args.stdp_images]
+    with rec.timer(f"{prefix}stdp"):
+        stack.fit(x_stdp, verbose=not args.quiet)
+    for stage in stack.stages:
+        for layer in stage_layers(stage):
+            rec.set(f"{prefix}layers/{layer.name}/kernels", layer.kernels, units="1",
+                    layout="(n_kernels, in_channels, k, k)",
+                    R=int(getattr(stage, "R", 1)) if getattr(stage, "shared", False) else 1)
+            rec.set(f"{prefix}layers/{layer.name}/theta", layer.theta, units="V",
+                    description="adaptive threshold offset per kernel (frozen in extraction)")
+            rec.set(f"{prefix}timings/stdp_{layer.name}", float(layer.timings["train"]),
+                    units="s", patches=int(layer.patches_presented),
+                    compile_s=float(layer.timings["compile"]))
+    log(args, f"{log_name}STDP done; extracting features ({stack.steps} steps per image, "
+              f"device {torch_device})")
+    if split == "validation":
+        f_train, f_test, res_train, res_test, s_train, s_test = extract_with_validation(
+            args, stack, x_train, x_test)
+    else:
+        f_train, res_train, s_train = extract(args, stack, x_train, "train")
+        f_test, res_test, s_test = extract(args, stack, x_test, split)
+    ips = (len(x_train) + len(x_test)) / max(s_train + s_test, 1e-9)
+    rec.set(f"{prefix}timings/extract", s_train + s_test, units="s")
+    rec.set(f"{prefix}timings/extract_images_per_second", ips, units="1/s",
+            torch_device=torch_device, steps=int(stack.steps),
+            from_features_cache=bool(res_train["from_cache"] or res_test["from_cache"]),
+            description="simulation time of the extraction; read from --features-cache when "
+                        "from_features_cache (then the time of the run that stored them)")
+    log(args, f"{log_name}features {f_train.shape[1]} per image; extraction {ips:.1f} img/s")
+    for si, stage in enumerate(stack.stages):
+        for p, rate in enumerate(res_test["rates"][si]):
+            name = stage.name if len(res_test["rates"][si]) == 1 else stage.pass_name(p)
+            rec.set(f"{prefix}layers/{name}/spike_rate", float(rate),
+                    units="spikes per neuron per step", dt_ms=float(stack.dt) * 1e3,
+                    steps=int(stack.steps),
+                    images="train+validation" if split == "validation" else split)
+    rec.set(f"{prefix}features/mean_count", float(f_test.mean()), units="spikes per feature per image")
+    rec.set(f"{prefix}features/silent_fraction", float((f_test == 0).mean()), units="1")
+    return f_train, f_test, feature_map_shape(args, res_test), res_test
+
+
+def readout_augment(args, kind):
+    """The AGDClassifier ``augment`` of readout ``kind``: --readout-augment for conv, else None."""
+    value = getattr(args, "readout_augment", "none")
+    return None if kind != "conv" or value == "none" else value
+
+
+def pixel_features(args, x_train, x_test, log_name=""):
+    """``--features pixels``: the intensities themselves (the control with no STDP stage)."""
+    log(args, f"{log_name}features: the pixels, {int(np.prod(x_train.shape[1:]))} per image "
+              f"(control: no STDP stage)")
+    return (x_train.reshape(len(x_train), -1), x_test.reshape(len(x_test), -1),
+            tuple(x_train.shape[1:]))
+
+
+def run_pipeline(args, rec, stack, x_train, y_train, x_test, y_test, prefix="", log_name=""):
+    """Learn, extract, read out; write results under ``prefix``. Returns the accuracy on the
+    held-out images: the test set, or with ``--validation`` the validation images (keys
+    ``metrics/validation_accuracy*`` then, and no test keys)."""
+    from brainsnn.stdp.conv import FeatureScaler, make_readout, stack_energy
+    from brainsnn.learn.agd import evaluation_split
+    from brainsnn.analysis.energy import E_MAC
+
+    torch_device = str(stack.torch_device)
+    split = evaluation_split(args)
+    if args.features == "pixels":
+        f_train, f_test, map_shape = pixel_features(args, x_train, x_test, log_name)
+        res_test = None
+    else:
+        f_train, f_test, map_shape, res_test = learn_and_extract(args, rec, stack, x_train,
+                                                                 x_test, split, prefix, log_name)
+    scaler = FeatureScaler().fit(f_train)
+    z_train, z_test = scaler.transform(f_train), scaler.transform(f_test)
+    rec.set(f"{prefix}features/scale", float(scaler.scale_), units="spikes",
+            description="features (spike counts, or intensities with --features pixels) are "
+                        "divided by this (99.5th percentile of the positive training values) "
+                        "and clipped to 1 before the readout")
+
+    acc, clf = None, None
+    smoothing = getattr(args, "label_smoothing", 0.0)
+    loss_options = {"label_smoothing": smoothing} if smoothing else None
+    for kind in args.readout.split(","):
+        if kind == "conv" and map_shape is None:
+            raise SystemExit("error: --readout conv reads one stage's feature maps; the stages "
+                             "here differ in size: give --features last")
+        as_input = (lambda z: z.reshape(len(z), *map_shape)) if kind == "conv" else (lambda z: z)
+        model = make_readout(kind, loss=args.loss, T=args.readout_T, epochs=args.epochs,
+                             hidden=getattr(args, "hidden", 256), loss_options=loss_options,
+                             channels=getattr(args, "readout_channels", 32),
+                             augment=readout_augment(args, kind),
+                             lr=args.lr, weight_decay=args.weight_decay, seed=args.seed,
+                             torch_device=torch_device, verbose=False)
+        with rec.timer(f"{prefix}readout_{kind}"):
+            model.fit(as_input(z_train), y_train)
+        train_acc = model.score(as_input(z_train), y_train)
+        test_acc = model.score(as_input(z_test), y_test)
+        log(args, f"{log_name}readout {kind}/{args.loss}: train {train_acc:.4f}, "
+                  f"{split} {test_acc:.4f}")
+        rec.set(f"{prefix}metrics/{split}_accuracy_{kind}", test_acc, units="1", images=len(x_test),
+                loss=args.loss)
+        rec.set(f"{prefix}metrics/train_accuracy_{kind}", train_acc, units="1",
+                images=len(x_train), loss=args.loss)
+        for name, value in model.network.state_dict().items():
+            rec.set(f"{prefix}readouts/{kind}/{name}", value.detach().cpu().numpy(),
+                    description="trained readout parameter (state_dict of its "
+                                "brainsnn.engine.network.Network; input: features / features/scale, "
+                                "clipped to 1)")
+        for h in model.history:
+            rec.add_metric(f"{prefix}readout_{kind}_train_loss".replace("/", "_"), h["train_loss"],
+                           step=h["epoch"])
+        if acc is None:                       # the first readout named is the main one
+            acc, clf, clf_input = test_acc, model, as_input
+            rec.set(f"{prefix}metrics/{split}_accuracy", test_acc, units="1", images=len(x_test),
+                    readout=kind, loss=args.loss)
+            rec.set(f"{prefix}metrics/train_accuracy", train_acc, units="1", images=len(x_train),
+                    readout=kind)
+    rec.set(f"{prefix}metrics/n_parameters_stdp", 0 if res_test is None else int(stack.n_parameters))
+    n_readout = sum(int(p.numel()) for p in clf.network.parameters())
+    rec.set(f"{prefix}metrics/n_parameters_readout", n_readout)
+    # energy per image: STDP conv layers (AC per input spike) + readout
+    energy = {} if res_test is None else stack_energy(stack, x_test, res_test)
+    rep = clf.energy(clf_input(z_test[:min(len(z_test), 1000)]))
+    total = 0.0
+    for name, e in energy.items():
+        rec.set(f"{prefix}energy/{name}", float(e["energy"]), units="J/image", kind="spiking",
+                macs=int(e["macs"]), op_type="AC", operations=float(e["operations"]),
+                input_spikes_per_neuron=float(e["input_spikes_per_neuron"]))
+        total += e["energy"]
+    ann = sum(e["macs"] * E_MAC for e in energy.values())
+    for name, e in rep["layers"].items():
+        rec.set(f"{prefix}energy/readout_{name}", float(e["energy"]), units="J/image",
+                kind=e["kind"], macs=int(e["macs"]), op_type=e["op_type"],
+                operations=float(e["operations"]))
+        total += e["energy"]
+    ann += rep["ann_total"]
+    rec.set(f"{prefix}energy/total", float(total), units="J/image", ann_total=float(ann),
+            ratio_to_ann=float(total / ann) if ann else float("nan"))
+    log(args, f"{log_name}energy {total * 1e9:.2f} nJ/image (equivalent ANN {ann * 1e9:.2f} nJ)")
+    return acc
+
+
+def plot_kernels(path):
+    """Figure of the learned kernels of each layer (from the results file alone)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from brainsnn.analysis.plotting import kernel_grid
+    from brainsnn.stdp.preprocessing import on_minus_off
+    from brainsnn.io.results import RunResults
+
+    rec = RunResults.load(path)
+    names = [n for n in rec.children("layers") if rec.get(f"layers/{n}/kernels") is not None]
+    fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 4), squeeze=False)
+    for i, (ax, name) in enumerate(zip(axes[0], names)):
+        kernels, title = rec.get(f"layers/{name}/kernels"), f"{name} kernels"
+        if i == 0 and rec.get("preprocessing/filters") is not None:
+            kernels, title = on_minus_off(kernels), f"{name} kernels (ON - OFF)"
+        kernel_grid(kernels, ax=ax, title=title)
+    png = str(path)[:-3] + ".png" if str(path).endswith(".h5") else str(path) + ".png"
+    fig.savefig(png, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    print(f"wrote {png}")
+    return png

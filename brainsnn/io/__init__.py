@@ -1,0 +1,1 @@
+"""Reading datasets and reading/writing results files (HDF5)."""

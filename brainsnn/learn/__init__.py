@@ -1,0 +1,2 @@
+"""Gradient-based training: AGD (surrogate gradients), losses (softmax, stochmax) and
+ANN-to-SNN conversion."""
