@@ -4,6 +4,9 @@ PYTHON ?= $(shell PYENV_VERSION=3.12.1 python3.12 -c 'import sys; print(sys.exec
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The datasets: $(BRAINSNN_DATA) if set, else ../shared/data beside this clone when it exists.
+SHARED_DATA := $(abspath ../shared/data)
+export BRAINSNN_DATA ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),)
 
 .PHONY: install run test test-slow clean
 

@@ -3,7 +3,7 @@ from setuptools import find_packages, setup
 
 setup(
     name="brainsnn",
-    version="0.1.0",
+    version="0.2.0",
     description=(
         "Deep spiking neural networks with BackRes connections, stochastic softmax and "
         "hybridization (Panda, Aketi & Roy), as Brian2 equations with a PyTorch engine"

@@ -34,6 +34,7 @@ from brian2.parsing.expressions import parse_expression_dimensions
 from brian2.units.fundamentalunits import (DimensionMismatchError, get_dimensions,
                                            get_unit_for_display)
 from brian2.utils.stringtools import get_identifiers
+from brainsnn.errors import ModelError  # noqa: F401
 
 __all__ = [
     "ModelError",
@@ -47,8 +48,6 @@ __all__ = [
 ]
 
 
-class ModelError(ValueError):
-    """An equation model that does not parse, is not unit-consistent, or misses a parameter."""
 
 
 # Names that Brian2 provides to every group.

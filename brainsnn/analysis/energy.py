@@ -22,6 +22,7 @@ image; spike counts come from :attr:`brainsnn.engine.network.Network.stats` (run
 from __future__ import annotations
 
 import torch
+from brainsnn.errors import EnergyError  # noqa: F401
 
 __all__ = ["E_MAC", "E_AC", "EnergyError", "layer_energy", "energy_report", "ann_energy",
            "measure", "write_energy", "format_report"]
@@ -32,8 +33,6 @@ E_MAC = 4.6e-12
 E_AC = 0.9e-12
 
 
-class EnergyError(ValueError):
-    """Energy asked for a network whose spike statistics were not recorded."""
 
 
 def ann_energy(network, e_mac=E_MAC):

@@ -13,12 +13,11 @@ import subprocess
 import tempfile
 
 import brian2 as b2
+from brainsnn.errors import DeviceError  # noqa: F401
 
 DEVICES = ("runtime", "cpp_standalone", "cuda_standalone")
 
 
-class DeviceError(RuntimeError):
-    """A device that does not exist, or one that this machine cannot run."""
 
 
 def gpu_available() -> bool:

@@ -15,13 +15,12 @@ from __future__ import annotations
 import numpy as np
 import brian2 as b2
 from brainsnn.io.datasets import validate_images
+from brainsnn.errors import EncodingError  # noqa: F401
 
 __all__ = ["EncodingError", "check_images", "flatten_images", "poisson_rates",
            "rate_timed_array", "gate_expression", "steps_per", "poisson_spike_counts"]
 
 
-class EncodingError(ValueError):
-    """Images or timing that cannot be encoded (wrong shape, NaN, out of range)."""
 
 
 def check_images(images, shape=None, name="images") -> np.ndarray:

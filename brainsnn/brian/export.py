@@ -62,6 +62,7 @@ from torch import nn
 from brainsnn.brian.devices import device_session
 from brainsnn.models import NeuronModel
 from brainsnn.engine.neuron import TorchNeuron
+from brainsnn.errors import ExportError  # noqa: F401
 
 __all__ = ["ExportError", "ExportedLayer", "Brian2Export", "Brian2Result", "to_brian2",
            "linear_operator", "record_torch_spikes", "run_torch_layers", "READOUT_MODEL"]
@@ -71,8 +72,6 @@ READOUT_MODEL = NeuronModel(name="readout", equations="v : 1", threshold="v > in
                             reset="v = v", parameters={}, initial={"v": 0.0}, method="exact")
 
 
-class ExportError(ValueError):
-    """A network that cannot be exported to Brian2 (says what and why)."""
 
 
 # -- linear operators as sparse matrices ------------------------------------------------------

@@ -61,6 +61,7 @@ from brainsnn.brian import devices
 from brainsnn.brian.encoding import EncodingError, flatten_images, gate_expression, steps_per
 from brainsnn.models import DIEHL_COOK_EXCITATORY, DIEHL_COOK_INHIBITORY, ModelError, NeuronModel
 from brainsnn.brian.plasticity import SynapseModel, diehl_cook_stdp
+from brainsnn.errors import STDPError, SilentNetworkWarning  # noqa: F401
 
 __all__ = ["STDPError", "SilentNetworkWarning", "DiehlCookNetwork", "chunk_seed",
            "stable_neuron_model", "W_FLUSH"]
@@ -81,12 +82,8 @@ _SEED_CODE = """
 """
 
 
-class STDPError(ValueError):
-    """Bad configuration or input for the STDP network."""
 
 
-class SilentNetworkWarning(RuntimeWarning):
-    """A whole training chunk made no excitatory spike (the network stopped learning)."""
 
 
 def chunk_seed(seed: int, counter: int, stream: int = 0) -> int:

@@ -49,6 +49,7 @@ import torch
 from torch import nn
 
 from brainsnn.models import LIF, NeuronModel
+from brainsnn.errors import NetworkError  # noqa: F401
 
 __all__ = [
     "NetworkError", "LayerSpec", "BackRes", "Residual", "conv", "linear", "avgpool", "flatten",
@@ -62,8 +63,6 @@ READOUTS = ("membrane", "rate")
 BACKRES_FORMS = ("reentry", "additive")
 
 
-class NetworkError(ValueError):
-    """A network specification that cannot be built (says what was wrong and what is expected)."""
 
 
 # ---------------------------------------------------------------------------------------------

@@ -90,6 +90,7 @@ from torch import nn
 
 from brainsnn.models import ModelError, NeuronModel
 from brainsnn.engine.surrogate import SpikeFunction, check_surrogate
+from brainsnn.errors import UnsupportedConstructError  # noqa: F401
 
 __all__ = ["UnsupportedConstructError", "CompiledNeuronModel", "compile_neuron_model",
            "TorchNeuron", "TIME_STEP_VARIABLE"]
@@ -99,8 +100,6 @@ __all__ = ["UnsupportedConstructError", "CompiledNeuronModel", "compile_neuron_m
 TIME_STEP_VARIABLE = "t_step"
 
 
-class UnsupportedConstructError(ModelError):
-    """A model construct that the torch engine cannot integrate deterministically."""
 
 
 # -- helpers available to generated code ----------------------------------------------------

@@ -43,6 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from brainsnn import paths
+from brainsnn.errors import DatasetError  # noqa: F401
 
 __all__ = [
     "DatasetError",
@@ -68,8 +69,6 @@ SPLITS = ("train", "test")
 _MEMORY: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
 
 
-class DatasetError(RuntimeError):
-    """A dataset file that is missing or corrupt; the message names it and says where it goes."""
 
 
 # --------------------------------------------------------------------------- directories

@@ -51,6 +51,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+from brainsnn.errors import ResultsError  # noqa: F401
 
 __all__ = ["RunResults", "ResultsError", "FORMAT", "FORMAT_VERSION", "results_path",
            "package_versions"]
@@ -66,8 +67,6 @@ _NUMPY_DTYPE = "_brainsnn_numpy_dtype"    # exact dtype of a unicode string arra
 _COMPRESS_BYTES = 1 << 18                 # gzip datasets from 256 KiB
 
 
-class ResultsError(ValueError):
-    """A file that is not a brainsnn results file, or a record used the wrong way."""
 
 
 def _now() -> str:

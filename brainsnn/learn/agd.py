@@ -29,6 +29,7 @@ from brainsnn.learn.losses import make_loss
 from brainsnn.models import LIF
 from brainsnn.engine.network import Network, NetworkError, attach_batchnorm, check_T, fold_batchnorm
 from brainsnn.engine.encoding import make_encoder
+from brainsnn.errors import TrainingError  # noqa: F401
 
 __all__ = ["AGDClassifier", "TrainingError", "seed_everything", "augment_crop_flip",
            "augment_cutout", "AUGMENTATIONS"]
@@ -37,8 +38,6 @@ __all__ = ["AGDClassifier", "TrainingError", "seed_everything", "augment_crop_fl
 AUGMENTATIONS = (None, "crop_flip", "crop_flip_cutout", "shift")
 
 
-class TrainingError(ValueError):
-    """Bad training data or configuration."""
 
 
 def seed_everything(seed):

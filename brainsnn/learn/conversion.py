@@ -65,6 +65,7 @@ from brainsnn.models import IF, NeuronModel
 from brainsnn.engine.network import LayerSpec, Network, NetworkError, as_spec
 from brainsnn.engine.network import _BNOp, _device_of, attach_batchnorm, fold_batchnorm  # noqa: F401
 from brainsnn.engine.network import check_T as _network_check_T
+from brainsnn.errors import ConversionError  # noqa: F401
 
 __all__ = [
     "ConversionError", "ANNToSNN", "check_T", "if_spike_count", "percentile_scale",
@@ -75,8 +76,6 @@ __all__ = [
 METHODS = ("balance", "percentile")
 
 
-class ConversionError(ValueError):
-    """An ANN the converter cannot convert, or bad conversion arguments (names the layer)."""
 
 
 class _StopForward(Exception):

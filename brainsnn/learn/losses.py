@@ -21,14 +21,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from brainsnn.errors import LossError  # noqa: F401
 
 __all__ = ["LossError", "SoftmaxCrossEntropy", "StochMax", "make_loss", "gumbel_noise", "LOSSES"]
 
 LOSSES = ("softmax", "stochmax")
 
 
-class LossError(ValueError):
-    """Bad loss configuration or bad logits/targets."""
 
 
 def _check(z, y):

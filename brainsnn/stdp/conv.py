@@ -104,6 +104,7 @@ from brainsnn.brian.plasticity import make_rule
 from brainsnn.stdp.preprocessing import positive_percentile
 from brainsnn.brian.wta import DiehlCookNetwork, _model_dict
 from brainsnn.engine.neuron import TorchNeuron
+from brainsnn.errors import ConvSTDPError  # noqa: F401
 
 #: Excitatory neuron of the conv STDP layers, as defined in this project: Diehl & Cook's
 #: adaptive-threshold neuron whose threshold offset theta decays towards theta_rest = 20 mV
@@ -128,8 +129,6 @@ __all__ = ["CONV_EXCITATORY", "ConvSTDPError", "ConvSTDPLayer", "BackResSTDPBloc
 POOL_KINDS = ("avg", "max", "none")
 
 
-class ConvSTDPError(ValueError):
-    """Bad geometry, input or configuration of a convolutional STDP layer or stack."""
 
 
 def _positive_int(value, name):

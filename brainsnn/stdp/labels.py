@@ -14,13 +14,12 @@ Example::
 from __future__ import annotations
 
 import numpy as np
+from brainsnn.errors import EvaluationError  # noqa: F401
 
 __all__ = ["EvaluationError", "assign_labels", "class_scores", "predict", "accuracy",
            "confusion_matrix", "LabelAssignment"]
 
 
-class EvaluationError(ValueError):
-    """Spike counts and labels that do not fit together."""
 
 
 def _counts(counts, name="counts") -> np.ndarray:

@@ -33,13 +33,12 @@ import torch
 import torch.nn.functional as F
 
 from brainsnn.io.datasets import validate_images
+from brainsnn.errors import PreprocessingError  # noqa: F401
 
 __all__ = ["PreprocessingError", "OnOffWhitening", "PREPROCESSORS", "make_preprocessor",
            "on_minus_off", "positive_percentile"]
 
 
-class PreprocessingError(ValueError):
-    """Bad images or settings for a preprocessing stage."""
 
 
 def positive_percentile(values, percentile):
