@@ -9,7 +9,7 @@ import pytest
 
 from brainsnn.io import datasets
 from brainsnn.io.datasets import (DatasetError, load_cifar10, load_dataset, load_fashion_mnist,
-                               load_mnist, validate_images)
+                               load_mnist)
 
 
 @pytest.fixture(autouse=True)
@@ -336,45 +336,3 @@ def test_cifar_from_shared_jpeg(data_dir):
     xt, yt = load_cifar10("test", data_dir=data_dir)
     assert xt.shape == (10000, 3, 32, 32) and np.bincount(yt).tolist() == [1000] * 10
 
-
-# --------------------------------------------------------------------------- validate_images
-
-def test_validate_images_accepts_and_returns_array(rng):
-    x = rng.random((4, 28, 28)).astype(np.float32)
-    out = validate_images(x, shape=(28, 28))
-    assert out is x or np.shares_memory(out, x)
-    validate_images(x.reshape(4, 784), shape=(784,))
-    validate_images(x, shape=(None, 28))
-    validate_images(np.zeros((2, 3), dtype=np.uint8))
-    validate_images([[0.0, 1.0]])
-
-
-@pytest.mark.parametrize("bad,pattern", [
-    (np.array([[0.5, np.nan]]), "NaN or infinite"),
-    (np.array([[0.5, np.inf]]), "NaN or infinite"),
-    (np.array([[0.5, 1.5]]), r"expected values in \[0, 1\]"),
-    (np.array([[0.0, 255.0]]), "divide by 255"),
-    (np.array([[-0.1, 0.5]]), r"\[-0.1, 0.5\]"),
-    (np.array([0.1, 0.5]), "expected a batch"),
-    (np.zeros((0, 28, 28)), "no images"),
-    (np.array([["a", "b"]]), "real numbers"),
-])
-def test_validate_images_rejects(bad, pattern):
-    with pytest.raises(ValueError, match=pattern):
-        validate_images(bad)
-
-
-def test_validate_images_shape_message():
-    with pytest.raises(ValueError) as err:
-        validate_images(np.zeros((2, 32, 32)), shape=(28, 28))
-    assert "(2, 32, 32)" in str(err.value) and "(n, 28, 28)" in str(err.value)
-    with pytest.raises(ValueError, match=r"expected \(n, 28, 28\)"):
-        validate_images(np.zeros((28, 28)), shape=(28, 28))
-
-
-def test_validate_images_torch():
-    torch = pytest.importorskip("torch")
-    out = validate_images(torch.full((2, 3), 0.5), shape=(3,))
-    assert isinstance(out, np.ndarray) and out.shape == (2, 3)
-    with pytest.raises(ValueError, match="NaN"):
-        validate_images(torch.tensor([[float("nan")]]))

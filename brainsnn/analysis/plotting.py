@@ -14,7 +14,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 __all__ = ["infer_image_shape", "fields_from_weights", "tile_images", "receptive_field_grid",
-           "kernel_grid", "accuracy_curve", "results_figure", "plottable"]
+           "kernel_grid", "accuracy_curve", "results_figure"]
 
 _KNOWN_SHAPES = {784: (28, 28), 3072: (3, 32, 32), 1024: (32, 32)}
 
@@ -232,12 +232,6 @@ def _accuracy_metrics(rec):
         steps = rec.metric_steps(name)
         curves.append((name, None if steps is None else np.asarray(steps), y))
     return curves, vs_t
-
-
-def plottable(rec) -> bool:
-    """Whether :func:`results_figure` finds anything to draw in ``rec``."""
-    curves, vs_t = _accuracy_metrics(rec)
-    return bool(_field_layers(rec) or curves or vs_t)
 
 
 def results_figure(rec, max_fields: int = 100) -> Figure:

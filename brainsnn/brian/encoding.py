@@ -7,18 +7,17 @@ Brian2 run: a :class:`brian2.TimedArray` holds one row of rates per image (its `
 presentation period ``t_on + t_off``) and a gate expression silences the input during the
 ``t_off`` rest of each period::
 
-    rates = rate_timed_array(images, f_max=63.75 * Hz, period=500 * ms, name="stimulus")
+    stimulus = TimedArray(flatten_images(images) * 63.75 * Hz, dt=500 * ms)
     inputs = PoissonGroup(784, rates="stimulus(t, i) * " + gate_expression(350*ms, 500*ms, dt))
 """
 from __future__ import annotations
 
 import numpy as np
 import brian2 as b2
-from brainsnn.io.datasets import validate_images
 from brainsnn.errors import EncodingError  # noqa: F401
+from brainsnn.validation import validate_images
 
-__all__ = ["EncodingError", "check_images", "flatten_images", "poisson_rates",
-           "rate_timed_array", "gate_expression", "steps_per", "poisson_spike_counts"]
+__all__ = ["EncodingError", "check_images", "flatten_images", "gate_expression", "steps_per"]
 
 
 
@@ -34,10 +33,7 @@ def check_images(images, shape=None, name="images") -> np.ndarray:
         Expected shape of one image, e.g. ``(28, 28)``; ``(784,)`` also accepts
         ``(28, 28)`` images (anything with the same number of pixels is flattened later).
     """
-    try:
-        arr = validate_images(images, name=name)
-    except ValueError as exc:
-        raise EncodingError(str(exc)) from exc
+    arr = validate_images(images, name=name, error=EncodingError)
     if shape is not None:
         shape = tuple(shape)
         if tuple(arr.shape[1:]) != shape and int(np.prod(arr.shape[1:])) != int(np.prod(shape)):
@@ -50,23 +46,6 @@ def flatten_images(images, shape=None) -> np.ndarray:
     """Validated images as a float64 array shaped (n, pixels)."""
     arr = check_images(images, shape)
     return arr.reshape(arr.shape[0], -1)
-
-
-def poisson_rates(images, f_max=63.75 * b2.Hz, intensity=1.0, shape=None):
-    """Firing rates (Quantity in Hz, shape (n, pixels)) of the Poisson inputs: p * f_max * intensity."""
-    if b2.get_dimensions(f_max) != b2.Hz.dim:
-        raise EncodingError(f"f_max must be a rate (e.g. 63.75*Hz), got {f_max!r}")
-    if not np.all(np.asarray(intensity) > 0):
-        raise EncodingError(f"intensity must be > 0, got {intensity!r}")
-    return flatten_images(images, shape) * float(f_max) * np.asarray(intensity) * b2.Hz
-
-
-def rate_timed_array(images, f_max=63.75 * b2.Hz, period=500 * b2.ms, name="stimulus",
-                     intensity=1.0, shape=None) -> b2.TimedArray:
-    """A 2-D TimedArray ``name(t, i)`` giving input ``i``'s rate during image ``t // period``."""
-    if b2.get_dimensions(period) != b2.second.dim or not float(period) > 0:
-        raise EncodingError(f"period must be a positive time, got {period!r}")
-    return b2.TimedArray(poisson_rates(images, f_max, intensity, shape), dt=period, name=name)
 
 
 def steps_per(duration, dt) -> int:
@@ -87,14 +66,3 @@ def gate_expression(t_on, period, dt) -> str:
     if on > per:
         raise EncodingError(f"t_on ({t_on}) is longer than the period ({period})")
     return f"int((t_in_timesteps % {per}) < {on})"
-
-
-def poisson_spike_counts(images, duration, f_max=63.75 * b2.Hz, dt=0.5 * b2.ms, rng=None):
-    """Spike counts of Bernoulli-per-step Poisson trains (numpy; for checks and baselines).
-
-    Each input spikes in a step with probability ``rate * dt``; returns int array (n, pixels).
-    """
-    rng = np.random.default_rng(rng)
-    rates = np.asarray(poisson_rates(images, f_max) / b2.Hz)
-    steps = steps_per(duration, dt)
-    return rng.binomial(steps, np.clip(rates * float(dt), 0, 1))

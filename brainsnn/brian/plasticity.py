@@ -50,7 +50,7 @@ from brainsnn.brian.defaults import ETA_FINAL, NU_POST  # noqa: F401  (re-export
 from brainsnn.models import ModelError, SynapseModel
 
 __all__ = ["STDPRule", "diehl_cook_stdp", "triplet_stdp", "pair_stdp", "make_rule", "RULES",
-           "DIEHL_COOK_STDP", "TRIPLET_STDP", "PAIR_STDP"]
+           "DIEHL_COOK_STDP"]
 
 
 def _power(base: str, exponent: float) -> str:
@@ -241,8 +241,6 @@ def pair_stdp(nu_pre=0.0001, nu_post=0.01, w_max=1.0, tau_pre=20 * b2.ms,
 RULES = {"diehl_cook": diehl_cook_stdp, "triplet": triplet_stdp, "pair": pair_stdp}
 
 DIEHL_COOK_STDP = diehl_cook_stdp()
-TRIPLET_STDP = triplet_stdp()
-PAIR_STDP = pair_stdp()
 
 
 def make_rule(name: str, **parameters) -> SynapseModel:

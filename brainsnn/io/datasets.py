@@ -56,8 +56,6 @@ __all__ = [
     "load_fashion_mnist",
     "load_cifar10",
     "load_dataset",
-    "validate_images",
-    "clear_memory_cache",
 ]
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
@@ -103,11 +101,6 @@ def _check_split(split: str) -> str:
 def _check_n(n):
     if n is not None and (not isinstance(n, (int, np.integer)) or n < 1):
         raise ValueError(f"n must be a positive integer or None (all images), got {n!r}")
-
-
-def clear_memory_cache():
-    """Forget the decoded datasets this process keeps in memory (the disk cache stays)."""
-    _MEMORY.clear()
 
 
 def _file_key(path: Path) -> tuple:
@@ -449,62 +442,3 @@ def load_dataset(name: str, split: str = "train", data_dir=None, n: int | None =
     if key not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
     return DATASETS[key](split, data_dir=data_dir, n=n)
-
-
-# --------------------------------------------------------------------------- validation
-
-def validate_images(x, shape=None, name: str = "images") -> np.ndarray:
-    """Check a batch of images and return it as a numpy array.
-
-    Parameters
-    ----------
-    x : array-like (numpy array, torch tensor on any device, nested lists)
-        A batch of images, shape ``(n, *shape)``, values in [0, 1] (intensities, e.g. Poisson
-        rates as a fraction of f_max).
-    shape : tuple of int, optional
-        Expected shape of one image, e.g. ``(28, 28)``, ``(784,)`` or ``(3, 32, 32)``; ``None``
-        entries match any size. ``None`` (default): any shape with at least one image axis.
-    name : str
-        How the message calls ``x``.
-
-    Raises
-    ------
-    ValueError
-        Not numeric; no images; a shape other than ``(n, *shape)``; NaN or infinite values;
-        values outside [0, 1]. The message says what was found and what is expected.
-    """
-    if hasattr(x, "detach") and hasattr(x, "cpu"):  # torch tensor
-        x = x.detach().cpu().numpy()
-    try:
-        arr = np.asarray(x)
-    except Exception as exc:  # noqa: BLE001  (ragged lists and the like)
-        raise ValueError(f"{name} must be an array of numbers, got {type(x).__name__} "
-                         f"that numpy cannot convert ({exc})") from exc
-    if arr.dtype == bool:
-        arr = arr.astype(np.float32)
-    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
-        raise ValueError(f"{name} must hold real numbers in [0, 1], got dtype {arr.dtype}")
-    if shape is not None:
-        shape = tuple(shape)
-        expected = "(n, " + ", ".join("any" if s is None else str(s) for s in shape) + ")"
-        if (arr.ndim != len(shape) + 1
-                or any(s is not None and a != s for a, s in zip(arr.shape[1:], shape))):
-            raise ValueError(f"{name} has shape {arr.shape}, expected {expected} "
-                             "(a batch of n images); for a single image add a batch axis, "
-                             "e.g. x[None]")
-    elif arr.ndim < 2:
-        raise ValueError(f"{name} has shape {arr.shape}, expected a batch (n, ...) of images "
-                         "with at least one image axis; for a single image use x[None]")
-    if arr.shape[0] == 0:
-        raise ValueError(f"{name} holds no images (shape {arr.shape}); expected n >= 1")
-    if np.issubdtype(arr.dtype, np.floating):
-        bad = ~np.isfinite(arr)
-        if bad.any():
-            idx = tuple(int(i) for i in np.argwhere(bad)[0])
-            raise ValueError(f"{name} holds {int(bad.sum())} NaN or infinite values (first at "
-                             f"index {idx}: {arr[idx]}); expected finite values in [0, 1]")
-    lo, hi = arr.min(), arr.max()
-    if lo < 0 or hi > 1:
-        hint = " (grey levels 0..255? divide by 255)" if hi > 1 and hi <= 255 else ""
-        raise ValueError(f"{name} has values in [{lo}, {hi}], expected values in [0, 1]{hint}")
-    return arr

@@ -58,7 +58,6 @@ __all__ = ["RunResults", "ResultsError", "FORMAT", "FORMAT_VERSION", "results_pa
 
 FORMAT = "brainsnn-results"
 FORMAT_VERSION = 1
-STATUSES = ("complete", "checkpoint")
 RESERVED_TOP = ("meta",)
 _META_ATTRS = ("format", "format_version", "protocol", "seed", "device", "status", "start_time",
                "end_time", "saved_time", "config", "versions", "machine")

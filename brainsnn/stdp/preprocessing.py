@@ -32,8 +32,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from brainsnn.io.datasets import validate_images
 from brainsnn.errors import PreprocessingError  # noqa: F401
+from brainsnn.validation import validate_images
 
 __all__ = ["PreprocessingError", "OnOffWhitening", "PREPROCESSORS", "make_preprocessor",
            "on_minus_off", "positive_percentile"]
