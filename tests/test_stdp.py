@@ -389,9 +389,9 @@ def test_protocol_help_and_defaults(load_protocol, capsys):
         dc.parse_args(["--help"])
     assert "--resume" in capsys.readouterr().out
     args = dc.parse_args([])
-    assert args.scale == "small" and args.device == "cpp_standalone"
-    assert args.out.endswith("results/diehl_cook_small_seed0.h5")
-    assert dc.parse_args(["--neurons", "400"]).out.endswith("diehl_cook_small_n400_seed0.h5")
+    assert args.scale == "small" and args.brian_device == "cpp_standalone"
+    assert dc.run_name(args) == "diehl_cook_small_seed0"
+    assert dc.run_name(dc.parse_args(["--neurons", "400"])) == "diehl_cook_small_n400_seed0"
     bench = load_protocol("bench_stdp")
     assert bench.parse_args([]).neurons == [100, 400, 1600]
 
@@ -416,9 +416,9 @@ def test_protocol_default_rule_is_the_tuned_triplet_rule(load_protocol):
 def test_protocol_cuda_without_gpu_fails_clearly(load_protocol, capsys, tmp_path):
     if devices.gpu_available():
         pytest.skip("a GPU is present")
-    dc = load_protocol("diehl_cook")
-    assert dc.main(["--scale", "smoke", "--device", "cuda_standalone",
-                    "--out", str(tmp_path / "x.h5")]) == 2
+    from brainsnn.experiments.registry import run_protocol
+    assert run_protocol("diehl_cook", ["--scale", "smoke", "--brian-device", "cuda_standalone",
+                                       "--out", str(tmp_path / "x.h5")]) == 2
     err = capsys.readouterr().err
     assert "cuda_standalone" in err and ("no NVIDIA GPU" in err or "brian2cuda" in err)
     assert not (tmp_path / "x.h5").exists()
@@ -454,7 +454,7 @@ def test_protocol_resume_continues_exactly(load_protocol, tmp_path, monkeypatch,
         return tiny(n=args.neurons, chunk_size=args.chunk_size, seed=args.seed, rule=net.rule)
 
     monkeypatch.setattr(dc, "build_network", build_tiny)
-    argv = ["--scale", "smoke", "--device", "runtime", "--neurons", "4", "--train-images", "4",
+    argv = ["--scale", "smoke", "--brian-device", "runtime", "--neurons", "4", "--train-images", "4",
             "--assign-images", "2", "--test-images", "2", "--chunk-size", "2",
             "--eval-every", "2", "--quiet", "--data", str(data_dir)]
     assert dc.main(argv + ["--out", str(tmp_path / "whole.h5")]) == 0
@@ -498,11 +498,11 @@ def test_protocol_stops_a_dead_network(load_protocol, tmp_path, monkeypatch, cap
 
     monkeypatch.setattr(dc, "build_network", build_dead)
     out = tmp_path / "dead.h5"
-    argv = ["--scale", "smoke", "--device", "runtime", "--neurons", "3", "--train-images", "6",
+    argv = ["--scale", "smoke", "--brian-device", "runtime", "--neurons", "3", "--train-images", "6",
             "--assign-images", "2", "--test-images", "2", "--chunk-size", "1",
             "--max-silent-chunks", "2", "--min-spikes", "0", "--quiet", "--data", str(data_dir), "--out", str(out)]
     assert dc.main(argv) == 3
     err = capsys.readouterr().err
-    assert err.count("WARNING: no excitatory spike") == 2 and "the network is dead" in err
+    assert err.count("warning: no excitatory spike") == 2 and "the network is dead" in err
     rec = RunResults.load(out)
     assert not rec.is_complete and int(rec["state/position"]) == 2

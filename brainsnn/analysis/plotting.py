@@ -275,3 +275,16 @@ def results_figure(rec, max_fields: int = 100) -> Figure:
                            title="accuracy vs time steps")
     fig.suptitle(f"{rec.protocol}, seed {rec.seed}, {rec.device} ({rec.status})")
     return fig
+
+
+def save_results_figure(path, out=None, max_fields: int = 100, dpi: int = 100):
+    """Draw :func:`results_figure` of the results file ``path`` into ``out`` (default: the
+    file's name with ``.png``); returns the image's path."""
+    from pathlib import Path
+
+    from brainsnn.io.results import RunResults
+
+    out = Path(out) if out else Path(path).with_suffix(".png")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    results_figure(RunResults.load(path), max_fields=max_fields).savefig(out, dpi=dpi)
+    return out

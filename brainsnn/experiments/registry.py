@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib
+import sys
 
 #: name -> one line on what the protocol measures
 PROTOCOLS = {
@@ -32,6 +33,25 @@ def protocol_module(name: str):
 
 
 def run_protocol(name: str, argv=None) -> int:
-    """Run protocol ``name`` with the command-line arguments ``argv``; returns the exit status."""
-    status = protocol_module(name).main(argv)
+    """Run protocol ``name`` with the command-line arguments ``argv``; returns the exit status.
+
+    A brainsnn error (bad option, unwritable output, missing dataset, ...) is one line on
+    standard error and status 2; a run stopped by Ctrl-C after saving its checkpoint prints
+    the command that resumes it and returns 130.
+    """
+    from brainsnn.errors import BrainsnnError
+    from brainsnn.experiments.run import RunInterrupted
+
+    try:
+        status = protocol_module(name).main(argv)
+    except RunInterrupted as stop:
+        print(f"brainsnn run {name}: interrupted; checkpoint saved. Resume with:\n  {stop}",
+              file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print(f"brainsnn run {name}: aborted", file=sys.stderr)
+        return 130
+    except BrainsnnError as exc:
+        print(f"brainsnn run {name}: error: {exc}", file=sys.stderr)
+        return 2
     return status if isinstance(status, int) else 0
