@@ -72,9 +72,9 @@ def test_colour_images_give_on_and_off_per_channel():
 def test_bad_input_gives_clear_errors():
     x = _correlated_images(n=20, size=10)
     with pytest.raises(PreprocessingError, match="odd"):
-        OnOffWhitening(patch_size=4)
+        OnOffWhitening(patch_size=4).fit(x)
     with pytest.raises(PreprocessingError, match="eps"):
-        OnOffWhitening(eps=0)
+        OnOffWhitening(eps=0).fit(x)
     with pytest.raises(PreprocessingError, match="larger than"):
         OnOffWhitening(patch_size=11).fit(x)
     with pytest.raises(PreprocessingError, match="not fitted"):

@@ -14,7 +14,10 @@ Example::
 from __future__ import annotations
 
 import numpy as np
+
 from brainsnn.errors import EvaluationError  # noqa: F401
+from brainsnn.params import Params
+from brainsnn.validation import check_labels, positive_int
 
 __all__ = ["EvaluationError", "assign_labels", "class_scores", "predict", "accuracy",
            "confusion_matrix", "LabelAssignment"]
@@ -34,17 +37,7 @@ def _counts(counts, name="counts") -> np.ndarray:
 
 
 def _labels(labels, n, n_classes, name="labels") -> np.ndarray:
-    arr = np.asarray(labels)
-    if arr.shape != (n,):
-        raise EvaluationError(f"{name} must be shaped ({n},) like the counts' rows, got {arr.shape}")
-    if not np.issubdtype(arr.dtype, np.integer):
-        if not np.all(np.mod(arr, 1) == 0):
-            raise EvaluationError(f"{name} must be integer class indices")
-        arr = arr.astype(np.int64)
-    if arr.size and (arr.min() < 0 or arr.max() >= n_classes):
-        raise EvaluationError(f"{name} must lie in [0, {n_classes - 1}], "
-                              f"got values in [{arr.min()}, {arr.max()}]")
-    return arr.astype(np.int64, copy=False)
+    return check_labels(labels, n, n_classes, name=name, error=EvaluationError)
 
 
 def assign_labels(counts, labels, n_classes=10):
@@ -123,19 +116,21 @@ def confusion_matrix(predictions, labels, n_classes=10):
     return cm
 
 
-class LabelAssignment:
-    """scikit-learn-like classifier on spike counts: fit on training responses, predict.
+class LabelAssignment(Params):
+    """scikit-learn classifier on spike counts: fit on training responses, predict.
 
-    Attributes after :meth:`fit`: ``assignments_`` (neurons,), ``rates_`` (classes, neurons).
+    Attributes after :meth:`fit`: ``assignments_`` (neurons,), ``rates_`` (classes, neurons),
+    ``classes_`` (the class indices ``0 .. n_classes - 1``).
     """
 
     def __init__(self, n_classes=10):
-        if int(n_classes) < 2:
-            raise EvaluationError(f"n_classes must be >= 2, got {n_classes!r}")
-        self.n_classes = int(n_classes)
+        self.n_classes = n_classes
 
     def fit(self, counts, labels):
-        self.assignments_, self.rates_ = assign_labels(counts, labels, self.n_classes)
+        """Label every neuron from training-image spike counts (images, neurons); returns self."""
+        n_classes = positive_int(self.n_classes, "n_classes", EvaluationError, minimum=2)
+        self.assignments_, self.rates_ = assign_labels(counts, labels, n_classes)
+        self.classes_ = np.arange(n_classes)
         return self
 
     def _check_fitted(self):
@@ -144,12 +139,14 @@ class LabelAssignment:
                                   "on training-image responses first")
 
     def predict(self, counts):
+        """Class of each image (-1 where no labelled neuron fired)."""
         self._check_fitted()
-        return predict(counts, self.assignments_, self.n_classes)
+        return predict(counts, self.assignments_, len(self.classes_))
 
     def score(self, counts, labels):
         """Accuracy (fraction in [0, 1])."""
-        return accuracy(self.predict(counts), np.asarray(labels))
+        pred = self.predict(counts)
+        return accuracy(pred, _labels(labels, len(pred), len(self.classes_)))
 
     def confusion_matrix(self, counts, labels):
-        return confusion_matrix(self.predict(counts), labels, self.n_classes)
+        return confusion_matrix(self.predict(counts), labels, len(self.classes_))

@@ -33,7 +33,8 @@ import torch
 import torch.nn.functional as F
 
 from brainsnn.errors import PreprocessingError  # noqa: F401
-from brainsnn.validation import validate_images
+from brainsnn.params import Params
+from brainsnn.validation import positive_int, validate_images
 
 __all__ = ["PreprocessingError", "OnOffWhitening", "PREPROCESSORS", "make_preprocessor",
            "on_minus_off", "positive_percentile"]
@@ -49,7 +50,7 @@ def positive_percentile(values, percentile):
     return float(np.percentile(positive, percentile)) if positive.size else 1.0
 
 
-class OnOffWhitening:
+class OnOffWhitening(Params):
     """ZCA whitening of ``patch_size`` neighbourhoods as a convolution, ON/OFF split.
 
     Parameters
@@ -67,36 +68,34 @@ class OnOffWhitening:
         Fixes the patch draw.
     batch_size : int
         Images convolved at once in :meth:`transform`.
+
+    Attributes after :meth:`fit`: ``filters_`` (C, C, p, p), ``bias_`` (C,), ``scale_``
+    (whitened units per intensity 1), ``input_shape_`` (C, H, W).
     """
 
     def __init__(self, patch_size=9, eps=1e-2, n_patches=100_000, percentile=99.0, seed=0,
                  batch_size=1024):
-        if isinstance(patch_size, bool) or int(patch_size) != patch_size or patch_size < 1 \
-                or patch_size % 2 == 0:
-            raise PreprocessingError(f"patch_size must be an odd integer >= 1, got {patch_size!r}")
-        if not float(eps) > 0:
-            raise PreprocessingError(f"eps must be > 0, got {eps!r}")
-        if not 0 < float(percentile) <= 100:
-            raise PreprocessingError(f"percentile must be in (0, 100], got {percentile!r}")
-        if int(n_patches) < 2:
-            raise PreprocessingError(f"n_patches must be >= 2, got {n_patches!r}")
-        self.patch_size = int(patch_size)
-        self.eps = float(eps)
-        self.n_patches = int(n_patches)
-        self.percentile = float(percentile)
-        self.seed = int(seed)
-        self.batch_size = int(batch_size)
-        self.filters_ = None        # (C, C, p, p)
-        self.bias_ = None           # (C,)
-        self.scale_ = None          # intensity units per whitened unit
-        self.input_shape_ = None    # (C, H, W)
+        self.patch_size = patch_size
+        self.eps = eps
+        self.n_patches = n_patches
+        self.percentile = percentile
+        self.seed = seed
+        self.batch_size = batch_size
 
     # -- helpers --------------------------------------------------------------------------
+    def _check_params(self):
+        p = positive_int(self.patch_size, "patch_size", PreprocessingError)
+        if p % 2 == 0:
+            raise PreprocessingError(f"patch_size must be an odd integer >= 1, got {p!r}")
+        if not float(self.eps) > 0:
+            raise PreprocessingError(f"eps must be > 0, got {self.eps!r}")
+        if not 0 < float(self.percentile) <= 100:
+            raise PreprocessingError(f"percentile must be in (0, 100], got {self.percentile!r}")
+        positive_int(self.n_patches, "n_patches", PreprocessingError, minimum=2)
+        positive_int(self.batch_size, "batch_size", PreprocessingError)
+
     def _images(self, x, name="x"):
-        try:
-            arr = validate_images(x, name=name)
-        except ValueError as exc:
-            raise PreprocessingError(str(exc)) from exc
+        arr = validate_images(x, name=name, error=PreprocessingError)
         if arr.ndim == 3:
             arr = arr[:, None]
         if arr.ndim != 4:
@@ -105,19 +104,21 @@ class OnOffWhitening:
         if min(arr.shape[2:]) < self.patch_size:
             raise PreprocessingError(f"patch_size {self.patch_size} is larger than the "
                                      f"{arr.shape[2]}x{arr.shape[3]} images")
-        if self.input_shape_ is not None and arr.shape[1:] != self.input_shape_:
+        fitted = getattr(self, "input_shape_", None)
+        if fitted is not None and arr.shape[1:] != fitted:
             raise PreprocessingError(f"{name} has images of shape {arr.shape[1:]}, but this "
-                                     f"whitening was fitted on {self.input_shape_}")
+                                     f"whitening was fitted on {fitted}")
         return arr.astype(np.float32, copy=False)
 
     def _whiten(self, x):
         """Signed whitened images (n, C, H, W), float32, before the ON/OFF split."""
         w = torch.as_tensor(self.filters_)
         b = torch.as_tensor(self.bias_)
-        r = self.patch_size // 2
+        r = self.filters_.shape[-1] // 2
         out = []
-        for i in range(0, len(x), self.batch_size):
-            t = torch.as_tensor(x[i:i + self.batch_size])
+        bs = int(self.batch_size)
+        for i in range(0, len(x), bs):
+            t = torch.as_tensor(x[i:i + bs])
             if r:
                 t = F.pad(t, (r, r, r, r), mode="reflect")
             out.append(F.conv2d(t, w, b).numpy())
@@ -126,22 +127,23 @@ class OnOffWhitening:
     # -- estimator interface --------------------------------------------------------------
     def fit(self, x, y=None):
         """Learn the whitening filters and the ON/OFF scale from training images ``x``
-        (labels ignored)."""
-        self.input_shape_ = None
+        (labels ignored); returns self."""
+        self._check_params()
+        self.__dict__.pop("input_shape_", None)
         x = self._images(x)
         n, C, H, W = x.shape
-        p = self.patch_size
+        p, n_patches = int(self.patch_size), int(self.n_patches)
         rng = np.random.default_rng(self.seed)
-        idx = rng.integers(0, n, self.n_patches)
-        rows = rng.integers(0, H - p + 1, self.n_patches)
-        cols = rng.integers(0, W - p + 1, self.n_patches)
+        idx = rng.integers(0, n, n_patches)
+        rows = rng.integers(0, H - p + 1, n_patches)
+        cols = rng.integers(0, W - p + 1, n_patches)
         win = np.lib.stride_tricks.sliding_window_view(x, (p, p), axis=(2, 3))  # n,C,H',W',p,p
-        patches = win[idx, :, rows, cols].reshape(self.n_patches, C * p * p).astype(np.float64)
+        patches = win[idx, :, rows, cols].reshape(n_patches, C * p * p).astype(np.float64)
         mu = patches.mean(axis=0)
         cov = np.cov(patches, rowvar=False)
         lam, U = np.linalg.eigh(cov)
         lam = np.clip(lam, 0.0, None)
-        zca = (U * (1.0 / np.sqrt(lam + self.eps))) @ U.T
+        zca = (U * (1.0 / np.sqrt(lam + float(self.eps)))) @ U.T
         centre = np.array([c * p * p + (p // 2) * p + p // 2 for c in range(C)])
         rows_w = zca[centre]                                         # (C, C*p*p)
         self.filters_ = rows_w.reshape(C, C, p, p).astype(np.float32)
@@ -153,7 +155,7 @@ class OnOffWhitening:
 
     def transform(self, x):
         """ON/OFF intensities ``(n, 2C, H, W)`` in [0, 1] of images ``x`` (n, C, H, W)."""
-        if self.filters_ is None:
+        if not hasattr(self, "filters_"):
             raise PreprocessingError("OnOffWhitening is not fitted: call fit(x_train) first")
         z = self._whiten(self._images(x)) / self.scale_
         return np.clip(np.concatenate([z, -z], axis=1), 0.0, 1.0).astype(np.float32)
@@ -166,8 +168,9 @@ class OnOffWhitening:
         return (2 * C, H, W)
 
     def config(self):
-        return {"kind": "whiten_onoff", "patch_size": self.patch_size, "eps": self.eps,
-                "n_patches": self.n_patches, "percentile": self.percentile, "seed": self.seed}
+        return {"kind": "whiten_onoff", "patch_size": int(self.patch_size),
+                "eps": float(self.eps), "n_patches": int(self.n_patches),
+                "percentile": float(self.percentile), "seed": int(self.seed)}
 
 
 #: Preprocessing choices of the STDP protocols (``none``: pixels as they are).

@@ -1,0 +1,85 @@
+"""The public API of the trainable stages: the scikit-learn contract and input validation.
+
+Every trainable stage stores its constructor arguments and nothing else, returns exactly them
+from ``get_params``, takes them back with ``set_params``, is cloned by ``sklearn.base.clone``,
+returns itself from ``fit`` and names what it learned with a trailing underscore. Bad input
+(NaN, pixels outside [0, 1], labels outside the classes, NaN weights) gets a clear error.
+"""
+import inspect
+
+import numpy as np
+import pytest
+
+sklearn_base = pytest.importorskip("sklearn.base")
+
+from brainsnn.errors import BrainsnnError, EvaluationError, PreprocessingError  # noqa: E402
+from brainsnn.stdp.labels import LabelAssignment  # noqa: E402
+from brainsnn.stdp.preprocessing import OnOffWhitening  # noqa: E402
+
+
+def check_contract(est, *fit_args, classifier=False):
+    """The scikit-learn contract on ``est`` (unfitted), fitted on ``fit_args``."""
+    names = [p for p in inspect.signature(type(est).__init__).parameters if p != "self"]
+    params = est.get_params(deep=False)
+    assert list(params) == names
+    assert all(getattr(est, k) is v for k, v in params.items()), "get_params returns the arguments"
+    fresh = type(est)(**params)
+    assert set(vars(fresh)) == set(names), "__init__ stores its arguments and nothing else"
+    twin = sklearn_base.clone(est)
+    assert type(twin) is type(est) and twin is not est
+    assert twin.get_params(deep=False).keys() == params.keys()
+    assert est.set_params(**params) is est
+    with pytest.raises(BrainsnnError, match="invalid parameter 'no_such_thing'"):
+        est.set_params(no_such_thing=1)
+    before = set(vars(est))
+    assert est.fit(*fit_args) is est
+    learned = {k for k in set(vars(est)) - before if not k.startswith("_")}
+    assert learned and all(k.endswith("_") for k in learned), learned
+    if classifier:
+        assert hasattr(est, "classes_")
+    unfitted = sklearn_base.clone(est)
+    assert not any(k.endswith("_") and not k.startswith("_") for k in vars(unfitted))
+    return est
+
+
+# --------------------------------------------------------------------------- label assignment
+
+def test_label_assignment_contract():
+    counts = np.array([[5, 0], [4, 1], [0, 6], [1, 5]], dtype=float)
+    clf = check_contract(LabelAssignment(n_classes=3), counts, np.array([0, 0, 2, 2]),
+                         classifier=True)
+    assert clf.classes_.tolist() == [0, 1, 2]
+    assert clf.assignments_.tolist() == [0, 2]
+    assert clf.set_params(n_classes=4).fit(counts, [0, 0, 3, 3]).classes_.tolist() == [0, 1, 2, 3]
+
+
+def test_label_assignment_checks_in_fit_and_score():
+    counts = np.ones((2, 3))
+    clf = LabelAssignment(n_classes=1)               # stored as given, checked in fit
+    assert clf.n_classes == 1
+    with pytest.raises(EvaluationError, match="n_classes must be an integer >= 2"):
+        clf.fit(counts, [0, 0])
+    clf = LabelAssignment(n_classes=10).fit(counts, [0, 1])
+    with pytest.raises(EvaluationError, match=r"values in \[0, 12\], expected class indices 0..9"):
+        clf.score(counts, [0, 12])
+
+
+# --------------------------------------------------------------------------- whitening
+
+def test_onoff_whitening_contract(rng):
+    x = rng.random((6, 1, 8, 8)).astype(np.float32)
+    white = check_contract(OnOffWhitening(patch_size=3, n_patches=500), x)
+    assert {"filters_", "bias_", "scale_", "input_shape_"} <= set(vars(white))
+    assert white.transform(x).shape == (6, 2, 8, 8)
+
+
+def test_onoff_whitening_refuses_bad_pixels(rng):
+    x = rng.random((4, 1, 8, 8)).astype(np.float32)
+    with pytest.raises(PreprocessingError, match=r"divide by 255"):
+        OnOffWhitening(patch_size=3, n_patches=100).fit(x * 255)
+    white = OnOffWhitening(patch_size=3, n_patches=100).fit(x)
+    bad = x.copy()
+    bad[1, 0, 2, 3] = np.nan
+    with pytest.raises(PreprocessingError, match=r"NaN or infinite values \(first at index "
+                                                 r"\(1, 0, 2, 3\)"):
+        white.transform(bad)
