@@ -21,8 +21,8 @@ Example::
 Conventions of this project (what ``brainsnn inspect`` and ``brainsnn plot`` read):
 
 - ``layers/<name>/weights``: weight matrix; ``layout`` attribute ``"pre_post"`` (Brian2,
-  ``(n_inputs, n_neurons)``, the default assumption) or ``"post_pre"`` (torch Linear,
-  ``(n_neurons, n_inputs)``); ``layers/<name>/kernels``: convolution kernels
+  ``(n_pre, n_post)``: rows are inputs, columns neurons; the assumption when absent) or
+  ``"post_pre"`` (torch Linear, ``(n_post, n_pre)``); :data:`LAYOUTS`; ``layers/<name>/kernels``: convolution kernels
   ``(out_channels, in_channels, kh, kw)``; ``layers/<name>/theta``: thresholds.
 - ``layers/<name>/spike_rate``: mean spikes per neuron per step, or Hz (attribute ``units``).
 - ``metrics/<name>``: one value per :meth:`RunResults.add_metric` call; the steps given
@@ -30,20 +30,34 @@ Conventions of this project (what ``brainsnn inspect`` and ``brainsnn plot`` rea
 - ``energy/<layer>`` joules per image, ``energy/total``.
 - ``timings/<name>`` seconds (from :meth:`RunResults.timer`).
 
-File layout: root attributes ``format="brainsnn-results"``, ``format_version``,
-``protocol``, ``seed``, ``device``, ``status`` (``complete``/``checkpoint``), ``start_time``,
-``end_time`` (ISO 8601, UTC), ``saved_time``, and ``config``, ``versions``, ``machine`` as JSON
-strings; the same three, readable key by key, as attributes of ``meta/config``,
-``meta/versions`` and ``meta/machine``. The top-level name ``meta`` is reserved.
+Format version 2 (the layout, in full, is in the docs' results-format page):
+
+- root attributes ``format="brainsnn-results"``, ``format_version``, ``protocol``, ``seed``,
+  ``device``, ``status`` (``complete``/``checkpoint``), ``start_time``, ``end_time`` (ISO 8601,
+  UTC), ``saved_time``; ``config``, ``versions``, ``machine`` as JSON strings (the one encoding
+  of a configuration; ``None`` is JSON ``null``); the same three, key by key, as attributes of
+  ``meta/config``, ``meta/versions`` and ``meta/machine`` (a view, never read back). The
+  top-level name ``meta`` is reserved.
+- every array dataset is chunked with HDF5's fletcher32 checksum; scalars and strings (which
+  HDF5 cannot filter) carry the SHA-256 of their value in the attribute ``_brainsnn_sha256``;
+  both are verified by :meth:`RunResults.load`, which also refuses external storage, virtual
+  datasets, links and sizes the file cannot hold (:mod:`brainsnn.io.hdf5_checks`).
+- arrays with an axis carry HDF5 dimension scales: ``metrics/steps/<name>`` on axis 0 of
+  ``metrics/<name>``; ``<group>/<X>`` (or ``metrics/<X>``) on the last axis of
+  ``<group>/<name>_vs_<X>``; others from :meth:`RunResults.set_scale`.
+- ``checkpoint/``: the state a resumed run continues from; a complete file holds none.
+  Version 1 files called this group ``state``; that name is read as ``checkpoint``.
 """
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
 import functools
+import glob
 import json
 import os
 import platform
+import re
 import time
 from collections.abc import Mapping
 from importlib import metadata as _metadata
@@ -52,18 +66,29 @@ from pathlib import Path
 import h5py
 import numpy as np
 from brainsnn.errors import ResultsError  # noqa: F401
+from brainsnn.io import hdf5_checks
 
-__all__ = ["RunResults", "ResultsError", "FORMAT", "FORMAT_VERSION", "results_path",
-           "package_versions"]
+__all__ = ["RunResults", "ResultsError", "FORMAT", "FORMAT_VERSION", "READABLE_VERSIONS",
+           "CHECKPOINT", "LAYOUTS", "results_path", "package_versions",
+           "remove_stale_temporaries", "temporary_owner"]
 
 FORMAT = "brainsnn-results"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+CHECKPOINT = "checkpoint"                 # the group a resumed run continues from
+_LEGACY_CHECKPOINT = "state"              # its name in format version 1 (read as CHECKPOINT)
+LAYOUTS = {"pre_post": "(n_pre, n_post): row i holds the weights leaving input i",
+           "post_pre": "(n_post, n_pre): row j holds the weights reaching neuron j (torch)"}
 RESERVED_TOP = ("meta",)
 _META_ATTRS = ("format", "format_version", "protocol", "seed", "device", "status", "start_time",
                "end_time", "saved_time", "config", "versions", "machine")
 _JSON_ATTRS = "_brainsnn_json_attrs"      # names of attributes stored as JSON
 _NUMPY_DTYPE = "_brainsnn_numpy_dtype"    # exact dtype of a unicode string array
+_SHA256 = "_brainsnn_sha256"              # digest of a value HDF5 cannot checksum
+_META_SHA256 = "_brainsnn_meta_sha256"    # digest of the root metadata
+_SCALE_ATTRS = ("CLASS", "NAME", "REFERENCE_LIST", "DIMENSION_LIST", "DIMENSION_LABELS")
 _COMPRESS_BYTES = 1 << 18                 # gzip datasets from 256 KiB
+_TEMPORARY = re.compile(r"^(?P<final>.+)\.tmp-(?P<pid>\d+)$")
 
 
 
@@ -131,6 +156,8 @@ def _norm_path(path) -> str:
     if any(p in ("", ".", "..") for p in parts):
         raise ResultsError(f"invalid results path {path!r}: expected names separated by single "
                            "'/', like 'layers/exc/weights'")
+    if parts[0] == _LEGACY_CHECKPOINT:
+        parts[0] = CHECKPOINT
     return "/".join(parts)
 
 
@@ -166,9 +193,11 @@ def _to_value(value, path):
 
 
 def _check_attr_name(name):
-    if not isinstance(name, str) or not name or name.startswith("_brainsnn_"):
+    if (not isinstance(name, str) or not name or name.startswith("_brainsnn_")
+            or name in _SCALE_ATTRS):
         raise ResultsError(f"invalid attribute name {name!r}: use a non-empty string that does "
-                           "not start with '_brainsnn_'")
+                           f"not start with '_brainsnn_' and is none of {', '.join(_SCALE_ATTRS)} "
+                           "(HDF5 dimension scales use those)")
 
 
 def _write_attrs(obj, attrs: Mapping):
@@ -190,40 +219,95 @@ def _write_attrs(obj, attrs: Mapping):
         obj.attrs[_JSON_ATTRS] = json.dumps(json_names)
 
 
-def _read_attrs(obj, skip=()) -> dict:
-    json_names = set(json.loads(obj.attrs[_JSON_ATTRS])) if _JSON_ATTRS in obj.attrs else set()
+def _read_attr(obj, name, file, file_size):
+    """One attribute's value, its size checked first; bytes decoded to str."""
+    hdf5_checks.check_attribute(obj, name, file, file_size)
+    value = obj.attrs[name]
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if isinstance(value, h5py.Empty) or (isinstance(value, np.ndarray) and value.dtype.kind
+                                          not in "biufcSU" and h5py.check_string_dtype(
+                                              value.dtype) is None):
+        raise ResultsError(f"{file!r}: attribute {name!r} of {obj.name!r} has a type that "
+                           "results files do not use")
+    return value
+
+
+def _read_attrs(obj, file, file_size, skip=()) -> dict:
+    names = [n for n in obj.attrs.keys() if n not in skip and n not in _SCALE_ATTRS]
+    json_names = set()
+    if _JSON_ATTRS in names:
+        json_names = set(json.loads(_read_attr(obj, _JSON_ATTRS, file, file_size)))
     out = {}
-    for name, value in obj.attrs.items():
-        if name in skip or name.startswith("_brainsnn_"):
+    for name in names:
+        if name.startswith("_brainsnn_"):
             continue
-        if isinstance(value, bytes):
-            value = value.decode()
+        value = _read_attr(obj, name, file, file_size)
         out[name] = json.loads(value) if name in json_names else value
     return out
 
 
 def _write_dataset(f, path, value, attrs):
+    """Arrays: chunked, with the fletcher32 checksum (and gzip from 256 KiB); scalars and
+    strings, which HDF5 cannot filter: contiguous, with a SHA-256 of the value."""
     if isinstance(value, str):
         ds = f.create_dataset(path, data=value, dtype=h5py.string_dtype())
     elif isinstance(value, np.ndarray) and value.dtype.kind == "U":
         ds = f.create_dataset(path, data=value.astype(object), dtype=h5py.string_dtype())
         ds.attrs[_NUMPY_DTYPE] = value.dtype.str
-    elif isinstance(value, np.ndarray) and value.nbytes >= _COMPRESS_BYTES and value.ndim:
-        ds = f.create_dataset(path, data=value, compression="gzip", compression_opts=1,
-                              shuffle=True)
+    elif isinstance(value, np.ndarray) and value.ndim:
+        big = value.nbytes >= _COMPRESS_BYTES
+        ds = f.create_dataset(path, data=value, fletcher32=True, shuffle=big,
+                              compression="gzip" if big else None,
+                              compression_opts=1 if big else None)
     else:
         ds = f.create_dataset(path, data=value)
+    if not ds.chunks:
+        ds.attrs[_SHA256] = hdf5_checks.digest(value)
     _write_attrs(ds, attrs)
 
 
-def _read_dataset(ds):
-    if h5py.check_string_dtype(ds.dtype) is not None and ds.dtype.kind == "O":
-        if ds.shape == ():
-            return ds.asstr()[()]
-        arr = ds.asstr()[()]
-        dtype = ds.attrs.get(_NUMPY_DTYPE, None)
-        return np.array(arr.tolist(), dtype=dtype if dtype is not None else str).reshape(ds.shape)
-    return ds[()]
+def _unicode_dtype(ds, file, file_size):
+    """The numpy dtype a string array was saved from (``<U7``), checked to be a unicode dtype
+    of a size the file can hold."""
+    if _NUMPY_DTYPE not in ds.attrs:
+        return str
+    text = _read_attr(ds, _NUMPY_DTYPE, file, file_size)
+    try:
+        dtype = np.dtype(text)
+    except TypeError:
+        dtype = None
+    if dtype is None or dtype.kind != "U" or hdf5_checks.declared_bytes(ds.shape, dtype) > (
+            hdf5_checks.MAX_EXPANSION * file_size):
+        raise ResultsError(f"{file!r}: dataset {ds.name.lstrip('/')!r} declares the string type "
+                           f"{text!r}, which is not a unicode type of a size the file can hold")
+    return dtype
+
+
+def _read_dataset(ds, file, file_size, version):
+    """The value of ``ds``, its checksum verified (format version 2 and later)."""
+    name = ds.name.lstrip("/")
+    hdf5_checks.check_dataset(ds, file, file_size)
+    try:
+        if h5py.check_string_dtype(ds.dtype) is not None and ds.dtype.kind == "O":
+            arr = ds.asstr()[()]
+            if ds.shape != ():
+                dtype = _unicode_dtype(ds, file, file_size)
+                arr = np.array(arr.tolist(), dtype=dtype).reshape(ds.shape)
+        else:
+            arr = ds[()]
+    except OSError as exc:
+        check = "its fletcher32 checksum failed or " if hdf5_checks.has_fletcher32(ds) else ""
+        raise ResultsError(f"{file!r}: dataset {name!r} is corrupt ({check}its data cannot be "
+                           f"read: {exc})") from None
+    if version >= 2 and not hdf5_checks.has_fletcher32(ds):
+        if _SHA256 not in ds.attrs:
+            raise ResultsError(f"{file!r}: dataset {name!r} has no checksum (neither fletcher32 "
+                               "nor a SHA-256 attribute); the file was altered")
+        if hdf5_checks.digest(arr) != _read_attr(ds, _SHA256, file, file_size):
+            raise ResultsError(f"{file!r}: dataset {name!r} is corrupt (its SHA-256 does not "
+                               "match the value)")
+    return arr
 
 
 class _RootAttrs(dict):
@@ -323,9 +407,11 @@ class RunResults:
         self.end_time = None
         self.saved_time = None
         self.status = "checkpoint"
+        self.format_version = FORMAT_VERSION
         self._data: dict[str, object] = {}
         self._attrs: dict[str, dict] = {"": _RootAttrs(self)}
         self._groups: set[str] = set()
+        self._scales: dict[str, dict[int, str]] = {}
 
     # ------------------------------------------------------------------ metadata
     @property
@@ -381,6 +467,10 @@ class RunResults:
         stored, extra = _to_value(value, path)
         for name in attrs:
             _check_attr_name(name)
+        if "layout" in attrs and (attrs["layout"] not in LAYOUTS or np.ndim(stored) != 2):
+            raise ResultsError(f"layout of {path!r} must be one of {', '.join(LAYOUTS)} for a "
+                               f"2-D weight matrix; got {attrs['layout']!r} for shape "
+                               f"{np.shape(stored)}")
         self._data[path] = stored
         self._groups.discard(path)
         merged = self._attrs.setdefault(path, {})
@@ -432,6 +522,12 @@ class RunResults:
             del self._data[p]
         for p in [p for p in self._attrs if p and (p == path or p.startswith(path + "/"))]:
             del self._attrs[p]
+        gone = [p for p in self._scales if p == path or p.startswith(path + "/")]
+        for p in gone:
+            del self._scales[p]
+        for axes in self._scales.values():
+            for axis in [a for a, sp in axes.items() if sp == path or sp.startswith(path + "/")]:
+                del axes[axis]
         self._groups = {g for g in self._groups if g != path and not g.startswith(path + "/")}
 
     def keys(self):
@@ -462,6 +558,56 @@ class RunResults:
                 self._check_free(path)
             self._groups.add(path)
         return self._attrs.setdefault(path, {})
+
+    # ------------------------------------------------------------------ dimension scales
+    def set_scale(self, path: str, scale: str, axis: int = 0):
+        """Make the 1-D dataset ``scale`` the HDF5 dimension scale of axis ``axis`` of the
+        dataset ``path`` (e.g. the T values of an accuracy-against-T array). Checked when the
+        record is saved: ``scale`` must hold one value per element along that axis."""
+        path, scale = _norm_path(path), _norm_path(scale)
+        for p in (path, scale):
+            if p not in self._data:
+                raise ResultsError(f"set_scale: {p!r} is not a dataset of this record")
+        ndim = np.ndim(self._data[path])
+        if not -ndim <= axis < ndim:
+            raise ResultsError(f"set_scale: {path!r} has {ndim} axes, no axis {axis}")
+        self._scales.setdefault(path, {})[axis % ndim] = scale
+
+    def scales(self, path: str) -> dict:
+        """``{axis: scale path}`` of the dataset ``path``: those set with :meth:`set_scale`
+        and those of the conventions (metric steps, ``<name>_vs_<X>``)."""
+        path = _norm_path(path)
+        return dict(sorted(self._all_scales().get(path, {}).items()))
+
+    def _all_scales(self) -> dict:
+        out = {p: dict(axes) for p, axes in self._scales.items()}
+        for path, value in self._data.items():
+            ndim = np.ndim(value)
+            if not ndim:
+                continue
+            group, _, name = path.rpartition("/")
+            if group == "metrics" and f"metrics/steps/{name}" in self._data:
+                out.setdefault(path, {}).setdefault(0, f"metrics/steps/{name}")
+            if "_vs_" in name:
+                x = name.rsplit("_vs_", 1)[1]
+                for candidate in (f"{group}/{x}" if group else x, f"metrics/{x}"):
+                    if candidate in self._data and candidate != path:
+                        out.setdefault(path, {}).setdefault(ndim - 1, candidate)
+                        break
+        return {p: {a: sp for a, sp in axes.items() if self._scale_fits(p, a, sp)}
+                for p, axes in out.items()}
+
+    def _scale_fits(self, path, axis, scale) -> bool:
+        value, x = self._data.get(path), self._data.get(scale)
+        return (value is not None and x is not None and np.ndim(x) == 1
+                and axis < np.ndim(value) and np.shape(value)[axis] == len(x)
+                and np.asarray(x).dtype.kind in "biufSU")
+
+    # ------------------------------------------------------------------ checkpoint
+    def checkpoint(self) -> dict:
+        """The checkpoint a resumed run continues from (``checkpoint/``, a nested dict);
+        empty for a complete run, whose file holds results only."""
+        return self._subtree(CHECKPOINT)
 
     # ------------------------------------------------------------------ helpers
     @contextlib.contextmanager
@@ -519,10 +665,12 @@ class RunResults:
     def save(self, path, complete: bool = True) -> Path:
         """Write the whole record to ``path`` atomically and return the path.
 
-        ``complete=True`` marks a finished run (status ``complete``, ``end_time`` now);
+        ``complete=True`` marks a finished run (status ``complete``, ``end_time`` now; the
+        ``checkpoint/`` group is not written: a complete file holds results only);
         ``complete=False`` a resumable checkpoint (status ``checkpoint``). The file is first
         written as ``<path>.tmp-<pid>`` and renamed onto ``path``; on any error the temporary
-        file is removed and ``path`` keeps its previous content (or stays absent).
+        file is removed and ``path`` keeps its previous content (or stays absent). Temporary
+        files that processes no longer running left beside ``path`` are removed first.
         """
         path = Path(path)
         if path.is_dir():
@@ -532,6 +680,7 @@ class RunResults:
             raise ResultsError(f"root attributes {sorted(clash)} are reserved for the run's "
                                "metadata; use other names")
         path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(path)
         status = "complete" if complete else "checkpoint"
         saved, end = _now(), (_now() if complete else None)
         tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
@@ -546,6 +695,7 @@ class RunResults:
                 tmp.unlink()
             raise
         self.status, self.saved_time, self.end_time = status, saved, end
+        self.format_version = FORMAT_VERSION
         return path
 
     def _write(self, f, status, saved, end):
@@ -560,64 +710,199 @@ class RunResults:
         _write_attrs(f, self._attrs[""])
         for name, value in meta.items():
             f.attrs[name] = value
+        f.attrs[_META_SHA256] = _meta_digest(meta)
         for name, tree in (("config", self._config), ("versions", self.versions),
                            ("machine", self.machine)):
             _write_attrs(f.require_group(f"meta/{name}"), _flatten(tree))
+
+        def kept(p):
+            return status != "complete" or p.split("/")[0] != CHECKPOINT
         for p, value in self._data.items():
-            _write_dataset(f, p, value, self._attrs.get(p, {}))
+            if kept(p):
+                _write_dataset(f, p, value, self._attrs.get(p, {}))
         for g in sorted(self._groups):
-            _write_attrs(f.require_group(g), self._attrs.get(g, {}))
+            if kept(g):
+                _write_attrs(f.require_group(g), self._attrs.get(g, {}))
+        scales = {p: axes for p, axes in self._all_scales().items() if kept(p)}
+        scale_paths = {sp for axes in scales.values() for sp in axes.values()}
+        for sp in sorted(scale_paths):
+            f[sp].make_scale(sp.rsplit("/", 1)[-1])
+        for p, axes in scales.items():
+            if p in scale_paths:
+                continue                      # HDF5: a dimension scale has no scales itself
+            for axis, sp in axes.items():
+                f[p].dims[axis].attach_scale(f[sp])
 
     @classmethod
-    def load(cls, path) -> "RunResults":
-        """Read a results file written by :meth:`save` (complete or checkpoint).
+    def load(cls, path, select=None) -> "RunResults":
+        """Read a results file written by :meth:`save` (complete or checkpoint; format
+        versions 1 and 2).
 
-        Raises FileNotFoundError for a missing file and :class:`ResultsError` for a file that
-        is not HDF5 or not a brainsnn results file.
+        Every object is checked before its data is read (:mod:`brainsnn.io.hdf5_checks`:
+        no links, external storage or virtual datasets; sizes the file can hold) and every
+        checksum is verified. ``select``: a function of a dataset path; only the datasets
+        for which it is true are read (the others are checked, not read, and absent from the
+        record). Raises FileNotFoundError for a missing file and :class:`ResultsError`,
+        naming the file and what is wrong, for anything else.
         """
         path = Path(path)
+        file = str(path)
         if not path.is_file():
-            raise FileNotFoundError(f"results file {str(path)!r} does not exist")
+            raise FileNotFoundError(f"results file {file!r} does not exist")
+        pid = temporary_owner(path)
+        if pid is not None:
+            final = _TEMPORARY.match(path.name)["final"]
+            state = ("is still running" if _process_alive(pid) else "no longer runs: a "
+                     "leftover of an interrupted save, removed by the next save of " + final)
+            raise ResultsError(f"{file!r} is the temporary file of a save by process {pid}, "
+                               f"which {state}; the results are in {final!r}")
         if not h5py.is_hdf5(path):
-            raise ResultsError(f"{str(path)!r} is not an HDF5 file; expected a brainsnn results "
+            raise ResultsError(f"{file!r} is not an HDF5 file; expected a brainsnn results "
                                "file (.h5) written by a protocol")
-        with h5py.File(path, "r") as f:
-            if f.attrs.get("format") != FORMAT:
-                raise ResultsError(f"{str(path)!r} is an HDF5 file but not a brainsnn results file "
-                                   f"(root attribute format={FORMAT!r} is missing)")
-            version = int(f.attrs.get("format_version", 0))
-            if version > FORMAT_VERSION:
-                raise ResultsError(f"{str(path)!r} has format version {version}; this brainsnn "
-                                   f"reads versions up to {FORMAT_VERSION}: upgrade brainsnn")
-            rec = cls.__new__(cls)
-            a = f.attrs
-            rec.protocol = str(a["protocol"])
-            rec._config = json.loads(a["config"])
-            rec.seed = int(a["seed"])
-            rec.device = str(a["device"])
-            rec.versions = json.loads(a["versions"])
-            rec.machine = json.loads(a["machine"])
-            rec.start_time = str(a["start_time"])
-            rec.end_time = str(a["end_time"]) if "end_time" in a else None
-            rec.saved_time = str(a["saved_time"]) if "saved_time" in a else None
-            rec.status = str(a["status"])
-            rec._data, rec._groups = {}, set()
-            rec._attrs = {"": _RootAttrs(rec, _read_attrs(f, skip=_META_ATTRS))}
+        try:
+            with h5py.File(path, "r") as f:
+                return cls._from_file(f, file, path.stat().st_size, select)
+        except ResultsError:
+            raise
+        except (OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:
+            raise ResultsError(f"{file!r} cannot be read as a results file "
+                               f"({type(exc).__name__}: {exc})") from None
 
-            def visit(name, obj):
-                if name.split("/")[0] in RESERVED_TOP:
+    @classmethod
+    def _from_file(cls, f, file, size, select):
+        hdf5_checks.check_links(f, file)
+        meta = {n: _read_attr(f, n, file, size) for n in _META_ATTRS if n in f.attrs}
+        if meta.get("format") != FORMAT:
+            raise ResultsError(f"{file!r} is an HDF5 file but not a brainsnn results file "
+                               f"(root attribute format={FORMAT!r} is missing)")
+        version = meta.get("format_version")
+        if not isinstance(version, (int, np.integer)) or version not in READABLE_VERSIONS:
+            raise ResultsError(f"{file!r} has format version {version!r}; this brainsnn reads "
+                               f"versions {', '.join(map(str, READABLE_VERSIONS))}"
+                               + (": upgrade brainsnn" if isinstance(version, (int, np.integer))
+                                  and version > FORMAT_VERSION else ""))
+        version = int(version)
+        missing = [n for n in ("protocol", "seed", "device", "status", "start_time", "config",
+                               "versions", "machine") if n not in meta]
+        if missing:
+            raise ResultsError(f"{file!r} lacks the root attribute(s) {', '.join(missing)} that "
+                               "every results file has")
+        if version >= 2 and (_META_SHA256 not in f.attrs or _meta_digest(meta) != _read_attr(
+                f, _META_SHA256, file, size)):
+            raise ResultsError(f"{file!r}: the run's metadata (root attributes) do not match "
+                               "their SHA-256; the file is corrupt or was altered")
+        rec = cls.__new__(cls)
+        rec.format_version = version
+        rec.protocol, rec.device, rec.status = (
+            _meta_text(meta, n, file) for n in ("protocol", "device", "status"))
+        if rec.status not in ("complete", "checkpoint"):
+            raise ResultsError(f"{file!r}: status {rec.status!r} is neither 'complete' nor "
+                               "'checkpoint'")
+        seed = meta["seed"]
+        if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
+            raise ResultsError(f"{file!r}: seed {seed!r} is not an integer")
+        rec.seed = int(seed)
+        rec._config, rec.versions, rec.machine = (
+            _meta_json_object(meta, n, file) for n in ("config", "versions", "machine"))
+        rec.start_time = _meta_text(meta, "start_time", file)
+        rec.end_time = _meta_text(meta, "end_time", file) if "end_time" in meta else None
+        rec.saved_time = _meta_text(meta, "saved_time", file) if "saved_time" in meta else None
+        rec._data, rec._groups, rec._scales = {}, set(), {}
+        rec._attrs = {"": _RootAttrs(rec, _read_attrs(f, file, size, skip=_META_ATTRS))}
+
+        def visit(name, obj):
+            if name.split("/")[0] in RESERVED_TOP:
+                return
+            key = _norm_path(name)
+            if isinstance(obj, h5py.Dataset):
+                hdf5_checks.check_dataset(obj, file, size)
+                if select is not None and not select(key):
                     return
-                if isinstance(obj, h5py.Dataset):
-                    rec._data[name] = _read_dataset(obj)
-                    rec._attrs[name] = _read_attrs(obj)
-                else:
-                    attrs = _read_attrs(obj)
-                    if attrs or len(obj) == 0:
-                        rec._groups.add(name)
-                        rec._attrs[name] = attrs
+                rec._data[key] = _read_dataset(obj, file, size, version)
+                rec._attrs[key] = _read_attrs(obj, file, size)
+                if "DIMENSION_LIST" in obj.attrs:
+                    rec._scales[key] = _attached_scales(obj)
+            else:
+                attrs = _read_attrs(obj, file, size)
+                if attrs or len(obj) == 0:
+                    rec._groups.add(key)
+                    rec._attrs[key] = attrs
 
-            f.visititems(visit)
+        f.visititems(visit)
         return rec
+
+
+def _attached_scales(ds) -> dict:
+    """``{axis: scale path}`` of the dimension scales attached to ``ds`` (the first per axis)."""
+    out = {}
+    for axis, dim in enumerate(ds.dims):
+        if len(dim):
+            out[axis] = _norm_path(dim[0].name)
+    return out
+
+
+def _meta_digest(meta: Mapping) -> str:
+    """SHA-256 of the run's metadata as stored in the root attributes."""
+    fields = {k: (int(v) if isinstance(v, (int, np.integer)) else str(v))
+              for k, v in meta.items() if k in _META_ATTRS}
+    return hdf5_checks.digest(json.dumps(fields, sort_keys=True))
+
+
+def _meta_text(meta, name, file) -> str:
+    value = meta[name]
+    if not isinstance(value, str):
+        raise ResultsError(f"{file!r}: root attribute {name!r} is {type(value).__name__}, "
+                           "expected a string")
+    return value
+
+
+def _meta_json_object(meta, name, file) -> dict:
+    try:
+        value = json.loads(_meta_text(meta, name, file))
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise ResultsError(f"{file!r}: root attribute {name!r} is not a JSON object "
+                           f"(got {type(value).__name__ if value is not None else 'bad JSON'}); "
+                           "expected the run's " + name + " as {key: value}")
+    return value
+
+
+def temporary_owner(path) -> int | None:
+    """The process id in a temporary file name ``<name>.tmp-<pid>``, else None."""
+    m = _TEMPORARY.match(Path(path).name)
+    return int(m["pid"]) if m else None
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (True when that cannot be told: such files are kept)."""
+    if pid == os.getpid() or pid <= 0 or os.name != "posix":
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (OSError, OverflowError):
+        return True
+    return True
+
+
+def remove_stale_temporaries(path) -> list[Path]:
+    """Remove the ``<path>.tmp-<pid>`` files that saves of processes no longer running left
+    behind (interrupted saves); return the paths removed."""
+    path = Path(path)
+    removed = []
+    if not path.parent.is_dir():
+        return removed
+    for tmp in path.parent.glob(glob.escape(path.name) + ".tmp-*"):
+        pid = temporary_owner(tmp)
+        if pid is None or _TEMPORARY.match(tmp.name)["final"] != path.name:
+            continue
+        if not _process_alive(pid):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+                removed.append(tmp)
+    return removed
 
 
 def _flatten(tree, prefix=""):
