@@ -212,7 +212,7 @@ def test_agd_protocol_smoke(load_protocol, tmp_path, data_dir):
 
 
 def test_validation_holds_out_the_last_training_images(data_dir):
-    from brainsnn.learn.agd import TrainingError, load_image_data
+    from brainsnn.io.datasets import DatasetError, load_image_data
 
     x_tr, y_tr, x_val, y_val = load_image_data("mnist", n_train=300, data_dir=data_dir,
                                                validation=100)
@@ -220,7 +220,7 @@ def test_validation_holds_out_the_last_training_images(data_dir):
     assert x_tr.shape == (300, 1, 28, 28) and x_val.shape == (100, 1, 28, 28)
     assert np.array_equal(x_tr, x_all[:300]) and np.array_equal(x_val, x_all[300:])
     assert np.array_equal(y_val, y_all[300:])
-    with pytest.raises(TrainingError, match="validation must hold between 1 and"):
+    with pytest.raises(DatasetError, match="validation must hold between 1 and"):
         load_image_data("mnist", n_train=0, data_dir=data_dir, validation=10)
 
 

@@ -27,10 +27,9 @@ def log(args, *msg):
 def load_data(args):
     """(x_train, y_train, x_test, y_test); with ``--validation N`` the last N of the first
     ``--train-images`` + N training images take the test set's place."""
-    from brainsnn.learn.agd import load_image_data
+    from brainsnn.io.datasets import load_image_data
 
-    dataset = {"fashion_mnist": "fashion"}.get(args.dataset, args.dataset)
-    return load_image_data(dataset, args.train_images, args.test_images, data_dir=args.data,
+    return load_image_data(args.dataset, args.train_images, args.test_images, data_dir=args.data,
                            validation=getattr(args, "validation", 0))
 
 

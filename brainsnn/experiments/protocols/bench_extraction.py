@@ -69,8 +69,7 @@ def main(argv=None):
               "cpu_count": os.cpu_count()}
     rec = RunResults("bench_extraction", config=config, seed=args.seed, device="cpu")
     seed_everything(args.seed)
-    name = {"fashion_mnist": "fashion"}.get(args.dataset, args.dataset)
-    x, _ = load_dataset(name, "train", data_dir=args.data, n=cfg["images"])
+    x, _ = load_dataset(args.dataset, "train", data_dir=args.data, n=cfg["images"])
     x = x[:, None].astype(np.float32)
     layer = ConvSTDPLayer(cfg["kernels"], 5, 1, pool=2, seed=args.seed)
     stack = SpikingConvStack([layer], x.shape[1:], t_on=50 * b2.ms, f_in=1000 * b2.Hz,

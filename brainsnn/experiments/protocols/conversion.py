@@ -8,7 +8,7 @@ Examples::
 
     python protocols/conversion.py --scale smoke
     nice -n 10 python protocols/conversion.py --dataset mnist --scale small
-    nice -n 10 python protocols/conversion.py --dataset fashion --scale small
+    nice -n 10 python protocols/conversion.py --dataset fashion_mnist --scale small
     nice -n 10 python protocols/conversion.py --dataset mnist --arch backres --R 1,2,3
     python protocols/conversion.py --dataset cifar10 --scale full --device cuda --max-minutes 7
 
@@ -40,7 +40,7 @@ import sys
 import time
 
 SCALES = ("smoke", "small", "full")
-DATASETS = ("mnist", "fashion", "cifar10")
+DATASETS = ("mnist", "fashion_mnist", "cifar10")
 ARCHS = ("vgg", "residual", "backres")
 METHOD_CHOICES = ("balance", "percentile")
 CIFAR_CAVEAT = ("CIFAR-10 caveat: measured on the project's JPEG-rebuilt copy of CIFAR-10 "
@@ -225,7 +225,8 @@ def main(argv=None):
     from brainsnn.analysis.energy import format_report, write_energy
     from brainsnn.engine.network import Network
     from brainsnn.io.results import RunResults
-    from brainsnn.learn.agd import (apply_vgg_options, config_record, load_image_data,
+    from brainsnn.io.datasets import load_image_data
+    from brainsnn.learn.agd import (apply_vgg_options, config_record,
                                    protocol_config,
                                    seed_everything)
 

@@ -101,7 +101,8 @@ def main(argv=None):
     from brainsnn.analysis.energy import write_energy
     from brainsnn.engine.network import vgg_specs
     from brainsnn.io.results import RunResults
-    from brainsnn.learn.agd import (config_record, load_image_data, protocol_config,
+    from brainsnn.io.datasets import load_image_data
+    from brainsnn.learn.agd import (config_record, protocol_config,
                                    train_and_evaluate)
 
     torch.set_num_threads(args.threads)
