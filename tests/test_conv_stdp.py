@@ -315,7 +315,7 @@ def test_conv_readout_reads_feature_maps_and_separates_them():
     assert clf.score(maps[:160], y[:160]) == 1.0
     assert clf.score(maps[160:], y[160:]) == 1.0
     # 3x3 conv (weights + bias), 2x2 average pooling of the 6x6 maps, linear output layer
-    n_params = sum(int(p.numel()) for p in clf.network.parameters())
+    n_params = sum(int(p.numel()) for p in clf.network_.parameters())
     assert n_params == channels * classes * 9 + channels + channels * 3 * 3 * classes + classes
 
 

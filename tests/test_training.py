@@ -33,7 +33,7 @@ def test_fit_predict_score_on_a_separable_task():
     assert logits.shape == (40, 2)
     acc = clf.accuracy_vs_T(x[200:], y[200:], [1, 2, 3])
     assert acc.shape == (3,) and np.all((acc >= 0) & (acc <= 1))
-    assert len(clf.history) == 3 and clf.history[-1]["train_acc"] > 0.8
+    assert len(clf.history_) == 3 and clf.history_[-1]["train_acc"] > 0.8
     rep = clf.energy(x[:20])
     assert rep["total"] > 0 and rep["images"] == 20
 
@@ -54,8 +54,8 @@ def test_same_seed_same_weights_other_seed_differs():
 def test_time_budget_stops_training():
     x, y = _toy(200)
     clf = AGDClassifier(SPECS, T=2, epochs=50, batch_size=10, max_minutes=1e-6).fit(x, y)
-    assert clf.stopped_early and len(clf.history) == 1
-    assert clf.history[0]["images"] == 10
+    assert clf.stopped_early_ and len(clf.history_) == 1
+    assert clf.history_[0]["images"] == 10
 
 
 def test_batchnorm_is_folded_into_a_spiking_network_with_the_same_spikes():
@@ -91,8 +91,8 @@ def test_batchnorm_and_sgd_options_train_and_fold():
     clf = AGDClassifier(SPECS, T=3, epochs=3, batch_size=20, lr=0.05, seed=0,
                         optimizer="sgd", batchnorm=True, weight_decay=1e-4)
     clf.fit(x[:200], y[:200])
-    assert not any(hasattr(op, "__getitem__") for op in clf.network.ops.values())
-    assert clf.network.ops["conv0"].bias is not None
+    assert not any(hasattr(op, "__getitem__") for op in clf.network_.ops.values())
+    assert clf.network_.ops["conv0"].bias is not None
     assert clf.score(x[200:], y[200:]) >= 0.9
     assert clf.get_params()["optimizer"] == "sgd" and clf.get_params()["batchnorm"]
     with pytest.raises(TrainingError, match="optimizer"):

@@ -355,12 +355,12 @@ def run_pipeline(args, rec, stack, x_train, y_train, x_test, y_test, prefix="", 
                 loss=args.loss)
         rec.set(f"{prefix}metrics/train_accuracy_{kind}", train_acc, units="1",
                 images=len(x_train), loss=args.loss)
-        for name, value in model.network.state_dict().items():
+        for name, value in model.network_.state_dict().items():
             rec.set(f"{prefix}readouts/{kind}/{name}", value.detach().cpu().numpy(),
                     description="trained readout parameter (state_dict of its "
                                 "brainsnn.engine.network.Network; input: features / features/scale, "
                                 "clipped to 1)")
-        for h in model.history:
+        for h in model.history_:
             rec.add_metric(f"{prefix}readout_{kind}_train_loss".replace("/", "_"), h["train_loss"],
                            step=h["epoch"])
         if acc is None:                       # the first readout named is the main one
@@ -370,7 +370,7 @@ def run_pipeline(args, rec, stack, x_train, y_train, x_test, y_test, prefix="", 
             rec.set(f"{prefix}metrics/train_accuracy", train_acc, units="1", images=len(x_train),
                     readout=kind)
     rec.set(f"{prefix}metrics/n_parameters_stdp", 0 if res_test is None else int(stack.n_parameters))
-    n_readout = sum(int(p.numel()) for p in clf.network.parameters())
+    n_readout = sum(int(p.numel()) for p in clf.network_.parameters())
     rec.set(f"{prefix}metrics/n_parameters_readout", n_readout)
     # energy per image: STDP conv layers (AC per input spike) + readout
     energy = {} if res_test is None else stack_energy(stack, x_test, res_test)

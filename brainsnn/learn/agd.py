@@ -27,9 +27,11 @@ import torch
 
 from brainsnn.learn.losses import make_loss
 from brainsnn.models import LIF
-from brainsnn.engine.network import Network, NetworkError, attach_batchnorm, check_T, fold_batchnorm
+from brainsnn.engine.network import Network, NetworkError, attach_batchnorm, fold_batchnorm
 from brainsnn.engine.encoding import make_encoder
 from brainsnn.errors import TrainingError  # noqa: F401
+from brainsnn.params import Params
+from brainsnn.validation import check_labels, check_T, positive_int, validate_images
 
 __all__ = ["AGDClassifier", "TrainingError", "seed_everything", "augment_crop_flip",
            "augment_cutout", "AUGMENTATIONS"]
@@ -94,25 +96,11 @@ def augment_cutout(x, size=16, generator=None):
 
 
 def _as_images(X, name="X"):
-    X = np.asarray(X, dtype=np.float32)
-    if X.ndim < 2:
-        raise TrainingError(f"{name} must be a batch of images (n, ...), got shape {X.shape}")
-    if X.size and (X.min() < 0 or X.max() > 1):
-        raise TrainingError(f"{name} must hold intensities in [0, 1], got min {X.min():.3g}, "
-                            f"max {X.max():.3g}")
-    return X
+    """Images (n, ...) with finite values in [0, 1], as float32."""
+    return validate_images(X, name=name, error=TrainingError).astype(np.float32, copy=False)
 
 
-def _as_labels(y, n, name="y"):
-    y = np.asarray(y)
-    if y.ndim != 1 or len(y) != n:
-        raise TrainingError(f"{name} must be (n,) integer labels for {n} images, got shape {y.shape}")
-    if not np.issubdtype(y.dtype, np.integer):
-        raise TrainingError(f"{name} must hold integer class labels, got dtype {y.dtype}")
-    return y.astype(np.int64)
-
-
-class AGDClassifier:
+class AGDClassifier(Params):
     """Approximate-gradient-descent classifier on a spiking / hybrid network.
 
     Parameters
@@ -156,6 +144,17 @@ class AGDClassifier:
         Before training, scale each spiking layer's initial weights so that it fires at about
         this rate (spikes per neuron per step) on 256 training images
         (:meth:`brainsnn.engine.network.Network.calibrate_rates`); useful for deep networks.
+
+    Attributes after :meth:`fit`
+    ----------------------------
+    network_ : Network
+        The trained network (``network`` itself when one was given, trained in place; a new
+        network after batch-norm folding).
+    classes_ : int array
+        The class indices ``0 .. n_outputs - 1`` (labels must lie among them).
+    history_ : list of dict
+        One record per epoch (loss, accuracies, seconds, images, steps).
+    train_seconds_ : float;  stopped_early_ : bool (the time budget ended training)
     """
 
     def __init__(self, specs=None, network=None, T=4, neuron=LIF, encoder="direct",
@@ -163,50 +162,54 @@ class AGDClassifier:
                  loss_options=None, epochs=3, batch_size=64, lr=1e-3, weight_decay=0.0,
                  augment=None, max_minutes=None, device="cpu", seed=0, verbose=False,
                  eval_batch_size=256, init_rate=None, optimizer="adam", batchnorm=False):
-        if specs is None and network is None:
-            raise TrainingError("give layer specs or a ready network")
         self.specs, self.network = specs, network
-        self.T = check_T(network.T if network is not None else T)
+        self.T = T
         self.neuron, self.encoder, self.readout = neuron, encoder, readout
         self.surrogate, self.alpha = surrogate, alpha
-        self.loss, self.loss_options = loss, dict(loss_options or {})
-        if int(epochs) < 1 or int(batch_size) < 1 or not lr > 0:
-            raise TrainingError(f"need epochs >= 1, batch_size >= 1, lr > 0; got {epochs}, "
-                                f"{batch_size}, {lr}")
-        if optimizer not in ("adam", "sgd"):
-            raise TrainingError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
-        self.optimizer, self.batchnorm = optimizer, bool(batchnorm)
-        if augment not in AUGMENTATIONS:
-            raise TrainingError(f"augment must be one of {AUGMENTATIONS}, got {augment!r}")
-        self.epochs, self.batch_size, self.lr = int(epochs), int(batch_size), float(lr)
-        self.weight_decay, self.augment, self.max_minutes = float(weight_decay), augment, max_minutes
-        self.device, self.seed, self.verbose = torch.device(device), int(seed), verbose
-        self.eval_batch_size = int(eval_batch_size)
+        self.loss, self.loss_options = loss, loss_options
+        self.epochs, self.batch_size, self.lr = epochs, batch_size, lr
+        self.weight_decay, self.augment, self.max_minutes = weight_decay, augment, max_minutes
+        self.device, self.seed, self.verbose = device, seed, verbose
+        self.eval_batch_size = eval_batch_size
         self.init_rate = init_rate
-        self.history = []
-        self.train_seconds = 0.0
-        self.stopped_early = False
+        self.optimizer, self.batchnorm = optimizer, batchnorm
 
-    # -- sklearn-like --------------------------------------------------------------------
-    def get_params(self):
-        return {"T": self.T, "neuron": self.neuron.name, "encoder": self.encoder,
-                "readout": self.readout, "surrogate": self.surrogate, "alpha": self.alpha,
-                "loss": self.loss if isinstance(self.loss, str) else type(self.loss).__name__,
-                "loss_options": self.loss_options, "epochs": self.epochs,
-                "batch_size": self.batch_size, "lr": self.lr, "weight_decay": self.weight_decay,
-                "augment": self.augment, "max_minutes": self.max_minutes,
-                "device": str(self.device), "seed": self.seed, "init_rate": self.init_rate,
-                "optimizer": self.optimizer, "batchnorm": self.batchnorm}
+    def _check_params(self):
+        if self.specs is None and self.network is None:
+            raise TrainingError("give layer specs or a ready network")
+        self._train_T()
+        positive_int(self.epochs, "epochs", TrainingError)
+        positive_int(self.batch_size, "batch_size", TrainingError)
+        positive_int(self.eval_batch_size, "eval_batch_size", TrainingError)
+        if not float(self.lr) > 0:
+            raise TrainingError(f"lr must be > 0, got {self.lr!r}")
+        if self.optimizer not in ("adam", "sgd"):
+            raise TrainingError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
+        if self.augment not in AUGMENTATIONS:
+            raise TrainingError(f"augment must be one of {AUGMENTATIONS}, got {self.augment!r}")
+
+    def _train_T(self):
+        """Time steps per image in training: the given network's, else ``T``."""
+        return check_T(self.network.T if self.network is not None else self.T,
+                       error=TrainingError)
+
+    def _device(self):
+        return torch.device(self.device)
 
     def _build(self, input_shape):
-        if self.network is None:
-            self.network = Network(self.specs, input_shape, T=self.T, neuron=self.neuron,
-                                   surrogate=self.surrogate, alpha=self.alpha,
-                                   readout=self.readout, encoder=make_encoder(self.encoder))
+        net = self.network
+        if net is None:
+            net = Network(self.specs, input_shape, T=self._train_T(), neuron=self.neuron,
+                          surrogate=self.surrogate, alpha=self.alpha,
+                          readout=self.readout, encoder=make_encoder(self.encoder))
         if self.batchnorm:
-            attach_batchnorm(self.network)
-        self.network.to(self.device)
-        return self.network
+            attach_batchnorm(net)
+        return net.to(self._device())
+
+    def _fitted(self):
+        if not hasattr(self, "network_"):
+            raise TrainingError("call fit() first (no trained network yet)")
+        return self.network_
 
     def _log(self, msg):
         if self.verbose:
@@ -219,39 +222,47 @@ class AGDClassifier:
         scored after every epoch into :attr:`history`; ``callback(self, epoch_record)`` is
         called after every epoch (e.g. to checkpoint).
         """
+        self._check_params()
         X = _as_images(X)
-        y = _as_labels(y, len(X))
-        if len(X) == 0:
-            raise TrainingError("X is empty")
         rng = seed_everything(self.seed)
         input_shape = X.shape[1:]
         if len(input_shape) == 2:
             input_shape = (1, *input_shape)
-        net = self._build(input_shape)
-        self.loss_fn = make_loss(self.loss, **self.loss_options).to(self.device)
+        device = self._device()
+        epochs, batch_size = int(self.epochs), int(self.batch_size)
+        self.network_ = net = self._build(input_shape)
+        self.classes_ = np.arange(int(np.prod(net.output_shape)))
+        y = check_labels(y, len(X), len(self.classes_), name="y", error=TrainingError)
+        if X_val is not None:
+            X_val = _as_images(X_val, "X_val")
+            y_val = check_labels(y_val, len(X_val), len(self.classes_), name="y_val",
+                                 error=TrainingError)
+        self.loss_fn_ = make_loss(self.loss, **dict(self.loss_options or {})).to(device)
+        lr, weight_decay = float(self.lr), float(self.weight_decay)
         if self.optimizer == "sgd":
-            opt = torch.optim.SGD(net.parameters(), lr=self.lr, momentum=0.9, nesterov=True,
-                                  weight_decay=self.weight_decay)
+            opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, nesterov=True,
+                                  weight_decay=weight_decay)
         else:
-            opt = torch.optim.Adam(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        n_batches = math.ceil(len(X) / self.batch_size)
+            opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay)
+        n_batches = math.ceil(len(X) / batch_size)
         # cosine decay over the planned steps; with a time budget the plan shrinks after each
         # epoch to the epochs that fit, so that the schedule still ends at a small rate
-        plan = {"epochs": self.epochs, "total": n_batches * self.epochs}
-        warmup = max(1, n_batches * self.epochs // 50) if self.optimizer == "sgd" else 0
+        plan = {"epochs": epochs, "total": n_batches * epochs}
+        warmup = max(1, n_batches * epochs // 50) if self.optimizer == "sgd" else 0
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda k: min(1.0, (k + 1) / warmup if warmup else 1.0) * 0.5
             * (1 + math.cos(math.pi * min(k, plan["total"]) / plan["total"])))
         gen = torch.Generator().manual_seed(self.seed)
-        on_device = self.device.type != "cpu"
+        on_device = device.type != "cpu"
         Xd = torch.from_numpy(X if X.ndim == 4 else X[:, None] if X.ndim == 3 else X)
         yd = torch.from_numpy(y)
         if on_device:  # the whole training set on the GPU once
-            Xd, yd = Xd.to(self.device), yd.to(self.device)
+            Xd, yd = Xd.to(device), yd.to(device)
         if self.init_rate:
             sample = Xd[torch.from_numpy(rng.permutation(len(X))[:256]).to(Xd.device)]
-            rates = net.calibrate_rates(sample.to(self.device), target_rate=self.init_rate)
+            rates = net.calibrate_rates(sample.to(device), target_rate=self.init_rate)
             self._log("initial spike rates: " + ", ".join(f"{k} {v:.3f}" for k, v in rates.items()))
+        self.history_, self.stopped_early_ = [], False
         start = time.perf_counter()
         step, ref = 0, (0, 0.0)
         verbose_every = self.verbose if isinstance(self.verbose, int) and self.verbose > 1 \
@@ -259,16 +270,16 @@ class AGDClassifier:
         epoch = 0
         while epoch < plan["epochs"]:
             net.train()
-            self.loss_fn.train()
+            self.loss_fn_.train()
             order = torch.from_numpy(rng.permutation(len(X))).to(Xd.device)
             # running sums stay on the device: reading them every step would make the host
             # wait for the GPU after each batch
-            loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
-            correct = torch.zeros((), dtype=torch.int64, device=self.device)
+            loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+            correct = torch.zeros((), dtype=torch.int64, device=device)
             seen = 0
             t_epoch = time.perf_counter()
             for b in range(n_batches):
-                idx = order[b * self.batch_size:(b + 1) * self.batch_size]
+                idx = order[b * batch_size:(b + 1) * batch_size]
                 xb, yb = Xd[idx], yd[idx]
                 if self.augment == "shift":
                     xb = augment_crop_flip(xb, pad=2, generator=gen, flip=False)
@@ -276,10 +287,10 @@ class AGDClassifier:
                     xb = augment_crop_flip(xb, generator=gen)
                 if self.augment == "crop_flip_cutout":
                     xb = augment_cutout(xb, generator=gen)
-                xb = xb.to(self.device, non_blocking=True)
-                yb = yb.to(self.device, non_blocking=True)
+                xb = xb.to(device, non_blocking=True)
+                yb = yb.to(device, non_blocking=True)
                 z = net(xb)
-                loss = self.loss_fn(z, yb)
+                loss = self.loss_fn_(z, yb)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -298,7 +309,7 @@ class AGDClassifier:
                     elapsed = time.perf_counter() - start
                     if elapsed > 60 * self.max_minutes or step >= plan["total"]:
                         # out of time, or at the end of a schedule shortened to the budget
-                        self.stopped_early = step < n_batches * self.epochs
+                        self.stopped_early_ = step < n_batches * epochs
                         break
                     if step == 20:  # speed is measured after these (CUDA/cuDNN warm-up)
                         ref = (step, elapsed)
@@ -307,7 +318,7 @@ class AGDClassifier:
                         # schedule is set to end (at a small rate) when the budget does
                         rate = (step - ref[0]) / max(elapsed - ref[1], 1e-9)
                         fit = step + int(rate * (60 * self.max_minutes - elapsed))
-                        plan["total"] = max(step + 1, min(n_batches * self.epochs, fit))
+                        plan["total"] = max(step + 1, min(n_batches * epochs, fit))
                         plan["epochs"] = math.ceil(plan["total"] / n_batches)
             epoch += 1
             rec = {"epoch": epoch, "train_loss": float(loss_sum) / seen,
@@ -315,67 +326,68 @@ class AGDClassifier:
                    "seconds": time.perf_counter() - start, "images": seen, "steps": step}
             if X_val is not None:
                 rec["val_acc"] = self.score(X_val, y_val)
-            self.history.append(rec)
+            self.history_.append(rec)
             self._log(f"epoch {epoch}: " + ", ".join(
                 f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in rec.items()))
             if callback is not None:
                 callback(self, rec)
-            if self.stopped_early:
+            if self.stopped_early_:
                 self._log(f"time budget of {self.max_minutes} min: stopped after {step} of "
-                          f"{n_batches * self.epochs} planned steps (schedule shortened)")
+                          f"{n_batches * epochs} planned steps (schedule shortened)")
                 break
             if step >= plan["total"]:
                 break
-        self.train_seconds = time.perf_counter() - start
+        self.train_seconds_ = time.perf_counter() - start
         if self.batchnorm:
-            self.network = net = fold_batchnorm(net)
+            self.network_ = net = fold_batchnorm(net)
         net.eval()
         return self
 
     @torch.no_grad()
     def predict_logits(self, X, T=None, batch_size=None):
         """Unperturbed output logits (n, n_classes) as a numpy array."""
-        if self.network is None:
-            raise TrainingError("call fit() first (no network yet)")
+        net = self._fitted()
         X = _as_images(X)
-        net = self.network
+        T = None if T is None else check_T(T, error=TrainingError)
         was = net.training
         net.eval()
         out = []
-        bs = batch_size or self.eval_batch_size
+        bs = positive_int(batch_size or self.eval_batch_size, "batch_size", TrainingError)
         try:
             for i in range(0, len(X), bs):
-                xb = torch.from_numpy(X[i:i + bs]).to(self.device)
+                xb = torch.from_numpy(X[i:i + bs]).to(self._device())
                 out.append(net(xb, T=T).float().cpu())
         finally:
             net.train(was)
-        return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
+        return torch.cat(out).numpy()
 
     def predict(self, X, T=None):
         """Class indices (n,): argmax of the unperturbed logits."""
-        return self.predict_logits(X, T).argmax(1)
+        return self.classes_[self.predict_logits(X, T).argmax(1)]
 
     def score(self, X, y, T=None):
         """Accuracy in [0, 1] on ``X``, ``y`` (with ``T`` steps, default the training T)."""
-        y = _as_labels(y, len(X))
+        self._fitted()
+        y = check_labels(y, len(X), len(self.classes_), name="y", error=TrainingError)
         return float((self.predict(X, T) == y).mean())
 
     def accuracy_vs_T(self, X, y, Ts):
         """Accuracies for each number of inference steps in ``Ts`` (numpy array)."""
-        return np.array([self.score(X, y, T=check_T(T)) for T in Ts])
+        return np.array([self.score(X, y, T=T) for T in Ts])
 
     def energy(self, X, T=None, **kwargs):
         """Energy report (see :func:`brainsnn.analysis.energy.energy_report`) measured on ``X``."""
         from brainsnn.analysis.energy import measure
 
+        net = self._fitted()
         X = _as_images(X)
         if X.ndim == 3:
             X = X[:, None]
-        return measure(self.network, X, batch_size=self.eval_batch_size, T=T,
-                       device=self.device, **kwargs)
+        return measure(net, X, batch_size=int(self.eval_batch_size), T=T,
+                       device=self._device(), **kwargs)
 
     def state_dict(self):
-        return {k: v.detach().cpu() for k, v in self.network.state_dict().items()}
+        return {k: v.detach().cpu() for k, v in self._fitted().state_dict().items()}
 
 
 __all__ += ["NetworkError"]
@@ -582,7 +594,7 @@ def train_and_evaluate(specs, x_train, y_train, x_test, y_test, eval_T=(), energ
     result = {"test_accuracy": clf.score(x_test, y_test),
               "accuracy_vs_T": clf.accuracy_vs_T(x_test, y_test, list(eval_T)) if eval_T
               else np.zeros(0),
-              "n_parameters": clf.network.n_parameters(),
-              "train_seconds": clf.train_seconds, "history": clf.history,
+              "n_parameters": clf.network_.n_parameters(),
+              "train_seconds": clf.train_seconds_, "history": clf.history_,
               "energy": clf.energy(x_test[:energy_images]) if energy_images else None}
     return clf, result

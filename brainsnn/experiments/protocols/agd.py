@@ -153,14 +153,14 @@ def main(argv=None):
     def checkpoint(clf_, epoch_rec):
         for k in ("train_loss", "train_acc", "seconds"):
             rec.add_metric(k, float(epoch_rec[k]), step=epoch_rec["epoch"])
-        store_network(rec, clf_.network)
+        store_network(rec, clf_.network_)
         rec.save(out, complete=False)
 
     with rec.timer("train"):
         clf.fit(x_train, y_train, callback=checkpoint)
-    print(clf.network.describe(), flush=True)
-    rec.set("network/config_json", __import__("json").dumps(clf.network.config()))
-    rec.set("network/n_parameters", clf.network.n_parameters())
+    print(clf.network_.describe(), flush=True)
+    rec.set("network/config_json", __import__("json").dumps(clf.network_.config()))
+    rec.set("network/n_parameters", clf.network_.n_parameters())
     with rec.timer(split):
         acc = clf.score(x_test, y_test)
     rec.set(f"metrics/{split}_accuracy", acc, T=cfg["T"], n_images=len(x_test),
@@ -172,13 +172,13 @@ def main(argv=None):
     rec.set("metrics/accuracy_vs_T", acc_T, split=split)
     report = clf.energy(x_test[:2000])
     write_energy(rec, report)
-    rec.set("training/stopped_early", int(clf.stopped_early))
+    rec.set("training/stopped_early", int(clf.stopped_early_))
     rec.set("training/images_per_second",
-            float(sum(h["images"] for h in clf.history) / max(clf.train_seconds, 1e-9)))
-    store_network(rec, clf.network)
+            float(sum(h["images"] for h in clf.history_) / max(clf.train_seconds_, 1e-9)))
+    store_network(rec, clf.network_)
     rec.save(out)
     print(format_report(report))
-    print(f"[agd] {split} accuracy {acc:.4f} (T={cfg['T']}), trained in {clf.train_seconds:.0f} s"
+    print(f"[agd] {split} accuracy {acc:.4f} (T={cfg['T']}), trained in {clf.train_seconds_:.0f} s"
           + (f"  [{CIFAR_CAVEAT}]" if args.dataset == "cifar10" else ""))
     print("[agd] accuracy vs T: " + ", ".join(f"T={t}: {a:.4f}" for t, a in zip(Ts, acc_T)))
     print(f"[agd] wrote {out}")

@@ -313,10 +313,10 @@ def main(argv=None):
                                 max_minutes=train_minutes, device=args.device, seed=args.seed,
                                 optimizer=cfg.get("optimizer", "adam"), verbose=True,
                                 loss_options={"label_smoothing": args.label_smoothing})
-            for h in clf.history:
+            for h in clf.history_:
                 rec.add_metric(f"train_acc_{label}", float(h["train_acc"]), step=h["epoch"])
-            rec.set(f"models/{label}/training/stopped_early", int(clf.stopped_early))
-            rec.set(f"models/{label}/training/epochs_done", len(clf.history))
+            rec.set(f"models/{label}/training/stopped_early", int(clf.stopped_early_))
+            rec.set(f"models/{label}/training/epochs_done", len(clf.history_))
             ann = fold_batchnorm(ann)
         ann.eval()
         store_model(rec, f"models/{label}/ann", ann)
