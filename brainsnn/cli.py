@@ -3,6 +3,8 @@
     brainsnn run NAME [options]      run a protocol (brainsnn run NAME --help)
     brainsnn inspect FILE [FILE...]  readable summary of results files
     brainsnn plot FILE [--out PNG]   receptive fields, kernels and accuracy curves, from the file
+    brainsnn data [--data DIR]       which datasets are found, and every folder looked in
+    brainsnn data fetch NAME [--data DIR] [--mirror URL]   download a dataset's official files
 
 Both read only the file (:class:`brainsnn.io.results.RunResults`); nothing is re-run.
 """
@@ -192,6 +194,23 @@ def _plot(args) -> int:
     return 0
 
 
+def _data(args) -> int:
+    from brainsnn.io.datasets import data_report
+    from brainsnn.io.download import fetch
+
+    if args.action == "list":
+        if args.names or args.mirror:
+            raise ValueError("NAME and --mirror go with 'brainsnn data fetch NAME'")
+        print(data_report(args.data))
+        return 0
+    if not args.names:
+        raise ValueError("name the dataset(s) to fetch: mnist, fashion_mnist or cifar10")
+    for name in args.names:
+        fetch(name, data_dir=args.data, mirror=args.mirror,
+              report=lambda line: print(line, file=sys.stderr, flush=True))
+    return 0
+
+
 def _run(args) -> int:
     return run_protocol(args.protocol, args.options)
 
@@ -226,6 +245,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="most receptive fields / kernels drawn per layer (default 100)")
     p.add_argument("--dpi", type=int, default=100, help="resolution of the image (default 100)")
     p.set_defaults(func=_plot)
+    p = sub.add_parser("data", help="list the datasets found, or download one (data fetch NAME)",
+                       description="Without an action (or with 'list'): for each dataset, "
+                                   "whether it was found, in which layout, and every folder "
+                                   "looked in. 'fetch NAME...': download the official files "
+                                   "(mnist, fashion_mnist, cifar10), MD5-verified, resumable.")
+    p.add_argument("action", nargs="?", choices=("list", "fetch"), default="list")
+    p.add_argument("names", nargs="*", metavar="NAME", help="mnist, fashion_mnist or cifar10")
+    p.add_argument("--data", metavar="DIR", default=None,
+                   help="data folder (default $BRAINSNN_DATA, else the per-user data folder)")
+    p.add_argument("--mirror", metavar="URL", default=None,
+                   help="base URL holding the files under their official names, used instead "
+                        "of the official addresses")
+    p.set_defaults(func=_data)
     return parser
 
 

@@ -71,6 +71,10 @@ class DatasetError(BrainsnnError, RuntimeError):
     """A dataset file that is missing or corrupt; the message names it and says where it goes."""
 
 
+class DownloadError(DatasetError):
+    """A dataset download that failed (the message names the URL) or whose checksum is wrong."""
+
+
 class ResultsError(BrainsnnError):
     """A file that is not a (valid) brainsnn results file, or a record used the wrong way."""
 

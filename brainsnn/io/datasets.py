@@ -54,6 +54,7 @@ __all__ = [
     "FASHION_MNIST_CLASSES",
     "default_data_dir",
     "cache_dir",
+    "data_folder",
     "dataset_name",
     "load_mnist",
     "load_fashion_mnist",
@@ -61,6 +62,7 @@ __all__ = [
     "load_dataset",
     "load_image_data",
     "locate_dataset",
+    "data_report",
     "read_cifar_jpeg_tar",
 ]
 
@@ -91,12 +93,13 @@ def cache_dir() -> Path:
     return paths.cache_dir()
 
 
-def _data_root(data_dir) -> Path:
+def data_folder(data_dir=None) -> Path:
+    """``data_dir`` as a path (``~`` expanded), or :func:`default_data_dir` when None."""
     return Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
 
 
 def _resolve_data_dir(data_dir) -> Path:
-    root = _data_root(data_dir)
+    root = data_folder(data_dir)
     if not root.is_dir():
         how = ("the data_dir argument" if data_dir is not None else
                "$BRAINSNN_DATA" if os.environ.get("BRAINSNN_DATA") else "the default")
@@ -629,7 +632,7 @@ def locate_dataset(name, data_dir=None) -> DatasetLocation:
     not exist is reported as looked in, with nothing found.
     """
     name = dataset_name(name)
-    root = _data_root(data_dir)
+    root = data_folder(data_dir)
     looked = tuple(_folders(root, name))
     if name == "cifar10":
         source = _cifar_source(root) if root.is_dir() else None
@@ -643,3 +646,29 @@ def locate_dataset(name, data_dir=None) -> DatasetLocation:
     gz = all(p.suffix == ".gz" for p in found.values())
     return DatasetLocation(name, found[_IDX_NAMES[("train", "images")]].parent,
                            "IDX files, gzipped" if gz else "IDX files", looked)
+
+
+def data_report(data_dir=None) -> str:
+    """What ``brainsnn data`` prints: the data folder and where it came from, then for each
+    dataset whether it was found, in which layout, and every folder looked in."""
+    root = data_folder(data_dir)
+    origin = ("given" if data_dir is not None else
+              "from $BRAINSNN_DATA" if os.environ.get("BRAINSNN_DATA") else
+              "the per-user default; set BRAINSNN_DATA or pass --data DIR for another")
+    lines = [f"data folder: {root} ({origin})" + ("" if root.is_dir() else " -- does not exist")]
+    width = max(len(n) for n in DATASETS)
+    indent = " " * (width + 2)
+    for name in DATASETS:
+        loc = locate_dataset(name, root)
+        if loc.path is not None:
+            lines.append(f"{name:<{width}}  found: {loc.path} ({loc.layout})")
+        else:
+            what = (f"missing {', '.join(loc.missing)} (.gz or not)" if loc.missing
+                    else "none of " + ", ".join(entry for entry, *_ in _CIFAR_LAYOUTS))
+            lines.append(f"{name:<{width}}  not found: {what}")
+        lines.append(f"{indent}looked in: {', '.join(str(p) for p in loc.looked_in)}")
+        if loc.path is None:
+            lines.append(f"{indent}get it with: brainsnn data fetch {name}"
+                         + (f" --data {root}" if data_dir is not None else ""))
+    lines.append(f"decoded CIFAR-10 arrays are cached in {cache_dir() / 'cifar-10'}")
+    return "\n".join(lines)
