@@ -243,6 +243,10 @@ class ConvSTDPLayer:
         Patches per compiled run.
     seed : int
         Fixes the initial kernels, the patch draw and every Poisson spike of learning.
+    exc_model, inh_model : NeuronModel
+        Neuron models of the excitatory (kernel) and inhibitory populations (default
+        :data:`CONV_EXCITATORY` and ``DIEHL_COOK_INHIBITORY``); used in learning, extraction
+        and the Brian2 reference alike.
     """
 
     def __init__(self, n_kernels=16, kernel_size=5, in_channels=1, *, stride=1, padding=0,
@@ -251,7 +255,8 @@ class ConvSTDPLayer:
                  t_off=50 * b2.ms, dt=0.5 * b2.ms, rule="diehl_cook", rule_options=None,
                  min_spikes=2, max_repeats=5, w_exc_inh=10.4, w_inh_exc=17.0,
                  w_init=(0.0, 0.3), device="cpp_standalone", chunk_size=2000, seed=0,
-                 threads=1, directory=None, name=None, exc_model: NeuronModel = None):
+                 threads=1, directory=None, name=None, exc_model: NeuronModel = None,
+                 inh_model: NeuronModel = None):
         self.n_kernels = _positive_int(n_kernels, "n_kernels")
         self.kernel_size = _positive_int(kernel_size, "kernel_size")
         self.in_channels = _positive_int(in_channels, "in_channels")
@@ -288,9 +293,10 @@ class ConvSTDPLayer:
         self.directory = directory
         self.name = name or "conv"
         self.exc_model = exc_model if exc_model is not None else CONV_EXCITATORY
-        if not isinstance(self.exc_model, NeuronModel):
-            raise ConvSTDPError("exc_model must be a brainsnn.models.NeuronModel")
-        self.inh_model = DIEHL_COOK_INHIBITORY
+        self.inh_model = inh_model if inh_model is not None else DIEHL_COOK_INHIBITORY
+        for label, model in (("exc_model", self.exc_model), ("inh_model", self.inh_model)):
+            if not isinstance(model, NeuronModel):
+                raise ConvSTDPError(f"{label} must be a brainsnn.models.NeuronModel")
         self.network = None
         self.timings = {"train": 0.0, "compile": 0.0}
         self.patches_presented = 0
@@ -365,7 +371,8 @@ class ConvSTDPLayer:
                 "w_exc_inh": self.w_exc_inh, "w_inh_exc": self.w_inh_exc,
                 "w_init": list(self.w_init), "device": self.device,
                 "chunk_size": self.chunk_size, "seed": self.seed,
-                "learning": "patches", "exc_model": _model_dict(self.exc_model)}
+                "learning": "patches", "exc_model": _model_dict(self.exc_model),
+                "inh_model": _model_dict(self.inh_model)}
 
     # -- learning -------------------------------------------------------------------------
     def make_network(self):
