@@ -235,9 +235,9 @@ def test_random_function_in_reset_is_rejected():
         TorchNeuron(model)
 
 
-def test_unsupported_threshold_is_rejected():
-    model = IF.replace(name="or_thr", threshold="v >= theta or v < -theta")
-    with pytest.raises(UnsupportedConstructError, match="threshold .* exactly one comparison"):
+def test_threshold_without_a_comparison_of_a_changing_variable_is_rejected():
+    model = IF.extend(equations="gate : 1").replace(name="gate_thr", threshold="gate > 0.5")
+    with pytest.raises(UnsupportedConstructError, match="threshold 'gate > 0.5' has no comparison"):
         TorchNeuron(model)
 
 

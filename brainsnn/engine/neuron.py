@@ -1,53 +1,52 @@
 """Torch engine: a brainsnn neuron model (Brian2 equations) as a batched PyTorch step.
 
-The model is written once, as Brian2 equations (:class:`brainsnn.models.NeuronModel`). This
-module asks Brian2 itself for the state-update code of those equations (its state updaters
-produce "abstract code", e.g. ``_v = v*exp(-dt/tau_m)`` for the exact LIF integrator), parses
-every expression with sympy (Brian2's ``str_to_sympy``), folds everything that does not depend
-on a state variable into a float constant (parameters enter as SI floats, the way Brian2 uses
-them internally), and writes one Python function per model that performs a whole time step
-with torch operations. That function is compiled once (``exec``) and called every step: no
-``torch.compile`` is needed.
+The model is written once, as Brian2 equations (:class:`brainsnn.models.NeuronModel`). The
+translation is Brian2's own code generation for its numpy target, ending in torch instead of
+numpy: Brian2's state updater writes the abstract code of the model's method (``exact``,
+``euler``, ``rk2``, ``rk4``, ``heun``, ``exponential_euler``, ...), Brian2's
+``make_statements`` turns it, the threshold and the reset into statements with loop
+invariants pulled out and arithmetic simplified, the loop invariants (``exp(-dt/tau)``, ...)
+are evaluated once here with Brian2's numpy functions, and every remaining statement is
+rendered as torch code node for node, in Brian2's order of operations. The result is one
+Python function per model, compiled once (``exec``) and called every step.
 
-One step of :class:`TorchNeuron` (the discrete form PAPER.md gives, as defined in this
-project)::
+One step of :class:`TorchNeuron`, as Brian2 schedules a group whose synapses act in the same
+step::
 
-    (refractoriness: not_refractory from t and lastspike, as Brian2 computes it)
-    state update       (Brian2's abstract code for the model's method: exact, euler, rk4, ...)
+    refractoriness     (not_refractory from t and lastspike, as Brian2 computes it)
+    state update       (Brian2's statements for the model's method)
     input_variable += input          (what ``on_pre: v_post += w`` does)
-    spike = H(x) with a surrogate dH/dx       (x from the threshold condition, see below)
-    (refractoriness: lastspike = t, not_refractory = False where spike)
+    spike = condition, with surrogate derivatives (see below)
+    lastspike = t, not_refractory = False where spike (refractory models)
     reset statements, applied where spike
 
-Supported threshold conditions: one comparison ``a >= b``, ``a > b``, ``a <= b`` or ``a < b``
-(``x = a - b`` for ``>=``/``>``, ``x = b - a`` for ``<=``/``<``; strict comparisons give no
-spike at ``x == 0``), optionally combined with ``and`` with boolean terms that carry no
-gradient (for example ``not_refractory``, added automatically when the model is refractory,
-or a comparison of a parameter: when there are several comparisons, the surrogate goes to the
-only one that involves a differential-equation variable or the input variable).
+Spikes: the forward value is the threshold condition evaluated as Brian2 evaluates it
+(comparisons joined by ``and``/``or``, boolean terms, ``not_refractory``). For the backward
+pass every comparison ``a >= b``, ``a > b``, ``a <= b``, ``a < b`` of a variable that changes
+during the step gets the surrogate ``g(x)`` with ``x = a - b`` (``b - a`` for ``<``/``<=``),
+masked where the other terms of the condition make it irrelevant.
 
-Reset statements ``var = expr``, ``var += expr``, ``var -= expr``, ``var *= expr``,
-``var /= expr`` are applied with the spike ``s`` (0/1) as a mask, keeping the forward values
-exact: ``var -= expr`` becomes ``var - s*expr``, ``var += expr`` becomes ``var + s*expr``,
-``var = 0`` becomes ``var*(1 - s)`` and any other assignment ``var*(1 - s) + s*new``. With
-``detach_reset=True`` (the default, as is common in surrogate-gradient practice) ``s`` in the
-reset is detached from the graph, so gradients do not flow through the reset.
+Resets are a select (``torch.where``): Brian2 evaluates reset statements for the spiking
+neurons only, so an expression that is infinite or NaN for a silent neuron does not reach it.
+With ``detach_reset=True`` (the default) no gradient flows through the spike in the reset;
+with ``False`` the reset ``var -> new`` has the derivative ``new - var`` with respect to the
+spike, as for the masked form ``var*(1 - s) + s*new``.
 
 Refractoriness follows Brian2: ``not_refractory`` and ``lastspike`` are state variables,
 ``t = t_step * dt`` is computed in float64 from an integer step counter, the threshold is
-``(condition) and not_refractory``, ``(unless refractory)`` equations are multiplied by
-``int(not_refractory)`` (Brian2's ``add_refractoriness``), and input to an
-``(unless refractory)`` variable is ignored while the neuron is refractory (Brian2 makes
-such writes conditional on ``not_refractory``).
+``(condition) and not_refractory``, ``(unless refractory)`` variables are written only where
+``not_refractory`` (state update and synaptic input alike).
 
-Parameters: model parameters are folded into the code as SI floats; a parameter given as a
-tensor (per-neuron values) or listed in ``trainable`` (an ``nn.Parameter``) is read from the
-module at every step instead. ``(shared)`` variables have one value per sample.
+Parameters: model parameters enter as SI numbers (folded into the code); a parameter given as
+a tensor (per-neuron values) or listed in ``trainable`` (an ``nn.Parameter``) is read from the
+module at every step instead. ``(shared)`` variables have one value per sample; ``integer``
+variables are held as whole numbers in the state's float dtype (exact up to 2**24 in float32,
+2**53 in float64); ``i`` is the flat index of a neuron within one sample, ``N`` their number.
 
-Unsupported constructs raise :class:`UnsupportedConstructError` naming the construct:
-stochastic terms (``xi``), random functions (``rand``, ``randn``, ``poisson``), the neuron
-index ``i`` and group size ``N``, ``(constant over dt)`` subexpressions, linked variables, and
-threshold conditions other than those above.
+Unsupported constructs raise :class:`UnsupportedConstructError` naming the construct and
+where it is: stochastic terms (``xi``), random functions (``rand``, ``randn``, ``poisson``),
+linked variables, functions given as parameters (``TimedArray``), GSL methods, thresholds
+without a comparison of a variable that changes during the step.
 
 Example::
 
@@ -72,25 +71,26 @@ from __future__ import annotations
 
 import ast
 import math
-import re
 from collections.abc import Mapping
 
 import brian2 as b2
 import numpy as np
-import sympy
 import torch
-from brian2.core.variables import Constant, Variable
-from brian2.equations.equations import DIFFERENTIAL_EQUATION, PARAMETER, SUBEXPRESSION
+from brian2.codegen.generators.numpy_generator import NumpyCodeGenerator
+from brian2.codegen.translation import make_statements
+from brian2.core.variables import Constant, Subexpression, Variable
+from brian2.equations.equations import SUBEXPRESSION, extract_constant_subexpressions
 from brian2.equations.refractory import add_refractoriness
-from brian2.parsing.sympytools import str_to_sympy, sympy_to_str
+from brian2.parsing.bast import brian_dtype_from_dtype
+from brian2.parsing.rendering import NodeRenderer, NumpyNodeRenderer
 from brian2.stateupdaters.base import StateUpdateMethod
 from brian2.units.fundamentalunits import DIMENSIONLESS, get_dimensions
 from brian2.utils.stringtools import get_identifiers
 from torch import nn
 
-from brainsnn.models import ModelError, NeuronModel
-from brainsnn.engine.surrogate import SpikeFunction, check_surrogate
-from brainsnn.errors import UnsupportedConstructError  # noqa: F401
+from brainsnn.engine.surrogate import SURROGATES, check_surrogate
+from brainsnn.errors import ModelError, UnsupportedConstructError
+from brainsnn.models import NeuronModel
 
 __all__ = ["UnsupportedConstructError", "CompiledNeuronModel", "compile_neuron_model",
            "TorchNeuron", "TIME_STEP_VARIABLE"]
@@ -100,69 +100,124 @@ __all__ = ["UnsupportedConstructError", "CompiledNeuronModel", "compile_neuron_m
 TIME_STEP_VARIABLE = "t_step"
 
 
-
-
 # -- helpers available to generated code ----------------------------------------------------
+# Every Brian2 function is one helper: torch on tensors, Brian2's own numpy implementation on
+# numbers (loop invariants are numbers, evaluated as Brian2's numpy target evaluates them).
 
-def _bs_int(x, dtype=None):
-    """Brian2's int(): booleans to 0/1 (of the state's float dtype), floats truncated."""
-    if isinstance(x, torch.Tensor):
-        if x.dtype == torch.bool:
-            return x.to(dtype or torch.get_default_dtype())
-        return torch.trunc(x)
-    return int(x)
+def _numpy_function(name):
+    """Brian2's numpy-target implementation of a default function (its pyfunc if none)."""
+    function = b2.DEFAULT_FUNCTIONS[name]
+    try:
+        return function.implementations[NumpyCodeGenerator].get_code(None)
+    except (KeyError, NotImplementedError):
+        return function.pyfunc
 
 
-def _bs_timestep(t, dt):
+def _dispatch(torch_function, numpy_function):
+    def helper(*args):
+        if any(isinstance(a, torch.Tensor) for a in args):
+            return torch_function(*args)
+        return numpy_function(*args)
+    return helper
+
+
+def _torch_timestep(t, dt):
     """Brian2's timestep(t, dt) = int64((t + 1e-3*dt) / dt)."""
-    if isinstance(t, torch.Tensor):
-        return torch.trunc((t + 1e-3 * dt) / dt).to(torch.int64)
-    return int((t + 1e-3 * dt) / dt)
+    t = torch.as_tensor(t)
+    return torch.trunc((t + 1e-3 * dt) / dt).to(torch.int64)
 
 
-def _bs_exprel(x):
-    """(exp(x) - 1) / x with the limit 1 at x = 0."""
-    small = x.abs() < 1e-8
-    safe = torch.where(small, torch.ones_like(x), x)
-    return torch.where(small, 1.0 + x / 2.0, torch.expm1(safe) / safe)
+def _torch_exprel(x):
+    """(exp(x) - 1) / x as Brian2 computes it: 1 for |x| < 1e-16, inf above 717."""
+    small = x.abs() < 1e-16
+    big = x > 717
+    safe = torch.where(small | big, torch.ones_like(x), x)
+    out = torch.expm1(safe) / safe
+    return torch.where(small, torch.ones_like(x), torch.where(big, torch.full_like(x, math.inf), out))
 
 
-def _bs_clip(x, low, high):
+def _torch_clip(x, low, high):
+    if not isinstance(x, torch.Tensor):
+        ref = low if isinstance(low, torch.Tensor) else high
+        x = torch.full_like(ref, float(x))
     return torch.clamp(x, low, high)
 
 
-# Brian2 function name -> (name in generated code, python/math version for constant folding)
-_FUNCTIONS = {
-    "exp": ("_bs_torch.exp", math.exp), "log": ("_bs_torch.log", math.log),
-    "log10": ("_bs_torch.log10", math.log10), "expm1": ("_bs_torch.expm1", math.expm1),
-    "log1p": ("_bs_torch.log1p", math.log1p), "sqrt": ("_bs_torch.sqrt", math.sqrt),
-    "sin": ("_bs_torch.sin", math.sin), "cos": ("_bs_torch.cos", math.cos),
-    "tan": ("_bs_torch.tan", math.tan), "sinh": ("_bs_torch.sinh", math.sinh),
-    "cosh": ("_bs_torch.cosh", math.cosh), "tanh": ("_bs_torch.tanh", math.tanh),
-    "arcsin": ("_bs_torch.asin", math.asin), "arccos": ("_bs_torch.acos", math.acos),
-    "arctan": ("_bs_torch.atan", math.atan), "abs": ("_bs_torch.abs", abs),
-    "sign": ("_bs_torch.sign", lambda x: float(np.sign(x))),
-    "floor": ("_bs_torch.floor", math.floor), "ceil": ("_bs_torch.ceil", math.ceil),
-    "clip": ("_bs_clip", lambda x, lo, hi: min(max(x, lo), hi)),
-    "int": ("_bs_int", _bs_int), "int_": ("_bs_int", _bs_int),
-    "timestep": ("_bs_timestep", _bs_timestep),
-    "exprel": ("_bs_exprel", lambda x: 1.0 if x == 0 else math.expm1(x) / x),
+_TORCH_FUNCTIONS = {
+    "exp": torch.exp, "log": torch.log, "log10": torch.log10, "expm1": torch.expm1,
+    "log1p": torch.log1p, "sqrt": torch.sqrt, "sin": torch.sin, "cos": torch.cos,
+    "tan": torch.tan, "sinh": torch.sinh, "cosh": torch.cosh, "tanh": torch.tanh,
+    "arcsin": torch.asin, "arccos": torch.acos, "arctan": torch.atan, "abs": torch.abs,
+    "sign": torch.sign, "floor": torch.floor, "ceil": torch.ceil, "clip": _torch_clip,
+    "timestep": _torch_timestep, "exprel": _torch_exprel,
 }
 _RANDOM_FUNCTIONS = {"rand", "randn", "poisson"}
-_GENERATED_NAMESPACE = {"_bs_torch": torch, "_bs_int": _bs_int, "_bs_timestep": _bs_timestep,
-                        "_bs_exprel": _bs_exprel, "_bs_clip": _bs_clip}
 
-_STATEMENT = re.compile(r"^\s*([A-Za-z_]\w*)\s*(=|\+=|-=|\*=|/=)\s*(.+?)\s*$")
+
+def _bs_int(x, dtype):
+    """int() in generated code: 0/1 of the state's float dtype for booleans."""
+    if isinstance(x, torch.Tensor):
+        return x.to(dtype) if x.dtype == torch.bool else torch.trunc(x)
+    return _numpy_function("int")(x)
+
+
+def _bs_pow(x, exponent):
+    """x ** exponent for exponents numpy does not special-case (elementwise pow, as numpy)."""
+    if isinstance(x, torch.Tensor):
+        return torch.pow(x, torch.full_like(x, exponent))
+    return np.power(x, exponent)
+
+
+def _bs_not(x):
+    return torch.logical_not(x) if isinstance(x, torch.Tensor) else np.logical_not(x)
+
+
+def _bs_index(reference):
+    """Brian2's neuron index ``i``: the flat index within one sample (float, see integers)."""
+    shape = reference.shape[1:]
+    return torch.arange(math.prod(shape), dtype=reference.dtype,
+                        device=reference.device).reshape((1, *shape))
+
+
+_GENERATED_NAMESPACE = {"_bs_torch": torch, "_bs_np": np, "_bs_int": _bs_int, "_bs_pow": _bs_pow,
+                        "_bs_not": _bs_not, "_bs_index": _bs_index, "_bs_inf": math.inf,
+                        "_bs_nan": math.nan, "_bs_math": math}
+_GENERATED_NAMESPACE.update({f"_bs_f_{name}": _dispatch(fn, _numpy_function(name))
+                             for name, fn in _TORCH_FUNCTIONS.items()})
+
+#: numpy's fast paths of ``array ** scalar`` (torch computes the same for these exponents)
+_EXACT_POWERS = {-1.0, 0.0, 0.5, 1.0, 2.0}
 
 
 def _si(value, what):
-    """A parameter value as a float in SI units (Brian2's internal representation)."""
+    """A parameter value as a number in SI units (Brian2's internal representation).
+
+    Booleans and integers keep their type (Brian2 types expressions by them); arrays give None.
+    """
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
     try:
         return float(np.asarray(value, dtype=float)) if np.ndim(value) == 0 else None
     except (TypeError, ValueError) as exc:
         raise ModelError(f"{what}: value {value!r} is not a number with units") from exc
+
+
+def _literal(value):
+    """Python source of a number: exact (repr round-trips), inf/nan by name, negatives
+    parenthesised ("-2.0 ** 2" would parse as -(2.0 ** 2))."""
+    if isinstance(value, (bool, np.bool_)):
+        return repr(bool(value))
+    if isinstance(value, (int, np.integer)):
+        value = int(value)
+        return f"({value})" if value < 0 else repr(value)
+    value = float(value)
+    if math.isnan(value):
+        return "_bs_nan"
+    if math.isinf(value):
+        return "_bs_inf" if value > 0 else "(-_bs_inf)"
+    return f"({value!r})" if value < 0 or (value == 0 and math.copysign(1, value) < 0) else repr(value)
 
 
 class _DtVariable(Variable):
@@ -177,148 +232,87 @@ class _DtVariable(Variable):
         return np.array([self._dt])
 
 
-class _Renderer:
-    """Render a Brian2 expression (string) as Python code with torch operations.
+class _TorchRenderer(NodeRenderer):
+    """Render one of Brian2's optimised expressions as Python code, node for node.
 
-    Names of tensors (state variables, temporaries, tensor parameters) are kept; constants
-    are replaced by their float values, and any subexpression that depends on no tensor is
-    evaluated once here (in float64, as Brian2's C++ code evaluates loop invariants).
+    The expression tree is Brian2's own (after its loop-invariant and arithmetic
+    optimisations), rendered without any reordering, so that every operation is the one
+    Brian2's numpy target performs: constants become exact literals, functions become helpers
+    (torch on tensors, numpy on numbers), ``and``/``or`` become ``&``/``|`` as in numpy.
     """
 
-    def __init__(self, constants, tensors, model_name):
-        self.constants = constants      # name -> float/bool
-        self.tensors = set(tensors)     # names bound to tensors in the generated function
+    expression_ops = dict(NodeRenderer.expression_ops, And="&", Or="|")
+
+    def __init__(self, values, runtime, model_name):
+        super().__init__()
+        self.values = values            # name -> number (constants and folded invariants)
+        self.runtime = runtime          # names bound in the generated function
         self.model_name = model_name
 
-    # returns (code, is_constant, value)
-    def render(self, expr):
-        return self._node(ast.parse(expr.strip(), mode="eval").body)
-
-    def code(self, expr):
-        code, const, value = self.render(expr)
-        return repr(value) if const else code
-
-    def _node(self, node):
-        meth = getattr(self, "_" + type(node).__name__, None)
-        if meth is None:
-            raise UnsupportedConstructError(
-                f"model {self.model_name!r}: expression construct {type(node).__name__} is "
-                "not supported by the torch engine")
-        return meth(node)
-
-    @staticmethod
-    def _const(value):
-        if isinstance(value, (bool, np.bool_)):
-            value = bool(value)
-        elif isinstance(value, (int, np.integer)):
-            value = int(value)
-        else:
-            value = float(value)
-        return repr(value), True, value
-
-    def _Constant(self, node):
-        return self._const(node.value)
-
-    def _Name(self, node):
+    def render_Name(self, node):
         name = node.id
-        if name in self.tensors:
-            return name, False, None
-        if name in self.constants:
-            return self._const(self.constants[name])
+        if name in self.runtime:
+            return name
+        if name in self.values:
+            return _literal(self.values[name])
         if name in ("True", "False"):
-            return self._const(name == "True")
-        unit = getattr(b2.units, name, None)
-        if isinstance(unit, b2.Quantity):
-            return self._const(float(unit))
-        if name in ("i", "N"):
-            raise UnsupportedConstructError(
-                f"model {self.model_name!r}: the neuron index 'i' and the group size 'N' are "
-                "not supported by the torch engine (use a per-neuron parameter instead)")
-        if name == "xi" or name.startswith("xi_"):
-            raise UnsupportedConstructError(
-                f"model {self.model_name!r}: stochastic term {name!r} is not supported by the "
-                "torch engine (it needs a deterministic step)")
+            return name
         raise UnsupportedConstructError(
             f"model {self.model_name!r}: name {name!r} is neither a state variable nor a "
             "parameter (the torch engine cannot resolve it)")
 
-    def _BinOp(self, node):
-        ops = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.Pow: "**",
-               ast.Mod: "%", ast.FloorDiv: "//"}
-        op = ops.get(type(node.op))
-        if op is None:
-            raise UnsupportedConstructError(
-                f"model {self.model_name!r}: operator {type(node.op).__name__} is not supported")
-        left, right = self._node(node.left), self._node(node.right)
-        return self._combine(f"{{}} {op} {{}}", [left, right])
+    def render_Constant(self, node):
+        return _literal(node.value)
 
-    @staticmethod
-    def _literal(value):
-        # parenthesised when negative: "-2.0 ** 2" would parse as -(2.0 ** 2)
-        return f"({value!r})" if value < 0 else repr(value)
+    def render_element_parentheses(self, node):
+        if node.__class__.__name__ == "Constant":
+            return _literal(node.value)     # negative ones come parenthesised
+        return super().render_element_parentheses(node)
 
-    def _combine(self, template, parts, fold=None):
-        if all(p[1] for p in parts):
-            if fold is None:
-                code = template.format(*(self._literal(p[2]) for p in parts))
-                value = eval(code, {"__builtins__": {}})
-            else:
-                value = fold(*(p[2] for p in parts))
-            return self._const(value)
-        return template.format(*(f"({p[0]})" if not p[1] else self._literal(p[2])
-                                 for p in parts)), False, None
+    def render_Call(self, node):
+        name = node.func.id
+        args = ", ".join(self.render_node(arg) for arg in node.args)
+        if name == "int":
+            return f"_bs_int({args}, _bs_dtype)"
+        return f"_bs_f_{name}({args})"
 
-    def _UnaryOp(self, node):
-        operand = self._node(node.operand)
-        if isinstance(node.op, ast.USub):
-            return self._combine("-{}", [operand])
-        if isinstance(node.op, ast.UAdd):
-            return operand
-        if isinstance(node.op, ast.Not):
-            if operand[1]:
-                return self._const(not operand[2])
-            return f"~({operand[0]})", False, None
-        raise UnsupportedConstructError(
-            f"model {self.model_name!r}: unary operator {type(node.op).__name__} not supported")
+    def render_UnaryOp(self, node):
+        if node.op.__class__.__name__ == "Not":
+            return f"_bs_not({self.render_node(node.operand)})"
+        return super().render_UnaryOp(node)
 
-    def _BoolOp(self, node):
-        values = [self._node(v) for v in node.values]
-        is_and = isinstance(node.op, ast.And)
-        if all(v[1] for v in values):
-            result = all(v[2] for v in values) if is_and else any(v[2] for v in values)
-            return self._const(result)
-        joiner = " & " if is_and else " | "
-        return joiner.join(f"({v[0]})" if not v[1] else repr(bool(v[2])) for v in values), False, None
+    def render_BinOp(self, node):
+        if node.op.__class__.__name__ == "Pow" and node.right.__class__.__name__ == "Constant":
+            if float(node.right.value) not in _EXACT_POWERS:
+                return f"_bs_pow({self.render_node(node.left)}, {float(node.right.value)!r})"
+        return super().render_BinOp(node)
 
-    def _Compare(self, node):
-        if len(node.ops) != 1:
-            raise UnsupportedConstructError(
-                f"model {self.model_name!r}: chained comparisons (a < b < c) are not supported")
-        ops = {ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">=", ast.Eq: "==",
-               ast.NotEq: "!="}
-        op = ops[type(node.ops[0])]
-        return self._combine(f"{{}} {op} {{}}", [self._node(node.left), self._node(node.comparators[0])])
 
-    def _Call(self, node):
-        name = node.func.id if isinstance(node.func, ast.Name) else None
-        if name in _RANDOM_FUNCTIONS:
-            raise UnsupportedConstructError(
-                f"model {self.model_name!r}: random function {name}() is not supported by the "
-                "torch engine (it needs a deterministic step)")
-        if name not in _FUNCTIONS:
-            raise UnsupportedConstructError(
-                f"model {self.model_name!r}: function {name}() is not supported by the torch "
-                f"engine (supported: {', '.join(sorted(set(_FUNCTIONS) - {'int_'}))})")
-        code_name, py_func = _FUNCTIONS[name]
-        args = [self._node(a) for a in node.args]
-        template = code_name + "(" + ", ".join("{}" for _ in args) + ")"
-        if code_name == "_bs_int":      # booleans become numbers of the state's dtype
-            template = "_bs_int({}, _bs_dtype)"
-        return self._combine(template, args, fold=py_func)
+def _numpy_namespace(values):
+    """Brian2's numpy-target namespace for evaluating loop invariants at translation time."""
+    namespace = {name: _numpy_function(name) for name in b2.DEFAULT_FUNCTIONS}
+    namespace.update({"logical_not": np.logical_not, "True": True, "False": False})
+    for name, value in values.items():
+        namespace[name] = value if isinstance(value, (bool, np.bool_)) else np.asarray(value)[()]
+    return namespace
+
+
+class _Block:
+    """Brian2's statements of one code block (state update, threshold, reset, ...)."""
+
+    def __init__(self, scalar, vector):
+        self.scalar, self.vector = scalar, vector
 
 
 class CompiledNeuronModel:
     """A neuron model translated into one Python function with torch operations.
+
+    The translation follows Brian2's own code generation for its numpy target: Brian2's state
+    updater writes the abstract code, Brian2's ``make_statements`` turns it (and the
+    threshold and reset) into statements with loop invariants pulled out and arithmetic
+    simplified, the loop invariants are evaluated here once with numpy (as Brian2's numpy
+    target does every step), and every vector statement is rendered as torch code in the
+    same order of operations.
 
     Attributes
     ----------
@@ -330,11 +324,16 @@ class CompiledNeuronModel:
     shared : set of str
         State variables marked ``(shared)``: one value per sample.
     boolean : set of str
-        Boolean state variables (``not_refractory``).
+        Boolean state variables (``not_refractory``, user ``boolean`` variables).
+    integer : set of str
+        ``integer`` state variables (held as whole numbers in the state's float dtype).
     derived : set of str
         State variables the step recomputes from others before any use, so it never reads
         them: ``not_refractory`` when the refractory period is a time (Brian2 derives it from
-        ``lastspike`` and ``t`` at every step). A state dict may leave them out.
+        ``lastspike`` and ``t`` at every step), ``(constant over dt)`` subexpressions. A state
+        dict may leave them out.
+    abstract_code : str
+        Brian2's abstract code of the state update (refractoriness included).
     source : str
         Source code of the generated step function (for inspection).
     """
@@ -354,7 +353,8 @@ class CompiledNeuronModel:
             if callable(value) and not isinstance(value, b2.Quantity):
                 raise UnsupportedConstructError(
                     f"model {model.name!r}: parameter {name!r} is a function "
-                    f"({type(value).__name__}); the torch engine supports numbers with units")
+                    f"({type(value).__name__}); the torch engine supports numbers with units "
+                    "and per-neuron tensors (give time-varying input through the input)")
             si = _si(value, f"model {model.name!r}: parameter {name!r}")
             if si is None:
                 raise ModelError(f"model {model.name!r}: parameter {name!r} is an array; pass "
@@ -363,60 +363,82 @@ class CompiledNeuronModel:
         for name in ("pi", "e", "inf"):
             self.constants.setdefault(name, float(b2.DEFAULT_CONSTANTS[name].value))
         self.constants["dt"] = self.dt
+        self._initial_lines = {}
         self._compile()
 
     # -- analysis -----------------------------------------------------------------------
+    def _refuse_random(self, text, where):
+        for ident in get_identifiers(text):
+            if ident == "xi" or ident.startswith("xi_"):
+                raise UnsupportedConstructError(
+                    f"model {self.model.name!r}: stochastic term {ident!r} in {where} is not "
+                    "supported by the torch engine (it needs a deterministic step)")
+            if ident in _RANDOM_FUNCTIONS:
+                raise UnsupportedConstructError(
+                    f"model {self.model.name!r}: random function {ident}() in {where} is not "
+                    "supported by the torch engine (it needs a deterministic step)")
+
     def _equations(self):
         model = self.model
         eqs = model.brian2_equations
         for name, eq in eqs.items():
             code = str(eq.expr.code) if eq.expr is not None else ""
-            for ident in get_identifiers(code):
-                if ident == "xi" or ident.startswith("xi_"):
-                    raise UnsupportedConstructError(
-                        f"model {model.name!r}: stochastic term {ident!r} in the equation for "
-                        f"{name} is not supported by the torch engine (it needs a "
-                        "deterministic step)")
-            flags = set(eq.flags)
-            allowed = {DIFFERENTIAL_EQUATION: {"unless refractory"},
-                       PARAMETER: {"constant", "shared"},
-                       SUBEXPRESSION: {"shared"}}[eq.type]
-            bad = flags - allowed
-            if bad:
+            self._refuse_random(code, f"the equation for {name}")
+            if "linked" in eq.flags:
                 raise UnsupportedConstructError(
-                    f"model {model.name!r}: flag(s) {', '.join(sorted(bad))} on {name} are not "
-                    "supported by the torch engine")
-            if eq.var_type not in ("float", "boolean"):
-                raise UnsupportedConstructError(
-                    f"model {model.name!r}: variable {name} of type {eq.var_type} is not "
-                    "supported by the torch engine (float and boolean are)")
+                    f"model {model.name!r}: linked variable {name} is not supported by the "
+                    "torch engine (a layer has no other group to link to)")
         uses_unless = any("unless refractory" in eq.flags for eq in eqs.values())
         if model.refractory is not None:
             eqs = add_refractoriness(eqs)
         elif uses_unless:
             raise ModelError(f"model {model.name!r}: equations use (unless refractory) but the "
                              "model has no refractory period")
-        return eqs
+        eqs, constant_over_dt = extract_constant_subexpressions(eqs)
+        return eqs, constant_over_dt
 
     def _variables(self, eqs):
+        """Brian2 Variable objects for every name, as a NeuronGroup would declare them."""
         variables = {"dt": _DtVariable(self.dt),
-                     "t": Variable(name="t", dimensions=b2.second.dim, scalar=True)}
-        for name, value in {**self.model.parameters}.items():
+                     "t": Variable(name="t", dimensions=b2.second.dim, scalar=True,
+                                   dtype=np.float64),
+                     "t_in_timesteps": Variable(name="t_in_timesteps", scalar=True,
+                                                dtype=np.int64),
+                     "i": Variable(name="i", dtype=np.int32),
+                     "N": Constant(name="N", value=1)}
+        for name, value in self.model.parameters.items():
             if name in self.tensor_parameters:
                 variables[name] = Variable(name=name, dimensions=get_dimensions(value)
                                            if not isinstance(value, torch.Tensor) else DIMENSIONLESS,
-                                           scalar=False, constant=True)
+                                           dtype=np.float64, constant=True)
             else:
-                variables[name] = Constant(name=name, value=self.constants.get(name, 0.0),
+                variables[name] = Constant(name=name, value=self.constants[name],
                                            dimensions=get_dimensions(value))
+        for name in ("pi", "e", "inf"):
+            variables.setdefault(name, b2.DEFAULT_CONSTANTS[name])
         for name, eq in eqs.items():
+            dtype = {"boolean": bool, "integer": np.int32}.get(eq.var_type, np.float64)
             if eq.type == SUBEXPRESSION:
-                continue
-            variables[name] = Variable(name=name, dimensions=eq.dim,
-                                       constant="constant" in eq.flags,
-                                       scalar="shared" in eq.flags,
-                                       dtype=bool if eq.var_type == "boolean" else np.float64)
+                variables[name] = Subexpression(name, None, str(eq.expr.code), None,
+                                                dimensions=eq.dim, dtype=dtype,
+                                                scalar="shared" in eq.flags)
+            else:
+                variables[name] = Variable(name=name, dimensions=eq.dim, dtype=dtype,
+                                           constant="constant" in eq.flags,
+                                           scalar="shared" in eq.flags)
+        variables.update(b2.DEFAULT_FUNCTIONS)
         return variables
+
+    def _add_units(self, text):
+        """Unit names used in ``text`` as constants (Brian2 resolves them the same way)."""
+        for ident in get_identifiers(text):
+            if ident in self.variables:
+                continue
+            unit = getattr(b2.units, ident, None)
+            if isinstance(unit, b2.Quantity):
+                self.variables[ident] = Constant(name=ident, value=float(unit),
+                                                 dimensions=get_dimensions(unit))
+                self.values[ident] = float(unit)
 
     def _refractory_code(self):
         ref = self.model.refractory
@@ -424,36 +446,95 @@ class CompiledNeuronModel:
             return ""
         if not isinstance(ref, str):
             return (f"not_refractory = timestep(t - lastspike, dt) >= "
-                    f"timestep({float(ref)!r}, dt)")
+                    f"timestep({float(ref)!r}, dt)\n")
         dims = self.model._check_expression(ref, None, self.model._variables()[1], "refractory")
         if dims is b2.second.dim:
-            return f"not_refractory = timestep(t - lastspike, dt) >= timestep({ref}, dt)"
-        return f"not_refractory = not_refractory or not ({ref})"
-
-    def _substitute(self, expr):
-        """Sympy-normalised expression string with subexpressions substituted."""
-        sym = str_to_sympy(expr)
-        for _ in range(len(self.subexpressions) + 1):
-            repl = {s: self.subexpressions[s.name] for s in sym.free_symbols
-                    if s.name in self.subexpressions}
-            if not repl:
-                break
-            sym = sym.xreplace(repl)
-        return sym
+            return f"not_refractory = timestep(t - lastspike, dt) >= timestep({ref}, dt)\n"
+        return f"not_refractory = not_refractory or not ({ref})\n"
 
     # -- code generation ----------------------------------------------------------------
+    def _statements(self, code, blockname):
+        """Brian2's (scalar, vector) statements of ``code``, loop invariants optimised."""
+        self._add_units(code)
+        try:
+            scalar, vector = make_statements(code, self.variables, np.float64, optimise=True,
+                                             blockname=blockname)
+        except (SyntaxError, TypeError, KeyError, ValueError) as exc:
+            raise ModelError(f"model {self.model.name!r}: Brian2 cannot translate the "
+                             f"{blockname} code {code.strip()!r}: {exc}") from exc
+        return _Block(scalar, vector)
+
+    def _scalar_lines(self, block, renderer):
+        """Loop invariants: numbers evaluated now with numpy (as Brian2's numpy target does
+        at every step); the few that depend on tensors (``t``, shared variables) or on ``N``
+        become lines of the step."""
+        lines = []
+        fold = _numpy_namespace(self.values)
+        for stmt in block.scalar:
+            names = set(get_identifiers(stmt.expr))
+            if stmt.op == ":=" and stmt.var not in self.runtime and not names & self.runtime:
+                expr = NumpyNodeRenderer().render_expr(stmt.expr)
+                with np.errstate(all="ignore"):
+                    value = eval(expr, fold)
+                self.values[stmt.var] = value
+                fold[stmt.var] = value
+                continue
+            if stmt.op == ":=":
+                self.runtime.add(stmt.var)
+            lines.append(self._assignment(stmt, renderer.render_expr(stmt.expr)))
+        return lines
+
+    def _assignment(self, stmt, code):
+        if stmt.op in (":=", "="):
+            return f"{stmt.var} = {code}"
+        return f"{stmt.var} = {stmt.var} {stmt.op[0]} ({code})"
+
+    def _vector_code(self, stmt, renderer):
+        """The right-hand side of a vector statement, as Brian2's numpy generator writes it
+        (a statement using one boolean variable becomes a ``where`` over its two cases)."""
+        if (stmt.used_boolean_variables is not None and len(stmt.used_boolean_variables) == 1
+                and brian_dtype_from_dtype(stmt.dtype) == "float"
+                and stmt.complexity_std > sum(stmt.complexities.values())):
+            boolvar = stmt.used_boolean_variables[0]
+            cases = {assign[0][1]: expr for assign, expr in stmt.boolean_simplified_expressions.items()}
+            return (f"_bs_torch.where({boolvar}, {renderer.render_expr(cases[True])}, "
+                    f"{renderer.render_expr(cases[False])})")
+        return renderer.render_expr(stmt.expr)
+
+    def _new_value(self, stmt, renderer):
+        code = self._vector_code(stmt, renderer)
+        if stmt.op in (":=", "="):
+            new = code
+        else:
+            new = f"{stmt.var} {stmt.op[0]} ({code})"
+        if stmt.var in self.integer:
+            new = f"_bs_torch.trunc(_bs_torch.as_tensor({new}, dtype=_bs_dtype))"
+        return new
+
+    def _plain_lines(self, block, renderer, conditional=()):
+        """Statements executed for every neuron (state update, temporaries)."""
+        lines = self._scalar_lines(block, renderer)
+        for stmt in block.vector:
+            if stmt.var not in self.state and stmt.var not in self.runtime:
+                self.runtime.add(stmt.var)            # a temporary
+            new = self._new_value(stmt, renderer)
+            if stmt.var in conditional:
+                # Brian2 writes (unless refractory) variables only where not_refractory
+                new = f"_bs_torch.where(not_refractory, {new}, {stmt.var})"
+            lines.append(f"{stmt.var} = {new}")
+        return lines
+
     def _compile(self):
         model = self.model
-        eqs = self._equations()
+        eqs, constant_over_dt = self._equations()
         self.equations = eqs
-        self.subexpressions = {name: str_to_sympy(str(eq.expr.code)) for name, eq in eqs.items()
-                               if eq.type == SUBEXPRESSION}
-        state = [name for name, eq in eqs.items() if eq.type != SUBEXPRESSION]
-        self.shared = {name for name, eq in eqs.items()
-                       if eq.type != SUBEXPRESSION and "shared" in eq.flags}
-        self.boolean = {name for name, eq in eqs.items()
-                        if eq.type != SUBEXPRESSION and eq.var_type == "boolean"}
-        variables = self._variables(eqs)
+        self.state = [name for name, eq in eqs.items() if eq.type != SUBEXPRESSION]
+        state = self.state
+        self.shared = {name for name in state if "shared" in eqs[name].flags}
+        self.boolean = {name for name in state if eqs[name].var_type == "boolean"}
+        self.integer = {name for name in state if eqs[name].var_type == "integer"}
+        self.variables = variables = self._variables(eqs)
+        self.values = {**self.constants}
         try:
             su_code = StateUpdateMethod.apply_stateupdater(eqs, variables, model.method,
                                                            group_name=model.name)
@@ -463,21 +544,35 @@ class CompiledNeuronModel:
         if not isinstance(su_code, str):
             raise UnsupportedConstructError(f"model {model.name!r}: method {model.method!r} "
                                             "does not produce abstract code (GSL is not supported)")
-        self.abstract_code = su_code
-        all_text = "\n".join([su_code, model.threshold, model.reset, self._refractory_code()])
-        uses_time = model.refractory is not None or "t" in get_identifiers(all_text) or any(
-            "t" in get_identifiers(str(e)) for e in self.subexpressions.values())
+        ref_code = self._refractory_code()
+        self.abstract_code = ref_code + su_code
+        cod_code = "\n".join(f"{eq.varname} = {eq.expr}" for eq in constant_over_dt.ordered)
+        threshold_code = (f"_cond = ({model.threshold}) and not_refractory"
+                          if model.refractory is not None else f"_cond = {model.threshold}")
+        for text, where in ((model.threshold, "the threshold"), (model.reset, "the reset"),
+                            (ref_code, "the refractory condition")):
+            self._refuse_random(text, where)
+        all_text = "\n".join([self.abstract_code, threshold_code, model.reset, cod_code] +
+                             [str(eq.expr.code) for eq in eqs.values() if eq.expr is not None])
+        used = set(get_identifiers(all_text))
+        uses_time = model.refractory is not None or bool(used & {"t", "t_in_timesteps"})
         self.uses_time = uses_time
         self.state_names = list(state) + ([TIME_STEP_VARIABLE] if uses_time else [])
-
-        temporaries = set()
-        lines = ["def _bs_step(_bs_state, _bs_input, _bs_spike, _bs_params, _bs_detach=True, "
-                 "_bs_extra=None):"]
-        tensors = set(state) | set(self.tensor_parameters)
         # a refractory period given as a time: not_refractory comes from lastspike alone
         # (a boolean refractory condition keeps the previous value: not derived)
-        self.derived = ({"not_refractory"} if self._refractory_code().startswith(
-            "not_refractory = timestep(") else set())
+        self.derived = ({"not_refractory"} if ref_code.startswith("not_refractory = timestep(")
+                        else set()) | {eq.varname for eq in constant_over_dt.ordered}
+        self.runtime = set(state) | set(self.tensor_parameters)
+        if uses_time:
+            self.runtime |= {"t", "t_in_timesteps"}
+        if "i" in used:
+            self.runtime.add("i")
+        if "N" in used:
+            self.runtime.add("N")
+        renderer = _TorchRenderer(self.values, self.runtime, model.name)
+
+        lines = ["def _bs_step(_bs_state, _bs_input, _bs_spike, _bs_params, _bs_detach=True, "
+                 "_bs_extra=None):"]
         for name in state:
             if name not in self.derived:
                 lines.append(f"    {name} = _bs_state[{name!r}]")
@@ -486,86 +581,48 @@ class CompiledNeuronModel:
         lines.append(f"    _bs_dtype = _bs_state[{model.input_variable!r}].dtype")
         if uses_time:
             lines.append(f"    {TIME_STEP_VARIABLE} = _bs_state[{TIME_STEP_VARIABLE!r}]")
+            lines.append(f"    t_in_timesteps = {TIME_STEP_VARIABLE}")
             lines.append(f"    t = {TIME_STEP_VARIABLE}.to(_bs_torch.float64) * {self.dt!r}")
-            tensors.add("t")
-        renderer = _Renderer(self.constants, tensors, model.name)
+        if "i" in used:
+            lines.append(f"    i = _bs_index(_bs_state[{model.input_variable!r}])")
+        if "N" in used:
+            lines.append(f"    N = _bs_math.prod(_bs_state[{model.input_variable!r}].shape[1:])")
 
-        def statement_lines(code, where):
-            out = []
-            for raw in code.split("\n"):
-                if not raw.strip() or raw.strip().startswith("#"):
-                    continue
-                m = _STATEMENT.match(raw)
-                if m is None:
-                    raise UnsupportedConstructError(
-                        f"model {model.name!r}: {where} statement {raw.strip()!r} is not of the "
-                        "form 'var = expr' (or +=, -=, *=, /=)")
-                out.append(m.groups())
-            return out
+        def emit(comment, body):
+            lines.append(f"    # {comment}")
+            lines.extend("    " + line for line in body)
 
-        # refractoriness (before the state update, as in Brian2's state updater)
-        ref_code = self._refractory_code()
-        lines.append("    # refractoriness")
-        for target, op, expr in statement_lines(ref_code, "refractory"):
-            code = renderer.code(sympy_to_str(self._substitute(expr)))
-            lines.append(f"    {target} = {code}")
-        # state update
-        lines.append(f"    # state update (Brian2 method {model.method!r})")
-        for target, op, expr in statement_lines(su_code, "state update"):
-            if target not in tensors:
-                temporaries.add(target)
-                renderer.tensors.add(target)
-            code = renderer.code(sympy_to_str(self._substitute(expr)))
-            if op != "=":
-                code = f"{target} {op[0]} ({code})"
-            lines.append(f"    {target} = {code}")
-        # input
-        lines.append("    # synaptic input")
+        if cod_code:
+            emit("(constant over dt) subexpressions",
+                 self._plain_lines(self._statements(cod_code, "subexpression_update"), renderer))
         original = model.brian2_equations
-        self.input_variables = [n for n in state if n not in self.boolean
-                                and n not in ("lastspike",)]
+        unless = {n for n, eq in original.items() if "unless refractory" in eq.flags}
+        emit(f"state update (Brian2 method {model.method!r}, refractoriness first)",
+             self._plain_lines(self._statements(self.abstract_code, "stateupdate"), renderer,
+                               conditional=unless))
+        self.input_variables = [n for n in state if n not in self.boolean and n != "lastspike"
+                                and n not in self.derived]
 
         def add_input(var, source):
-            if "unless refractory" in original[var].flags:
+            if var in unless:
                 # Brian2 makes writes to an (unless refractory) variable conditional on
                 # not_refractory: synaptic input is ignored while the neuron is refractory
-                return f"{var} = {var} + {source} * not_refractory.to({var}.dtype)"
+                return f"{var} = _bs_torch.where(not_refractory, {var} + {source}, {var})"
             return f"{var} = {var} + {source}"
 
+        lines.append("    # synaptic input")
         lines.append("    if _bs_input is not None:")
         lines.append("        " + add_input(model.input_variable, "_bs_input"))
         lines.append("    if _bs_extra is not None:")
         for var in self.input_variables:
             lines.append(f"        if {var!r} in _bs_extra:")
             lines.append("            " + add_input(var, f"_bs_extra[{var!r}]"))
-        # threshold
-        lines.append(f"    # threshold: {model.threshold}")
-        lines += self._threshold_lines(renderer)
+        emit(f"threshold: {model.threshold}", self._threshold_lines(threshold_code, renderer))
         if model.refractory is not None:
-            lines.append("    _bs_sb = _bs_s > 0")
-            lines.append("    lastspike = _bs_torch.where(_bs_sb, t, lastspike)")
-            lines.append("    not_refractory = not_refractory & ~_bs_sb")
-        # reset
-        lines.append(f"    # reset: {'; '.join(l.strip() for l in model.reset.splitlines() if l.strip())}")
-        for target, op, expr in statement_lines(model.reset, "reset"):
-            if target not in state:
-                raise UnsupportedConstructError(
-                    f"model {model.name!r}: reset assigns to {target!r}, which is not a state "
-                    "variable")
-            code, const, value = renderer.render(sympy_to_str(self._substitute(expr)))
-            rhs = repr(value) if const else f"({code})"
-            if target in self.boolean:
-                new = rhs if op == "=" else f"{target} {op[0]} {rhs}"
-                lines.append(f"    {target} = _bs_torch.where(_bs_s > 0, {new}, {target})")
-            elif op == "+=":
-                lines.append(f"    {target} = {target} + _bs_r * {rhs}")
-            elif op == "-=":
-                lines.append(f"    {target} = {target} - _bs_r * {rhs}")
-            elif op == "=" and const and value == 0:
-                lines.append(f"    {target} = {target} * (1.0 - _bs_r)")
-            else:
-                new = rhs if op == "=" else f"({target} {op[0]} {rhs})"
-                lines.append(f"    {target} = {target} * (1.0 - _bs_r) + _bs_r * {new}")
+            lines.append("    lastspike = _bs_torch.where(_bs_c, t, lastspike)")
+            lines.append("    not_refractory = not_refractory & ~_bs_c")
+        reset_text = "; ".join(line.strip() for line in model.reset.splitlines() if line.strip())
+        emit(f"reset (where spiking): {reset_text}", self._reset_lines(renderer))
         if uses_time:
             lines.append(f"    {TIME_STEP_VARIABLE} = {TIME_STEP_VARIABLE} + 1")
         items = ", ".join(f"{n!r}: {n}" for n in self.state_names)
@@ -575,50 +632,139 @@ class CompiledNeuronModel:
         exec(compile(self.source, f"<brainsnn torch step of {model.name}>", "exec"), namespace)
         self.step_function = namespace["_bs_step"]
 
-    def _threshold_lines(self, renderer):
+    def initial_value(self, name, value, state):
+        """The initial value of ``name``: a number in SI units, or an expression evaluated
+        as Brian2 evaluates ``group.name = 'expr'`` (loop invariants with numpy), given the
+        ``state`` dict of tensors set so far."""
+        if not isinstance(value, str):
+            return _si(value, f"model {self.model.name!r}: initial value of {name}")
+        lines = self._initial_lines.get((name, value))
+        if lines is None:
+            renderer = _TorchRenderer(self.values, self.runtime, self.model.name)
+            block = self._statements(f"{name} = {value}", f"initial_{name}")
+            lines = self._plain_lines(block, renderer)
+            self._initial_lines[(name, value)] = lines
+        namespace = {**_GENERATED_NAMESPACE, **state, "_bs_dtype": state[name].dtype}
+        exec("\n".join(lines), namespace)
+        return namespace[name]
+
+    def _reset_lines(self, renderer):
+        """Reset statements applied where the neuron spiked (a select, as Brian2 evaluates
+        them for the spiking neurons only); temporaries are computed for all neurons."""
         model = self.model
-        cond = str_to_sympy(model.threshold)
-        terms = list(cond.args) if isinstance(cond, sympy.And) else [cond]
-        relational = [c for c in terms if isinstance(c, (sympy.GreaterThan, sympy.StrictGreaterThan,
-                                                         sympy.LessThan, sympy.StrictLessThan))]
-        if len(relational) > 1:
-            # the surrogate goes to the one comparison of a dynamic variable (differential
-            # equation or input variable); the other terms are masks
-            dynamic = set(self.equations.diff_eq_names) | {model.input_variable}
-            relational = [c for c in relational
-                          if {sym.name for sym in self._substitute(sympy_to_str(c)).free_symbols}
-                          & dynamic]
-        if len(relational) != 1:
+        if not model.reset.strip():
+            return ["_bs_ds = None"]
+        block = self._statements(model.reset, "resetter")
+        lines = self._scalar_lines(block, renderer)
+        lines.append("_bs_ds = None if _bs_detach or not _bs_s.requires_grad else "
+                     "_bs_s - _bs_s.detach()")
+        for stmt in block.vector:
+            if stmt.var not in self.state:
+                if stmt.var in self.tensor_parameters or stmt.var in ("t", "i", "N"):
+                    raise UnsupportedConstructError(
+                        f"model {model.name!r}: the reset assigns to {stmt.var!r}, which is not "
+                        "a state variable")
+                self.runtime.add(stmt.var)
+                lines.append(f"{stmt.var} = {self._new_value(stmt, renderer)}")
+                continue
+            if stmt.var in self.shared:
+                raise UnsupportedConstructError(
+                    f"model {model.name!r}: the reset writes to the shared variable "
+                    f"{stmt.var!r}; Brian2 would write it for all neurons whenever one spikes")
+            new = self._new_value(stmt, renderer)
+            lines.append(f"_bs_new = {new}")
+            if stmt.var in self.boolean:
+                lines.append(f"{stmt.var} = _bs_torch.where(_bs_c, _bs_new, {stmt.var})")
+                continue
+            # the surrogate-gradient path of a differentiated reset: d(var)/ds = new - var
+            lines.append(f"_bs_old = {stmt.var}")
+            lines.append(f"{stmt.var} = _bs_torch.where(_bs_c, _bs_new, {stmt.var})")
+            lines.append("if _bs_ds is not None:")
+            lines.append(f"    {stmt.var} = {stmt.var} + _bs_ds * "
+                         "_bs_torch.nan_to_num(_bs_new - _bs_old)")
+        return lines
+
+    # -- threshold ------------------------------------------------------------------------
+    def _dynamic_names(self, block):
+        """Names whose value changes within a step: differential-equation variables, the input
+        variable, and temporaries computed from them."""
+        dynamic = set(self.equations.diff_eq_names) | {self.model.input_variable}
+        for stmt in block.vector:
+            if set(get_identifiers(stmt.expr)) & dynamic:
+                dynamic.add(stmt.var)
+        return dynamic
+
+    def _gradient_terms(self, node, dynamic, context=()):
+        """The comparisons of dynamic variables in the condition, each with the terms that
+        must be true (``and``) or false (``or``) for it to decide the spike."""
+        kind = node.__class__.__name__
+        if kind == "BoolOp":
+            is_and = node.op.__class__.__name__ == "And"
+            terms = []
+            for k, value in enumerate(node.values):
+                others = tuple((v, is_and) for j, v in enumerate(node.values) if j != k)
+                terms += self._gradient_terms(value, dynamic, context + others)
+            return terms
+        if kind == "Compare" and node.ops[0].__class__.__name__ in ("Gt", "GtE", "Lt", "LtE"):
+            names = {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+            if names & dynamic:
+                return [(node, context)]
+        return []
+
+    def _threshold_lines(self, code, renderer):
+        model = self.model
+        block = self._statements(code, "thresholder")
+        lines = self._plain_lines(_Block(block.scalar, block.vector[:-1]), renderer)
+        cond = block.vector[-1]
+        tree = ast.parse(cond.expr.strip(), mode="eval").body
+        terms = self._gradient_terms(tree, self._dynamic_names(block))
+        if not terms:
             raise UnsupportedConstructError(
-                f"model {model.name!r}: threshold {model.threshold!r} is not supported by the "
-                "torch engine: it needs exactly one comparison a >= b, a > b, a <= b or a < b "
-                "of a dynamic variable, optionally joined by 'and' with boolean terms")
-        rel = relational[0]
-        masks = [c for c in terms if c is not rel]
-        if isinstance(rel, (sympy.GreaterThan, sympy.StrictGreaterThan)):
-            high, low = rel.lhs, rel.rhs
-        else:
-            high, low = rel.rhs, rel.lhs
-        strict = isinstance(rel, (sympy.StrictGreaterThan, sympy.StrictLessThan))
-        # x = high - low as one final subtraction: x >= 0 exactly when high >= low (IEEE),
-        # so the forward decision is the comparison Brian2 evaluates
-        parts = [renderer.render(sympy_to_str(self._substitute(sympy_to_str(side))))
-                 for side in (high, low)]
-        if parts[0][1] and parts[1][1]:
-            raise UnsupportedConstructError(
-                f"model {model.name!r}: threshold {model.threshold!r} does not depend on a "
-                "state variable")
-        code = " - ".join(repr(p[2]) if p[1] else f"({p[0]})" for p in parts)
-        out = [f"    _bs_x = {code}",
-               f"    _bs_s = _bs_spike(_bs_x, {strict!r})"]
-        mask_terms = [renderer.code(sympy_to_str(self._substitute(sympy_to_str(m)))) for m in masks]
-        if model.refractory is not None:
-            mask_terms.append("not_refractory")
-        if mask_terms:
-            mask = " & ".join(f"({m})" for m in mask_terms)
-            out.append(f"    _bs_s = _bs_s * ({mask}).to(_bs_s.dtype)")
-        out.append("    _bs_r = _bs_s.detach() if _bs_detach else _bs_s")
-        return out
+                f"model {model.name!r}: threshold {model.threshold!r} has no comparison "
+                "(a >= b, a > b, a <= b, a < b) of a variable that changes during the step; "
+                "the torch engine needs one for the surrogate gradient")
+        lines.append(f"_bs_c = {renderer.render_expr(cond.expr)}")
+        lines.append("if not isinstance(_bs_c, _bs_torch.Tensor):")
+        lines.append(f"    _bs_c = _bs_torch.full_like({model.input_variable}, bool(_bs_c), "
+                     "dtype=_bs_torch.bool)")
+        grads = []
+        for comparison, context in terms:
+            high, low = comparison.left, comparison.comparators[0]
+            if comparison.ops[0].__class__.__name__ in ("Lt", "LtE"):
+                high, low = low, high
+            x = (f"{renderer.render_element_parentheses(high)} - "
+                 f"{renderer.render_element_parentheses(low)}")
+            masks = [renderer.render_element_parentheses(n) if truth else
+                     f"_bs_not({renderer.render_node(n)})" for n, truth in context]
+            grads.append(f"({x}, {' & '.join(masks) if masks else 'None'})")
+        lines.append("if _bs_torch.is_grad_enabled():")
+        lines.append(f"    _bs_s = _bs_spike(_bs_c, [{', '.join(grads)}])")
+        lines.append("else:")
+        lines.append("    _bs_s = _bs_c.to(_bs_dtype)")
+        return lines
+
+
+class _ConditionSpike(torch.autograd.Function):
+    """Spikes: the exact condition forward, surrogate derivatives backward.
+
+    Forward: ``cond`` (Brian2's threshold condition, evaluated as Brian2 does). Backward: for
+    each comparison ``k`` of the condition, ``g(x_k)`` times the mask under which that
+    comparison decides the spike (``x_k`` = signed distance to its threshold).
+    """
+
+    @staticmethod
+    def forward(ctx, cond, alpha, name, masks, *xs):
+        ctx.save_for_backward(*xs)
+        ctx.alpha, ctx.name, ctx.masks = alpha, name, masks
+        return cond.to(xs[0].dtype)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        grads = []
+        for x, mask in zip(ctx.saved_tensors, ctx.masks):
+            g = grad_output * SURROGATES[ctx.name](x, ctx.alpha)
+            grads.append(g if mask is None else g * mask.to(g.dtype))
+        return (None, None, None, None, *grads)
 
 
 _CACHE: dict = {}
@@ -748,12 +894,16 @@ class TorchNeuron(nn.Module):
         self._spike = self._make_spike()
 
     def _make_spike(self):
-        name, alpha, apply = self.surrogate, self.alpha, SpikeFunction.apply
+        name, alpha, apply = self.surrogate, self.alpha, _ConditionSpike.apply
 
-        def spike_fn(x, strict):
-            if x.requires_grad and torch.is_grad_enabled():
-                return apply(x, alpha, name, strict)
-            return ((x > 0) if strict else (x >= 0)).to(x.dtype)   # no graph: the step alone
+        def spike_fn(cond, comparisons):
+            xs = [x for x, _ in comparisons]
+            if not any(isinstance(x, torch.Tensor) and x.requires_grad for x in xs):
+                return cond.to(xs[0].dtype)                # no graph: the condition alone
+            xs = [x if isinstance(x, torch.Tensor) and x.shape == cond.shape
+                  else torch.broadcast_to(torch.as_tensor(x, dtype=xs[0].dtype), cond.shape)
+                  for x in xs]
+            return apply(cond, alpha, name, [m for _, m in comparisons], *xs)
         return spike_fn
 
     @property
@@ -786,35 +936,34 @@ class TorchNeuron(nn.Module):
             raise ValueError(f"initial_state got unknown variable(s) {', '.join(sorted(unknown))}; "
                              f"state variables are {', '.join(self.compiled.state_names)}")
         shared_shape = shape[:1] + (1,) * (len(shape) - 1)
+        compiled = self.compiled
         state = {}
-        constants = self.compiled.constants
-        for name in self.compiled.state_names:
+        for name in compiled.state_names:
             if name == TIME_STEP_VARIABLE:
                 state[name] = torch.zeros((), dtype=torch.int64, device=device)
                 continue
-            var_shape = shared_shape if name in self.compiled.shared else shape
-            var_dtype = torch.bool if name in self.compiled.boolean else dtype
-            if name == "lastspike":
-                var_dtype = torch.float64
-            if name in values:
-                value = values[name]
-            elif name in self.model.initial:
-                value = self.model.initial[name]
-                if isinstance(value, str):
-                    renderer = _Renderer(constants, set(state), self.model.name)
-                    code = renderer.code(sympy_to_str(str_to_sympy(value)))
-                    value = eval(code, dict(_GENERATED_NAMESPACE), dict(state))
-                else:
-                    value = _si(value, f"initial value of {name}")
-            elif name == "lastspike":
-                value = -1e4
-            elif name == "not_refractory":
-                value = True
-            else:
-                value = 0.0
-            tensor = torch.as_tensor(value, device=device)
-            state[name] = torch.broadcast_to(tensor.to(var_dtype), var_shape).clone()
+            var_shape = shared_shape if name in compiled.shared else shape
+            var_dtype = (torch.bool if name in compiled.boolean else
+                         torch.float64 if name == "lastspike" else dtype)
+            default = -1e4 if name == "lastspike" else name == "not_refractory" or 0.0
+            state[name] = torch.full(var_shape, default, dtype=var_dtype, device=device)
+        # the model's initial values in their order, as Brian2 sets them, then the overrides
+        for name, value in self.model.initial.items():
+            if name not in values:
+                state[name] = self._initial(name, compiled.initial_value(name, value, state),
+                                            state[name])
+        for name, value in values.items():
+            state[name] = self._initial(name, value, state[name])
         return state
+
+    def _initial(self, name, value, like):
+        """``value`` (a number in SI units or a tensor) as the state tensor ``like``."""
+        if not isinstance(value, torch.Tensor):
+            value = _si(value, f"initial value of {name}")
+        tensor = torch.as_tensor(value, dtype=like.dtype, device=like.device)
+        if name in self.compiled.integer:
+            tensor = torch.trunc(tensor)
+        return torch.broadcast_to(tensor, like.shape).clone()
 
     def forward(self, state, input=None, inputs=None):
         """One time step: returns ``(spikes, new_state)`` (spikes float 0/1).
