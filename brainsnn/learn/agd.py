@@ -363,7 +363,8 @@ class AGDClassifier(Params):
 
     def predict(self, X, T=None):
         """Class indices (n,): argmax of the unperturbed logits."""
-        return self.classes_[self.predict_logits(X, T).argmax(1)]
+        logits = self.predict_logits(X, T)
+        return self.classes_[logits.argmax(1)]
 
     def score(self, X, y, T=None):
         """Accuracy in [0, 1] on ``X``, ``y`` (with ``T`` steps, default the training T)."""
