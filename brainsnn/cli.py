@@ -1,12 +1,15 @@
 """The ``brainsnn`` command line.
 
     brainsnn run NAME [options]      run a protocol (brainsnn run NAME --help)
-    brainsnn inspect FILE [FILE...]  readable summary of results files
-    brainsnn plot FILE [--out PNG]   receptive fields, kernels and accuracy curves, from the file
+    brainsnn inspect FILE [FILE...]  readable summary of results files (--json: JSON)
+    brainsnn plot FILE [FILE...]     receptive fields, kernels and accuracy curves, from the file
+    brainsnn table FILE [FILE...]    one row per results file, to compare runs (--csv, --markdown)
     brainsnn data [--data DIR]       which datasets are found, and every folder looked in
     brainsnn data fetch NAME [--data DIR] [--mirror URL]   download a dataset's official files
 
-Both read only the file (:class:`brainsnn.io.results.RunResults`); nothing is re-run.
+inspect, plot and table read only the files (:class:`brainsnn.io.results.RunResults`);
+nothing is re-run. A file that cannot be read gets one line on stderr naming it, the others
+are still shown, and the exit status is 1.
 """
 from __future__ import annotations
 
@@ -14,184 +17,78 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
 
 from brainsnn import __version__
+from brainsnn.analysis.summary import describe, printable, summarize, to_json
+from brainsnn.analysis.table import FORMATS, rec_row, render, table_command, table_reads
+from brainsnn.errors import BrainsnnError
 from brainsnn.experiments.registry import PROTOCOLS, run_protocol
 from brainsnn.io.results import ResultsError, RunResults
 
 __all__ = ["main", "summarize"]
 
 
-def _fmt(v, width: int = 160) -> str:
-    if isinstance(v, (bytes, np.bytes_)):
-        v = v.decode(errors="replace")
-    if isinstance(v, str):
-        return v if len(v) <= width else v[:width - 20] + f"... ({len(v)} characters)"
-    a = np.asarray(v)
-    if a.ndim == 0:
-        x = a.item()
-        if isinstance(x, float):
-            return f"{x:.6g}"
-        return str(x)
-    if a.size <= 8 and a.ndim == 1:
-        return "[" + ", ".join(_fmt(x) for x in a) + "]"
-    if a.dtype.kind in "biuf" and a.size:
-        return (f"{a.dtype}{list(a.shape)} mean {a.mean():.4g}, min {a.min():.4g}, "
-                f"max {a.max():.4g}")
-    return f"{a.dtype}{list(a.shape)}"
-
-
-def _units(rec, path) -> str:
-    u = rec.attrs(path).get("units") if rec.is_dataset(path) else None
-    return f" {u}" if u not in (None, "", "1") else ""
-
-
-def _flat_items(tree, prefix=""):
-    for k, v in tree.items():
-        if isinstance(v, dict) and v:
-            yield from _flat_items(v, f"{prefix}{k}.")
-        else:
-            yield f"{prefix}{k}", v
-
-
-def summarize(rec: RunResults, path=None) -> str:
-    """The text ``brainsnn inspect`` prints for ``rec``."""
-    lines = []
-    add = lines.append
-    add(f"file:      {path}" if path else "record (not saved)")
-    add(f"protocol:  {rec.protocol}")
-    add(f"status:    {rec.status}")
-    add(f"seed:      {rec.seed}")
-    add(f"device:    {rec.device}")
-    add("machine:   " + ", ".join(f"{k}={v}" for k, v in rec.machine.items()))
-    add(f"started:   {rec.start_time}")
-    add(f"ended:     {rec.end_time or '(not finished: checkpoint, saved ' + str(rec.saved_time) + ')'}")
-    add("versions:  " + ", ".join(f"{k} {v}" for k, v in rec.versions.items()))
-    config = list(_flat_items(rec.config))
-    add(f"config ({len(config)}):")
-    for k, v in config:
-        add(f"  {k} = {v!r}" if isinstance(v, str) else f"  {k} = {v}")
-    shown = set()
-
-    def section(title, group, row):
-        if group not in rec or rec.is_dataset(group):
-            return
-        paths = [p for p in rec.keys() if p.startswith(group + "/")]
-        if not paths:
-            return
-        add(title)
-        for p in paths:
-            text = row(p)
-            if text is not None:
-                add(text)
-                shown.add(p)
-
-    section("timings (s):", "timings", lambda p: f"  {p[8:]}: {_fmt(rec[p])}")
-
-    def metric_row(p):
-        name = p[len("metrics/"):]
-        if name.startswith("steps/") or name == "T" or name.startswith("accuracy_vs_T"):
-            return None
-        v = np.asarray(rec[p])
-        steps = rec.get(f"metrics/steps/{name}")
-        if v.ndim >= 1 and len(v):
-            at = f" at step {_fmt(np.asarray(steps)[-1])}" if steps is not None and len(steps) else ""
-            return f"  {name}: last {_fmt(v[-1])}{at} ({len(v)} values){_units(rec, p)}"
-        return f"  {name}: {_fmt(v)}{_units(rec, p)}"
-
-    section("metrics:", "metrics", metric_row)
-    for p in rec.keys():
-        if p.startswith("metrics/steps/"):
-            shown.add(p)
-    # accuracy: every dataset named like an accuracy, and accuracy against time steps
-    acc = [p for p in rec.keys() if "acc" in p.rsplit("/", 1)[-1].lower()
-           and not p.startswith(("metrics/steps/", "timings/"))]
-    if acc:
-        add("accuracy:")
-        for p in acc:
-            v = np.asarray(rec[p])
-            if p.startswith("metrics/accuracy_vs_T"):
-                t = rec.get("metrics/T")
-                rows = v if v.ndim == 2 else v[None]
-                labels = rec.attrs(p).get("labels")
-                for k, row in enumerate(rows):
-                    label = f" [{labels[k]}]" if labels is not None and k < len(labels) else ""
-                    if t is not None and np.size(t) == len(row):
-                        pairs = ", ".join(f"T={_fmt(a)}: {_fmt(b)}" for a, b in zip(np.asarray(t), row))
-                        add(f"  {p[8:]}{label}: {pairs}")
-                    else:
-                        add(f"  {p[8:]}{label}: {_fmt(row)}")
-                shown.update({p, "metrics/T"})
-            elif v.ndim >= 1 and len(v):
-                add(f"  {p}: final {_fmt(v[-1])} (best {_fmt(v.max()) if v.dtype.kind in 'biuf' else '-'})")
-                shown.add(p)
-            else:
-                add(f"  {p}: {_fmt(v)}")
-                shown.add(p)
-    if "layers" in rec and not rec.is_dataset("layers"):
-        add("layers:")
-        for name in rec.children("layers"):
-            base = f"layers/{name}"
-            if rec.is_dataset(base):
-                add(f"  {name}: {_fmt(rec[base])}")
-                shown.add(base)
-                continue
-            add(f"  {name}:")
-            for p in [p for p in rec.keys() if p.startswith(base + "/")]:
-                v = rec[p]
-                label = p[len(base) + 1:]
-                if label == "spike_rate" or label.endswith("spike_rate"):
-                    a = np.asarray(v, dtype=float)
-                    if a.size > 1:
-                        silent = float((a == 0).mean()) * 100
-                        add(f"    {label}: mean {a.mean():.4g}{_units(rec, p)} over {a.size} "
-                            f"neurons (min {a.min():.4g}, max {a.max():.4g}, {silent:.0f}% silent)")
-                    else:
-                        add(f"    {label}: {_fmt(v)}{_units(rec, p)}")
-                else:
-                    add(f"    {label}: {_fmt(v)}{_units(rec, p)}")
-                shown.add(p)
-    if "energy" in rec and not rec.is_dataset("energy"):
-        units = rec.attrs("energy").get("units")
-        add(f"energy ({units}):" if units else "energy:")
-        for p in [p for p in rec.keys() if p.startswith("energy/")]:
-            add(f"  {p[7:]}: {_fmt(rec[p])}{_units(rec, p)}")
-            shown.add(p)
-    rest = [p for p in rec.keys() if p not in shown]
-    if rest:
-        add("other datasets:")
-        for p in rest[:60]:
-            add(f"  {p}: {_fmt(rec[p])}{_units(rec, p)}")
-        if len(rest) > 60:
-            add(f"  ... and {len(rest) - 60} more")
-    return "\n".join(lines)
+def _for_each_file(command: str, files, show, select=None) -> int:
+    """Load each file and call ``show(path, rec)``; a file that cannot be loaded or shown
+    gets one line on stderr naming it, and the loop goes on. Returns the exit status."""
+    status = 0
+    for path in files:
+        try:
+            show(path, RunResults.load(path, select=select))
+        except Exception as exc:  # noqa: BLE001 - one line per bad file, whatever it holds
+            message = str(exc) if isinstance(exc, (OSError, BrainsnnError)) else (
+                f"cannot be shown ({type(exc).__name__}: {exc})")
+            if str(path) not in message:
+                message = f"{path}: {message}"
+            print(f"brainsnn {command}: error: {printable(message)}", file=sys.stderr)
+            status = 1
+    return status
 
 
 def _inspect(args) -> int:
-    status, printed = 0, False
-    for path in args.files:
-        try:
-            rec = RunResults.load(path)
-        except (FileNotFoundError, ResultsError, OSError) as exc:
-            print(f"brainsnn inspect: error: {exc}", file=sys.stderr)
-            status = 1
-            continue
-        print(("\n" if printed else "") + summarize(rec, path))
-        printed = True
-    return status
+    if args.json:
+        described = []
+        status = _for_each_file("inspect", args.files,
+                                lambda path, rec: described.append(describe(rec, path)))
+        print(to_json(described))
+        return status
+    printed = []
+
+    def show(path, rec):
+        text = summarize(rec, path)
+        print(("\n" if printed else "") + text)
+        printed.append(path)
+    return _for_each_file("inspect", args.files, show)
 
 
 def _plot(args) -> int:
     from brainsnn.analysis.plotting import results_figure
 
-    rec = RunResults.load(args.file)
-    out = Path(args.out) if args.out else Path(args.file).with_suffix(".png")
-    fig = results_figure(rec, max_fields=args.max_fields)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=args.dpi)
-    print(f"wrote {out}")
-    return 0
+    if args.out and len(args.files) > 1:
+        print("brainsnn plot: error: --out names one image; give one FILE with it, or none "
+              "(each FILE.png is written)", file=sys.stderr)
+        return 2
+
+    def show(path, rec):
+        import matplotlib.pyplot as plt
+
+        out = Path(args.out) if args.out else Path(path).with_suffix(".png")
+        fig = results_figure(rec, max_fields=args.max_fields)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out, dpi=args.dpi)
+        plt.close(fig)
+        print(f"wrote {printable(out)}")
+    return _for_each_file("plot", args.files, show)
+
+
+def _table(args) -> int:
+    rows = []
+    status = _for_each_file("table", args.files,
+                            lambda path, rec: rows.append(rec_row(path, rec)),
+                            select=table_reads)
+    if rows:
+        print(render(rows, args.format, table_command(args.files, args.format)), end="")
+    return status
 
 
 def _data(args) -> int:
@@ -234,17 +131,36 @@ def build_parser() -> argparse.ArgumentParser:
                                    "energy of a results file.")
     p.add_argument("files", nargs="+", metavar="FILE",
                    help="results file(s) (.h5) written by a protocol")
+    p.add_argument("--json", action="store_true",
+                   help="print a JSON array, one object per file (metadata, and per dataset "
+                        "shape, dtype, attributes, dimension scales and value)")
     p.set_defaults(func=_inspect)
     p = sub.add_parser("plot", help="draw receptive fields and accuracy curves from a results file",
                        description="Draw receptive fields (layers/<name>/weights with image-sized "
                                    "inputs), kernels (layers/<name>/kernels) and accuracy curves "
                                    "(metrics) into one PNG, from the file alone.")
-    p.add_argument("file", help="results file (.h5) written by a protocol")
-    p.add_argument("--out", help="output image (default: FILE with the suffix .png)")
+    p.add_argument("files", nargs="+", metavar="FILE",
+                   help="results file(s) (.h5) written by a protocol")
+    p.add_argument("--out", help="output image, for one FILE (default: FILE with the suffix "
+                                 ".png)")
     p.add_argument("--max-fields", type=int, default=100,
                    help="most receptive fields / kernels drawn per layer (default 100)")
     p.add_argument("--dpi", type=int, default=100, help="resolution of the image (default 100)")
     p.set_defaults(func=_plot)
+    p = sub.add_parser("table", help="one row per results file, to compare runs",
+                       description="One row per results file: protocol, dataset, scale, seed, "
+                                   "main accuracy, the settings that tell the runs apart, the "
+                                   "command; grouped by protocol. Reads only the metadata and "
+                                   "metrics/ of each file.")
+    p.add_argument("files", nargs="+", metavar="FILE",
+                   help="results file(s) (.h5) written by a protocol")
+    p.add_argument("--format", choices=FORMATS, default="text",
+                   help="text (aligned columns, the default), csv or md (Markdown)")
+    p.add_argument("--csv", dest="format", action="store_const", const="csv",
+                   help="same as --format csv")
+    p.add_argument("--markdown", dest="format", action="store_const", const="md",
+                   help="same as --format md (what the docs' results page is made with)")
+    p.set_defaults(func=_table)
     p = sub.add_parser("data", help="list the datasets found, or download one (data fetch NAME)",
                        description="Without an action (or with 'list'): for each dataset, "
                                    "whether it was found, in which layout, and every folder "
@@ -270,7 +186,7 @@ def main(argv=None) -> int:
     try:
         return args.func(args)
     except (FileNotFoundError, ResultsError, ValueError, OSError) as exc:
-        print(f"brainsnn {args.command}: error: {exc}", file=sys.stderr)
+        print(f"brainsnn {args.command}: error: {printable(exc)}", file=sys.stderr)
         return 1
 
 
