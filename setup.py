@@ -18,6 +18,8 @@ setup(
         "matplotlib",
         "sympy",
         "torch>=2.4",
+        "Pillow",
+        "tqdm",
     ],
     extras_require={
         "gpu": ["brian2cuda==1.0b1"],
