@@ -83,3 +83,51 @@ def test_onoff_whitening_refuses_bad_pixels(rng):
     with pytest.raises(PreprocessingError, match=r"NaN or infinite values \(first at index "
                                                  r"\(1, 0, 2, 3\)"):
         white.transform(bad)
+
+
+# --------------------------------------------------------------------------- AGD classifier
+
+def _bars(n=40, seed=0):
+    """Two classes: a bright bar in the left or the right half of a 6x6 image."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    x = rng.uniform(0, 0.2, (n, 6, 6))
+    for k in range(n):
+        x[k, :, 0:3] += 0.7 * (y[k] == 0)
+        x[k, :, 3:6] += 0.7 * (y[k] == 1)
+    return np.clip(x, 0, 1).astype(np.float32), y
+
+
+def _agd(**kw):
+    from brainsnn.engine.network import flatten, linear
+    from brainsnn.learn.agd import AGDClassifier
+
+    return AGDClassifier([flatten(), linear(2, kind="artificial", bias=True)], T=1, epochs=2,
+                         batch_size=10, lr=1e-2, **kw)
+
+
+def test_agd_contract():
+    x, y = _bars()
+    clf = check_contract(_agd(), x, y, classifier=True)
+    assert clf.classes_.tolist() == [0, 1]
+    assert {"network_", "history_", "train_seconds_", "stopped_early_"} <= set(vars(clf))
+    assert clf.network is None and clf.network_ is not None     # the parameter stays as given
+    assert len(clf.history_) == 2
+    assert clf.get_params()["epochs"] == 2 and clf.set_params(epochs=1).fit(x, y).history_[-1][
+        "epoch"] == 1
+
+
+def test_agd_refuses_nan_pixels_in_fit_and_predict():
+    from brainsnn.errors import TrainingError
+
+    x, y = _bars()
+    bad = x.copy()
+    bad[3, 2, 4] = np.nan
+    with pytest.raises(TrainingError, match=r"X holds 1 NaN or infinite values \(first at index "
+                                            r"\(3, 2, 4\)"):
+        _agd().fit(bad, y)
+    clf = _agd().fit(x, y)
+    with pytest.raises(TrainingError, match="NaN or infinite"):
+        clf.predict(bad)
+    with pytest.raises(TrainingError, match=r"expected class indices 0..1"):
+        clf.score(x, y + 1)
