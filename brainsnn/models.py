@@ -18,23 +18,33 @@ Example: an adaptive-threshold LIF whose threshold decays towards a resting valu
         parameters={"theta_rest": 1.0, "tau_theta": 50 * b2.ms, "theta_plus": 0.2},
         initial={"theta": "theta_rest"},
     ).replace(threshold="v >= theta", name="adaptive_lif")
+
+Change one equation line with :meth:`EquationModel.substitute` (``LIF.substitute("v",
+"dv/dt = (v_rest - v) / tau_m : 1")``); :meth:`EquationModel.diff` shows what differs
+between two models.
 """
 from __future__ import annotations
 
+import ast
 import dataclasses
+import difflib
 import re
 from collections.abc import Mapping
 from types import MappingProxyType
 
 import brian2 as b2
+import numpy as np
 from brian2.core.variables import Constant, Variable
-from brian2.equations.equations import DIFFERENTIAL_EQUATION, Equations
+from brian2.equations.equations import (DIFFERENTIAL_EQUATION, PARAMETER, SUBEXPRESSION,
+                                        Equations)
 from brian2.equations.unitcheck import check_units_statements
-from brian2.parsing.expressions import parse_expression_dimensions
+from brian2.parsing.expressions import is_boolean_expression, parse_expression_dimensions
+from brian2.parsing.statements import parse_statement
+from brian2.stateupdaters.base import StateUpdateMethod
 from brian2.units.fundamentalunits import (DimensionMismatchError, get_dimensions,
                                            get_unit_for_display)
 from brian2.utils.stringtools import get_identifiers
-from brainsnn.errors import ModelError  # noqa: F401
+from brainsnn.errors import ModelError
 
 __all__ = [
     "ModelError",
@@ -70,8 +80,38 @@ def _temporaries(code):
     Brian2 allows them in reset and on_pre/on_post code; they are dimensionless here only
     for the name check (Brian2 checks their units when it builds the group).
     """
-    names = re.findall(r"^\s*([A-Za-z]\w*)\s*=(?!=)", code or "", flags=re.M)
+    names = [m.group(1) for m in (re.match(r"\s*([A-Za-z]\w*)\s*=(?!=)", line)
+                                  for line in _statement_lines(code)) if m]
     return {name: Variable(name=name, dimensions=get_dimensions(1)) for name in names}
+
+
+def _statement_lines(code):
+    """The statements of a code block, split as Brian2 splits them (newlines and ``;``)."""
+    return [line for line in re.split(r"[;\n]", code or "")
+            if line.strip() and not line.strip().startswith("#")]
+
+
+def _parse_statements(code, model_name, where):
+    """``[(target, op, expr)]`` of a code block; a ModelError names a malformed statement."""
+    out = []
+    for line in _statement_lines(code):
+        try:
+            target, op, expr, _ = parse_statement(line.strip())
+            ast.parse(expr.strip(), mode="eval")
+        except (ValueError, SyntaxError) as exc:
+            raise ModelError(f"model {model_name!r}: {where} statement {line.strip()!r} does "
+                             "not parse: expected 'var = expr' (or +=, -=, *=, /=) with a "
+                             f"valid expression ({str(exc).splitlines()[0]})") from None
+        out.append((target, op, expr))
+    return out
+
+
+def _defined_variable(line):
+    """The variable an equation line defines (None if the line is not an equation)."""
+    try:
+        return next(iter(Equations(line).keys()))
+    except Exception:  # not a complete equation line (Brian2 raises several kinds)
+        return None
 
 
 def _freeze(mapping):
@@ -107,6 +147,11 @@ class EquationModel:
     initial: Mapping = dataclasses.field(default_factory=dict)
     method: str = "exact"
 
+    #: flags Brian2 accepts on each kind of equation (NeuronGroup)
+    _FLAGS = {DIFFERENTIAL_EQUATION: {"unless refractory"},
+              PARAMETER: {"constant", "shared", "linked"},
+              SUBEXPRESSION: {"shared", "constant over dt"}}
+
     def __post_init__(self):
         object.__setattr__(self, "parameters", _freeze(self.parameters))
         object.__setattr__(self, "initial", _freeze(self.initial))
@@ -132,6 +177,42 @@ class EquationModel:
     def with_parameters(self, **parameters):
         """A copy with some parameter values changed or added."""
         return self.replace(parameters={**self.parameters, **parameters})
+
+    def substitute(self, old, new):
+        """A copy with one equation line replaced by ``new``.
+
+        ``old`` is the variable the line defines (``"v"`` for ``dv/dt = ...``) or the line
+        itself (spaces do not matter). A :class:`ModelError` lists the lines when none matches.
+        """
+        lines = self.equations.splitlines()
+        squeeze = "".join(old.split())
+        found = [k for k, line in enumerate(lines) if line.strip() and (
+            "".join(line.split()) == squeeze or _defined_variable(line) == old.strip())]
+        if len(found) != 1:
+            listing = "\n  ".join(line.strip() for line in lines if line.strip())
+            raise ModelError(f"model {self.name!r}: no equation line {old!r} to substitute "
+                             "(give the variable a line defines, or the whole line); the lines "
+                             f"are:\n  {listing}")
+        indent = lines[found[0]][:len(lines[found[0]]) - len(lines[found[0]].lstrip())]
+        lines[found[0]] = indent + new.strip()
+        return self.replace(equations="\n".join(lines))
+
+    def diff(self, other) -> str:
+        """What differs from ``other``, as a unified diff of the fields (empty if nothing)."""
+        def text(model):
+            out = []
+            for field in dataclasses.fields(model):
+                value = getattr(model, field.name)
+                if field.name == "equations":
+                    out += [f"equations: {line.strip()}" for line in value.splitlines()
+                            if line.strip()]
+                elif isinstance(value, Mapping):
+                    out += [f"{field.name}: {k} = {v!r}" for k, v in sorted(value.items())]
+                else:
+                    out += [f"{field.name}: {line}" for line in str(value).splitlines() or [""]]
+            return out
+        return "\n".join(difflib.unified_diff(text(self), text(other), self.name, other.name,
+                                               lineterm="", n=0))
 
     def _extended_fields(self, equations=None, parameters=None, initial=None):
         return {
@@ -169,15 +250,45 @@ class EquationModel:
             raise ModelError(f"model {self.name!r}: equations do not parse: {exc}") from exc
         variables = {}
         for name, dim in self._builtin_names().items():
-            variables[name] = Variable(name=name, dimensions=get_dimensions(dim))
+            variables[name] = Variable(name=name, dimensions=get_dimensions(dim),
+                                       dtype=bool if name == "not_refractory" else None)
         for name, value in self.parameters.items():
             if isinstance(value, str):
                 raise ModelError(f"model {self.name!r}: parameter {name!r} must be a value "
                                  f"with units, not the string {value!r}")
+            if callable(value) and not isinstance(value, b2.Quantity):
+                raise ModelError(
+                    f"model {self.name!r}: parameter {name!r} is a function "
+                    f"({type(value).__name__}); model parameters are values with units, "
+                    "because a model runs on both engines and is stored in results files, "
+                    "and the torch engine has no functions of time: give time-varying input "
+                    "through the synapses or the torch input instead")
             variables[name] = Constant(name=name, value=value, dimensions=_dims(value))
         for name, eq in eqs.items():
-            variables[name] = Variable(name=name, dimensions=eq.dim)
+            dtype = {"boolean": bool, "integer": np.int32}.get(eq.var_type, np.float64)
+            variables[name] = Variable(name=name, dimensions=eq.dim, dtype=dtype)
         return eqs, variables
+
+    def _check_definition(self, eqs):
+        """Name, method and flags, as Brian2 will check them when it builds the group."""
+        if not isinstance(self.name, str) or not re.fullmatch(r"[A-Za-z]\w*", self.name):
+            raise ModelError(f"model name {self.name!r} must be a non-empty identifier (letters, "
+                             "digits and underscores, starting with a letter): Brian2 names "
+                             "its groups after it")
+        methods = [self.method] if isinstance(self.method, str) else (
+            list(self.method) if isinstance(self.method, (tuple, list)) else [])
+        for method in methods:
+            if method not in StateUpdateMethod.stateupdaters:
+                raise ModelError(f"model {self.name!r}: unknown integration method {method!r}; "
+                                 "expected one of "
+                                 f"{', '.join(StateUpdateMethod.stateupdaters)}")
+        for name, eq in eqs.items():
+            bad = set(eq.flags) - self._FLAGS.get(eq.type, set())
+            if bad:
+                raise ModelError(
+                    f"model {self.name!r}: flag(s) {', '.join(sorted(map(repr, bad)))} on "
+                    f"{name} are not allowed on this kind of equation; allowed: "
+                    f"{', '.join(sorted(self._FLAGS.get(eq.type, ()))) or 'none'}")
 
     def _check_identifiers(self, text, variables, where):
         known = set(variables) | set(b2.DEFAULT_FUNCTIONS) | set(b2.DEFAULT_CONSTANTS)
@@ -261,6 +372,7 @@ class EquationModel:
     def validate(self):
         """Parse all strings and check units; raise :class:`ModelError` on any problem."""
         eqs, variables = self._variables()
+        self._check_definition(eqs)
         self._check_equations(eqs, variables)
         self._check_initial(variables)
         return self
@@ -290,9 +402,12 @@ class NeuronModel(EquationModel):
 
     def validate(self):
         eqs, variables = self._variables()
+        self._check_definition(eqs)
         self._check_equations(eqs, variables)
         self._check_initial(variables)
         self._check_expression(self.threshold, None, variables, "threshold")
+        self._check_condition(variables)
+        self._check_reset_targets(eqs)
         self._check_statements(self.reset, variables, "reset")
         if isinstance(self.refractory, str):
             self._check_expression(self.refractory, None, variables, "refractory")
@@ -303,6 +418,39 @@ class NeuronModel(EquationModel):
             raise ModelError(f"model {self.name!r}: input_variable {self.input_variable!r} "
                              "is not a variable of the equations")
         return self
+
+    def _check_condition(self, variables):
+        try:
+            boolean = is_boolean_expression(self.threshold, {**variables, **b2.DEFAULT_FUNCTIONS})
+        except (SyntaxError, ValueError, KeyError):
+            boolean = False
+        if not boolean:
+            raise ModelError(f"model {self.name!r}: threshold {self.threshold!r} is not a "
+                             "condition; expected a comparison such as 'v >= theta' (terms "
+                             "may be joined with 'and'/'or')")
+
+    def _check_reset_targets(self, eqs):
+        """Every reset statement writes a state variable or a temporary read later on (a name
+        that is neither is a typo: Brian2 would take it for a temporary and never reset)."""
+        statements = _parse_statements(self.reset, self.name, "reset")
+        writable = {n for n, eq in eqs.items() if eq.type != SUBEXPRESSION} | {
+            "lastspike", "not_refractory"}
+        for k, (target, op, _) in enumerate(statements):
+            if target in writable:
+                continue
+            if target in self.parameters:
+                raise ModelError(f"model {self.name!r}: the reset writes to the parameter "
+                                 f"{target!r}; parameters are constants (declare it as a state "
+                                 f"variable, '{target} : <unit>', to change it)")
+            if target in eqs:
+                raise ModelError(f"model {self.name!r}: the reset writes to the subexpression "
+                                 f"{target!r}; only state variables can be assigned")
+            read_later = any(target in get_identifiers(expr) for _, _, expr in statements[k + 1:])
+            if op != "=" or not read_later:
+                state = ", ".join(sorted(n for n in writable if n not in ("lastspike", "not_refractory")))
+                raise ModelError(f"model {self.name!r}: the reset assigns to {target!r}, which "
+                                 f"is not a state variable (state variables: {state}) nor a "
+                                 "temporary used by a later statement; is it a typo?")
 
     def neuron_group(self, n, name=None, namespace=None, **kwargs):
         """Build a ``brian2.NeuronGroup`` of ``n`` neurons with initial values set."""
@@ -327,6 +475,10 @@ class SynapseModel(EquationModel):
     on_pre: str = ""
     on_post: str = ""
 
+    _FLAGS = {DIFFERENTIAL_EQUATION: {"event-driven", "clock-driven"},
+              PARAMETER: {"constant", "shared"},
+              SUBEXPRESSION: {"summed", "shared", "constant over dt"}}
+
     def _builtin_names(self):
         return {**_GROUP_NAMES, **_SYNAPSE_NAMES}
 
@@ -336,6 +488,9 @@ class SynapseModel(EquationModel):
 
     def validate(self):
         eqs, variables = self._variables()
+        self._check_definition(eqs)
+        for where, code in (("on_pre", self.on_pre), ("on_post", self.on_post)):
+            _parse_statements(code, self.name, where)
         own = set(variables)  # parameters and equation variables (e.g. tau_pre is one)
         for name in list(get_identifiers(self.equations + self.on_pre + self.on_post)):
             if re.fullmatch(r"\w+_(pre|post)", name) and name not in variables:
