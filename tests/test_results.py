@@ -310,3 +310,226 @@ def test_load_errors(tmp_path):
 def test_results_path():
     assert str(results_path("diehl_cook", "smoke", 3)) == os.path.join("results",
                                                                        "diehl_cook_smoke_seed3.h5")
+
+
+# --------------------------------------------------------------------------- format version 2
+
+def saved(tmp_path, name="run.h5", complete=True, **values):
+    rec = make()
+    for path, value in values.items():
+        rec[path.replace("__", "/")] = value
+    return rec, rec.save(tmp_path / name, complete=complete)
+
+
+def flip_byte(path, offset):
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x10
+    path.write_bytes(bytes(data))
+
+
+def test_every_dataset_carries_a_checksum(tmp_path):
+    rec = make()
+    for path, value in VALUES.items():
+        rec[path] = value
+    out = rec.save(tmp_path / "run.h5")
+    kinds = {}
+    with h5py.File(out, "r") as f:
+        assert f.attrs["format_version"] == 2 and "_brainsnn_meta_sha256" in f.attrs
+
+        def visit(name, obj):
+            if isinstance(obj, h5py.Dataset) and not name.startswith("meta"):
+                kinds[name] = ("fletcher32" if obj.fletcher32 else
+                               "sha256" if "_brainsnn_sha256" in obj.attrs else None)
+        f.visititems(visit)
+    assert None not in kinds.values(), kinds
+    # arrays carry HDF5's own checksum; what HDF5 cannot filter carries a SHA-256
+    assert kinds["f32"] == kinds["large"] == kinds["empty"] == kinds["bools"] == "fletcher32"
+    assert kinds["scalar_f"] == kinds["text"] == kinds["texts"] == kinds["raw"] == "sha256"
+
+
+@pytest.mark.parametrize("name, value", [
+    ("small", np.arange(50, dtype=np.float64)),                       # chunked, fletcher32
+    ("large", np.random.default_rng(2).random(40000)),                # gzip + fletcher32
+    ("scalar", np.float64(0.123456789)),                              # contiguous, SHA-256
+])
+def test_a_flipped_bit_is_detected(tmp_path, name, value):
+    rec, out = saved(tmp_path, **{name: value})
+    with h5py.File(out, "r") as f:
+        ds = f[name]
+        offset = ds.id.get_chunk_info(0).byte_offset if ds.chunks else ds.id.get_offset()
+    flip_byte(out, offset + 3)
+    with pytest.raises(ResultsError) as err:
+        RunResults.load(out)
+    assert str(out) in str(err.value) and repr(name) in str(err.value)
+    assert "corrupt" in str(err.value)
+
+
+def test_a_flipped_bit_in_a_string_or_the_metadata_is_detected(tmp_path):
+    rec, out = saved(tmp_path, note="a string value ZQXJ that HDF5 cannot checksum")
+    offset = out.read_bytes().index(b"ZQXJ")
+    flip_byte(out, offset)
+    with pytest.raises(ResultsError, match="'note' is corrupt.*SHA-256"):
+        RunResults.load(out)
+    rec = RunResults("p", {"learning_rate": 0.0123}, seed=1, device="runtime")
+    out = rec.save(tmp_path / "meta.h5")
+    flip_byte(out, out.read_bytes().index(b"0.0123") + 3)        # 0.0123 -> 0.0!23 or similar
+    with pytest.raises(ResultsError, match="metadata"):
+        RunResults.load(out)
+
+
+def test_external_storage_virtual_datasets_and_links_are_refused(tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_bytes(b"TOPSECRET host name\n")
+    cases = {
+        "external": lambda f: f.create_dataset("leak", shape=(20,), dtype="u1",
+                                               external=[(str(secret), 0, 20)]),
+        "virtual": lambda f: f.create_virtual_dataset("leak", _virtual_layout(tmp_path)),
+        "external link": lambda f: f.__setitem__("leak", h5py.ExternalLink(str(secret), "/")),
+        "soft link": lambda f: f.__setitem__("leak", h5py.SoftLink("/meta")),
+    }
+    for kind, add in cases.items():
+        _, out = saved(tmp_path, name=f"{kind.replace(' ', '_')}.h5", x=np.arange(3))
+        with h5py.File(out, "a") as f:
+            add(f)
+        with pytest.raises(ResultsError, match=f"{kind}|{kind.split()[0]}") as err:
+            RunResults.load(out)
+        assert "'leak'" in str(err.value) and "TOPSECRET" not in str(err.value)
+
+
+def _virtual_layout(tmp_path):
+    source = tmp_path / "source.h5"
+    with h5py.File(source, "w") as f:
+        f["data"] = np.arange(4)
+    layout = h5py.VirtualLayout(shape=(4,), dtype=np.int64)
+    layout[:] = h5py.VirtualSource(str(source), "data", shape=(4,))
+    return layout
+
+
+def test_sizes_are_checked_before_reading(tmp_path):
+    """A small file that declares a 2^50-byte dataset (never written: no storage) is refused
+    without allocating it."""
+    _, out = saved(tmp_path, x=np.arange(3))
+    with h5py.File(out, "a") as f:
+        f.create_dataset("huge", shape=(2 ** 47,), dtype=np.float64)   # 2^50 bytes
+    assert out.stat().st_size < 100_000
+    with pytest.raises(ResultsError, match=r"'huge' declares 1125899906842624 bytes"):
+        RunResults.load(out)
+
+
+def test_malformed_metadata(tmp_path):
+    only_format = tmp_path / "only_format.h5"
+    with h5py.File(only_format, "w") as f:
+        f.attrs["format"] = FORMAT
+        f.attrs["format_version"] = 2
+    with pytest.raises(ResultsError, match="lacks the root attribute.*protocol"):
+        RunResults.load(only_format)
+    _, out = saved(tmp_path, x=1.0)
+    with h5py.File(out, "a") as f:
+        f.attrs["format_version"] = 1               # version 1 files have no metadata digest
+        f.attrs["config"] = json.dumps([1, 2, 3])
+    with pytest.raises(ResultsError, match="'config' is not a JSON object"):
+        RunResults.load(out)
+    with h5py.File(out, "a") as f:
+        f.attrs["format_version"] = 3
+    with pytest.raises(ResultsError, match="format version 3.*upgrade"):
+        RunResults.load(out)
+
+
+def test_dimension_scales(tmp_path):
+    rec = make()
+    for step, acc in [(100, 0.5), (200, 0.6), (300, 0.7)]:
+        rec.add_metric("accuracy", acc, step=step)
+    rec["metrics/T"] = np.array([1, 2, 4, 8])
+    rec["metrics/accuracy_vs_T"] = np.array([[0.1, 0.5, 0.8, 0.9], [0.2, 0.6, 0.85, 0.91]])
+    rec["curves/loss"] = np.array([2.0, 1.0])
+    rec["curves/epoch"] = np.array([1, 2])
+    rec.set_scale("curves/loss", "curves/epoch")
+    rec["metrics/bad_vs_T"] = np.zeros(3)           # 3 values against 4 T: no scale
+    out = rec.save(tmp_path / "run.h5")
+    with h5py.File(out, "r") as f:
+        assert f["metrics/accuracy"].dims[0][0].name == "/metrics/steps/accuracy"
+        assert len(f["metrics/accuracy_vs_T"].dims[0]) == 0
+        assert f["metrics/accuracy_vs_T"].dims[1][0].name == "/metrics/T"
+        assert f["curves/loss"].dims[0][0].name == "/curves/epoch"
+        assert len(f["metrics/bad_vs_T"].dims[0]) == 0
+    back = RunResults.load(out)
+    assert back.scales("metrics/accuracy") == {0: "metrics/steps/accuracy"}
+    assert back.scales("metrics/accuracy_vs_T") == {1: "metrics/T"}
+    assert back.scales("curves/loss") == {0: "curves/epoch"}
+    assert set(back.keys()) == set(rec.keys())
+    assert not any(k.startswith("_") or k in ("CLASS", "NAME") for k in back.attrs("metrics/T"))
+    with pytest.raises(ResultsError, match="no axis 1"):
+        rec.set_scale("curves/loss", "curves/epoch", axis=1)
+    with pytest.raises(ResultsError, match="invalid attribute name"):
+        rec.set("x", 1.0, DIMENSION_LIST="forged")
+
+
+def test_checkpoint_apart_from_results(tmp_path):
+    rec = make()
+    rec["layers/exc/weights"] = np.ones((3, 2))
+    rec["state/weights"] = np.full((3, 2), 0.5)      # the format-1 name, read as checkpoint/
+    rec["checkpoint/position"] = 7
+    assert set(rec.checkpoint()) == {"weights", "position"} and "checkpoint/weights" in rec
+    assert rec["state/position"] == 7
+    out = rec.save(tmp_path / "ck.h5", complete=False)
+    with h5py.File(out, "r") as f:
+        assert sorted(f["checkpoint"]) == ["position", "weights"] and "state" not in f
+    assert int(RunResults.load(out).checkpoint()["position"]) == 7
+    rec.save(out, complete=True)                     # a complete file holds results only
+    with h5py.File(out, "r") as f:
+        assert "checkpoint" not in f and "layers/exc/weights" in f
+    assert RunResults.load(out).checkpoint() == {}
+
+
+def test_version_1_files_are_read(tmp_path):
+    """A file as version 1 wrote it: no checksums, no metadata digest, checkpoint in state/."""
+    rec = make()
+    rec["checkpoint/position"] = 5
+    rec["metrics/test_accuracy"] = 0.75
+    out = rec.save(tmp_path / "v1.h5", complete=False)
+    with h5py.File(out, "a") as f:
+        f.attrs["format_version"] = 1
+        del f.attrs["_brainsnn_meta_sha256"]
+        f.move("checkpoint", "state")
+        del f["metrics/test_accuracy"].attrs["_brainsnn_sha256"]
+    back = RunResults.load(out)
+    assert back.format_version == 1 and back["metrics/test_accuracy"] == 0.75
+    assert int(back.checkpoint()["position"]) == 5
+    # the same missing digest in a version 2 file means it was altered
+    with h5py.File(out, "a") as f:
+        f.attrs["format_version"] = 2
+    with pytest.raises(ResultsError):
+        RunResults.load(out)
+
+
+def test_weight_layout_is_checked():
+    rec = make()
+    rec.set("w", np.zeros((3, 2)), layout="post_pre")
+    with pytest.raises(ResultsError, match="layout.*pre_post, post_pre"):
+        rec.set("w", np.zeros((3, 2)), layout="rows")
+    with pytest.raises(ResultsError, match="2-D"):
+        rec.set("w", np.zeros(3), layout="pre_post")
+
+
+def _dead_pid():
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    return int(proc.stdout)
+
+
+def test_stale_temporaries_are_removed_and_refused(tmp_path):
+    target = tmp_path / "run.h5"
+    dead = tmp_path / f"run.h5.tmp-{_dead_pid()}"
+    alive = tmp_path / f"run.h5.tmp-{os.getppid()}"          # a process that still runs
+    other = tmp_path / f"other.h5.tmp-{_dead_pid()}"         # another file's temporary
+    for p in (dead, alive, other):
+        p.write_bytes(b"partial")
+    with pytest.raises(ResultsError, match=r"temporary file of a save by process \d+, which "
+                                           r"no longer runs.*run\.h5"):
+        RunResults.load(dead)
+    with pytest.raises(ResultsError, match="still running"):
+        RunResults.load(alive)
+    make().save(target)
+    assert not dead.exists() and alive.exists() and other.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [alive.name, other.name, "run.h5"])

@@ -776,11 +776,13 @@ class RunResults:
             raise ResultsError(f"{file!r} is an HDF5 file but not a brainsnn results file "
                                f"(root attribute format={FORMAT!r} is missing)")
         version = meta.get("format_version")
-        if not isinstance(version, (int, np.integer)) or version not in READABLE_VERSIONS:
-            raise ResultsError(f"{file!r} has format version {version!r}; this brainsnn reads "
-                               f"versions {', '.join(map(str, READABLE_VERSIONS))}"
-                               + (": upgrade brainsnn" if isinstance(version, (int, np.integer))
-                                  and version > FORMAT_VERSION else ""))
+        number = isinstance(version, (int, np.integer)) and not isinstance(version, np.bool_)
+        if not number or version not in READABLE_VERSIONS:
+            raise ResultsError(f"{file!r} has format version {int(version) if number else version!r}"
+                               f"; this brainsnn reads versions "
+                               f"{', '.join(map(str, READABLE_VERSIONS))}"
+                               + (": upgrade brainsnn" if number and version > FORMAT_VERSION
+                                  else ""))
         version = int(version)
         missing = [n for n in ("protocol", "seed", "device", "status", "start_time", "config",
                                "versions", "machine") if n not in meta]
@@ -810,14 +812,16 @@ class RunResults:
         rec._data, rec._groups, rec._scales = {}, set(), {}
         rec._attrs = {"": _RootAttrs(rec, _read_attrs(f, file, size, skip=_META_ATTRS))}
 
-        def visit(name, obj):
+        objects = []
+        f.visititems(lambda name, obj: objects.append((name, obj)))  # raise outside h5py's visit
+        for name, obj in objects:
             if name.split("/")[0] in RESERVED_TOP:
-                return
+                continue
             key = _norm_path(name)
             if isinstance(obj, h5py.Dataset):
                 hdf5_checks.check_dataset(obj, file, size)
                 if select is not None and not select(key):
-                    return
+                    continue
                 rec._data[key] = _read_dataset(obj, file, size, version)
                 rec._attrs[key] = _read_attrs(obj, file, size)
                 if "DIMENSION_LIST" in obj.attrs:
@@ -827,8 +831,6 @@ class RunResults:
                 if attrs or len(obj) == 0:
                     rec._groups.add(key)
                     rec._attrs[key] = attrs
-
-        f.visititems(visit)
         return rec
 
 
