@@ -424,15 +424,18 @@ def test_jpeg_export_order_and_labels(tmp_path):
     from PIL import Image
     tar_path = write_jpeg_tar(tmp_path / "cifar-10-jpeg.tar.gz", SMALL_JPEG_COUNTS, seed=6)
     with tarfile.open(tar_path) as tar:
-        names = {s: sorted(m.name for m in tar if m.name.startswith(s + "/")) for s in ("train", "test")}
-        decoded = {m.name: np.asarray(Image.open(io.BytesIO(tar.extractfile(m).read())).convert("RGB"))
-                   for m in tar.getmembers()}
+        names = {s: sorted(m.name for m in tar if m.name.startswith(s + "/"))
+                 for s in ("train", "test")}
+        decoded = {m.name: np.asarray(Image.open(io.BytesIO(tar.extractfile(m).read()))
+                                      .convert("RGB")) for m in tar.getmembers()}
     rng = np.random.default_rng(20261126)
-    order = {"train": rng.permutation(len(names["train"])), "test": rng.permutation(len(names["test"]))}
+    order = {"train": rng.permutation(len(names["train"]))}
+    order["test"] = rng.permutation(len(names["test"]))
     for split in ("train", "test"):
         x, y = datasets.read_cifar_jpeg_tar(tar_path, split)
         expected_names = [names[split][i] for i in order[split]]
-        assert y.tolist() == [datasets.CIFAR10_CLASSES.index(n.split("/")[1]) for n in expected_names]
+        assert y.tolist() == [datasets.CIFAR10_CLASSES.index(n.split("/")[1])
+                              for n in expected_names]
         for k, name in enumerate(expected_names):
             np.testing.assert_array_equal(x[k], decoded[name].transpose(2, 0, 1))
     assert sorted(np.bincount(datasets.read_cifar_jpeg_tar(tar_path, "test")[1], minlength=10)) \

@@ -48,7 +48,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_response(200)
         body = data[start:]
         if fault == "corrupt":
-            body = body[:len(body) // 2] + bytes([body[len(body) // 2] ^ 0xFF]) + body[len(body) // 2 + 1:]
+            mid = len(body) // 2
+            body = body[:mid] + bytes([body[mid] ^ 0xFF]) + body[mid + 1:]
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         if fault == "cut":
@@ -147,9 +148,11 @@ def test_mnist_download_is_verified_and_readable(server, data_dir, tmp_path, mon
         pytest.skip(f"the four MNIST .gz files are not in {shared}")
     server.files = {n: (shared / n).read_bytes() for n in names}
     monkeypatch.setitem(download.SOURCES, "mnist", Source(
-        ("http://192.0.2.1/never-used/",), tuple(RemoteFile(n, md5(d)) for n, d in server.files.items())))
+        ("http://192.0.2.1/never-used/",),
+        tuple(RemoteFile(n, md5(d)) for n, d in server.files.items())))
     lines = []
-    paths = fetch("mnist", data_dir=tmp_path, mirror=server.url, progress=False, report=lines.append)
+    paths = fetch("mnist", data_dir=tmp_path, mirror=server.url, progress=False,
+                  report=lines.append)
     assert paths == [tmp_path / "mnist" / n for n in names]
     assert sorted(p.name for p in (tmp_path / "mnist").iterdir()) == sorted(names)   # no .part
     for n in names:
@@ -167,7 +170,8 @@ def test_mnist_download_is_verified_and_readable(server, data_dir, tmp_path, mon
 
 def test_cifar_fetch_through_the_cli(server, cifar_served, tmp_path, capsys):
     data, arrays = cifar_served
-    assert cli.main(["data", "fetch", "cifar10", "--data", str(tmp_path), "--mirror", server.url]) == 0
+    assert cli.main(["data", "fetch", "cifar10", "--data", str(tmp_path),
+                     "--mirror", server.url]) == 0
     assert (tmp_path / "cifar-10" / CIFAR_TAR).read_bytes() == data
     x, y = load_cifar10("test", data_dir=tmp_path)
     np.testing.assert_array_equal(x, arrays["test_batch"][0].astype(np.float32) / np.float32(255))

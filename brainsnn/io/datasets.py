@@ -487,25 +487,28 @@ def _cached_npy(source: Path, split: str, decode):
     return images, labels
 
 
+def _batches_in_folder(names, parser):
+    return lambda path, split: _cifar_from_folder(path, split, names, parser)
+
+
+def _batches_in_tar(names, parser):
+    return lambda path, split: _cached_npy(
+        path, split, lambda: _cifar_from_tar(path, split, names, parser))
+
+
 # (entry in a CIFAR-10 folder, is a folder, how to read one split of it, description);
 # the first entry found wins
 _CIFAR_LAYOUTS = (
-    ("cifar-10-batches-bin", True,
-     lambda p, s: _cifar_from_folder(p, s, _CIFAR_BIN_FILES, _parse_cifar_bin),
+    ("cifar-10-batches-bin", True, _batches_in_folder(_CIFAR_BIN_FILES, _parse_cifar_bin),
      "binary version, extracted"),
-    ("cifar-10-binary.tar.gz", False,
-     lambda p, s: _cached_npy(p, s, lambda: _cifar_from_tar(p, s, _CIFAR_BIN_FILES,
-                                                             _parse_cifar_bin)),
+    ("cifar-10-binary.tar.gz", False, _batches_in_tar(_CIFAR_BIN_FILES, _parse_cifar_bin),
      "binary version tarball"),
-    ("cifar-10-batches-py", True,
-     lambda p, s: _cifar_from_folder(p, s, _CIFAR_PY_FILES, _parse_cifar_py),
+    ("cifar-10-batches-py", True, _batches_in_folder(_CIFAR_PY_FILES, _parse_cifar_py),
      "python version, extracted"),
-    ("cifar-10-python.tar.gz", False,
-     lambda p, s: _cached_npy(p, s, lambda: _cifar_from_tar(p, s, _CIFAR_PY_FILES,
-                                                             _parse_cifar_py)),
+    ("cifar-10-python.tar.gz", False, _batches_in_tar(_CIFAR_PY_FILES, _parse_cifar_py),
      "python version tarball"),
     ("cifar-10-jpeg.tar.gz", False,
-     lambda p, s: _cached_npy(p, s, lambda: read_cifar_jpeg_tar(p, s)),
+     lambda path, split: _cached_npy(path, split, lambda: read_cifar_jpeg_tar(path, split)),
      "JPEG export, decoded once into the cache"),
 )
 
