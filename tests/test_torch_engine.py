@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from brainsnn.brian.devices import device_session
+from brainsnn.brian.export import synaptic_weight_name
 from brainsnn.models import IF, LIF, ModelError, NeuronModel
 from brainsnn.engine.surrogate import SURROGATES, spike, surrogate_derivative
 from brainsnn.engine.neuron import (TIME_STEP_VARIABLE, TorchNeuron, UnsupportedConstructError,
@@ -268,9 +269,11 @@ def _brian2_spikes(models, spikes, weights, dt):
     objects, monitors = [gen], {}
     for k, model in enumerate(models, start=1):
         group = model.neuron_group(N_OUT, dt=dt)
-        syn = b2.Synapses(gen, group, "w : 1", on_pre=f"{model.input_variable}_post += w", dt=dt)
+        w = synaptic_weight_name(model)
+        syn = b2.Synapses(gen, group, f"{w} : 1", on_pre=f"{model.input_variable}_post += {w}",
+                          dt=dt)
         syn.connect()                                    # i-major: (i, j) = (0,0), (0,1), ...
-        syn.w = weights[model.name].T.reshape(-1)
+        setattr(syn, w, weights[model.name].T.reshape(-1))
         group.state_updater.when, group.state_updater.order = "groups", 10 * k
         syn.pre.when, syn.pre.order = "groups", 10 * k + 1
         group.thresholder["spike"].when, group.thresholder["spike"].order = "groups", 10 * k + 2

@@ -17,7 +17,9 @@ Every linear operation (``nn.Linear``, ``nn.Conv2d`` with ``groups=1``, ``nn.Avg
 ``nn.Flatten``, ``nn.Identity``) is unrolled into a sparse matrix; passive operations between
 spiking layers (average pooling, flattening) are folded into the matrix of the next weighted
 layer, and the product becomes one ``Synapses`` object whose ``i``/``j`` index arrays and
-weights ``w`` are set from arrays (not string expressions). Biases and direct-coded (analog)
+weights are set from arrays (not string expressions). The weight is named ``w_syn`` (or
+``w_syn1``, ... when the neuron model uses that name), so that models with their own ``w``
+(AdEx) export as they are. Biases and direct-coded (analog)
 input become constant currents, delivered every step by a group that spikes at every step.
 A batch of B images is simulated at once as B copies of the network (block-diagonal
 synapses).
@@ -57,6 +59,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 from brian2.units.fundamentalunits import get_dimensions, get_unit
+from brian2.utils.stringtools import get_identifiers
 from torch import nn
 
 from brainsnn.brian.devices import device_session
@@ -65,13 +68,31 @@ from brainsnn.engine.neuron import TorchNeuron
 from brainsnn.errors import ExportError  # noqa: F401
 
 __all__ = ["ExportError", "ExportedLayer", "Brian2Export", "Brian2Result", "to_brian2",
-           "linear_operator", "record_torch_spikes", "run_torch_layers", "READOUT_MODEL"]
+           "linear_operator", "synaptic_weight_name", "record_torch_spikes", "run_torch_layers", "READOUT_MODEL"]
 
 #: The non-spiking integrator of a membrane readout: v accumulates the synaptic input.
 READOUT_MODEL = NeuronModel(name="readout", equations="v : 1", threshold="v > inf",
                             reset="v = v", parameters={}, initial={"v": 0.0}, method="exact")
 
 
+
+
+def _model_identifiers(model):
+    texts = [model.equations, model.threshold, model.reset, str(model.refractory)]
+    return set().union(*(get_identifiers(t) for t in texts))
+
+
+def synaptic_weight_name(model, namespace=None):
+    """A name for the synaptic weight that no name of ``model`` uses (``w_syn``, else
+    ``w_syn1``, ...): Brian2 refuses a synaptic variable named like a variable of the
+    target group (AdEx's adaptation current ``w``, for one)."""
+    taken = _model_identifiers(model) | set(model.parameters) | set(namespace or {})
+    taken |= {f"{name}_post" for name in taken} | {f"{name}_pre" for name in taken}
+    name, k = "w_syn", 0
+    while name in taken:
+        k += 1
+        name = f"w_syn{k}"
+    return name
 
 
 # -- linear operators as sparse matrices ------------------------------------------------------
@@ -309,6 +330,11 @@ class Brian2Export:
             objects.append(clock_group)
         for k, layer in enumerate(self.layers, start=1):
             model = layer.model
+            if batch > 1 and {"i", "N"} & _model_identifiers(model):
+                raise ExportError(f"layer {layer.name!r}: model {model.name!r} uses the neuron "
+                                  "index 'i' or the group size 'N', which differ between the "
+                                  "torch layer (per sample) and the export's batch of copies; "
+                                  "export one sample at a time (batch 1)")
             group = b2.NeuronGroup(
                 batch * layer.n, model.equations, threshold=None if layer.readout else model.threshold,
                 reset=None if layer.readout else model.reset,
@@ -328,18 +354,19 @@ class Brian2Export:
             unit = get_unit(model.brian2_equations[model.input_variable].dim)
             unit_name = "1" if unit is None or get_dimensions(unit).is_dimensionless else repr(unit)
             weight_unit = 1 if unit_name == "1" else unit
-            on_pre = f"{model.input_variable}_post += w"
+            weight = synaptic_weight_name(model, layer.namespace)
+            on_pre = f"{model.input_variable}_post += {weight}"
             for src_name, mat in layer.inputs.items():
                 src, n_src = sources[src_name]
                 coo = mat.tocoo()
                 if coo.nnz == 0:
                     continue
-                syn = b2.Synapses(src, group, model=f"w : {unit_name}", on_pre=on_pre, dt=dt,
-                                  name=f"syn_{src_name}_to_{k}")
+                syn = b2.Synapses(src, group, model=f"{weight} : {unit_name}", on_pre=on_pre,
+                                  dt=dt, name=f"syn_{src_name}_to_{k}")
                 offs_i = np.repeat(np.arange(batch) * n_src, coo.nnz)
                 offs_j = np.repeat(np.arange(batch) * layer.n, coo.nnz)
                 syn.connect(i=np.tile(coo.col, batch) + offs_i, j=np.tile(coo.row, batch) + offs_j)
-                syn.w = np.tile(coo.data, batch) * weight_unit
+                setattr(syn, weight, np.tile(coo.data, batch) * weight_unit)
                 syn.pre.when, syn.pre.order = "groups", base + 1
                 objects.append(syn)
             const = np.zeros((batch, layer.n)) if (layer.const is not None or layer.analog is not None) else None
@@ -348,10 +375,10 @@ class Brian2Export:
             if layer.analog is not None:
                 const += (layer.analog @ analog.T).T
             if const is not None:
-                syn = b2.Synapses(clock_group, group, model=f"w : {unit_name}", on_pre=on_pre,
-                                  dt=dt, name=f"syn_const_to_{k}")
+                syn = b2.Synapses(clock_group, group, model=f"{weight} : {unit_name}",
+                                  on_pre=on_pre, dt=dt, name=f"syn_const_to_{k}")
                 syn.connect(i=np.repeat(np.arange(batch), layer.n), j=np.arange(batch * layer.n))
-                syn.w = const.reshape(-1) * weight_unit
+                setattr(syn, weight, const.reshape(-1) * weight_unit)
                 syn.pre.when, syn.pre.order = "groups", base + 1
                 objects.append(syn)
             if not layer.readout:
