@@ -274,7 +274,7 @@ def test_fold_batchnorm_gives_the_same_ann_outputs():
                 op[1].bias.uniform_(-0.2, 0.2)
     ann.eval()
     with pytest.raises(ConversionError, match="batch-norm"):
-        ANNToSNN(ann)
+        ANNToSNN(ann).fit(x)
     folded = fold_batchnorm(ann)
     with torch.no_grad():
         np.testing.assert_allclose(folded(x, T=1).numpy(), ann(x, T=1).numpy(), atol=1e-5)
@@ -309,14 +309,14 @@ def test_bad_input_errors_name_the_problem():
         with pytest.raises(ConversionError, match=r"T \(number of time steps\) must be an integer >= 1"):
             c.run(X, [T])
     with pytest.raises(ConversionError, match="balance_T"):
-        ANNToSNN(ann, balance_T=-1)
+        ANNToSNN(ann, balance_T=-1).fit(X)
     spiking = Network([linear(3, "spiking", name="h1"), linear(2, name="output")], (2,), T=1)
     with pytest.raises(ConversionError, match="layer 'h1'.*spiking"):
-        ANNToSNN(spiking)
+        ANNToSNN(spiking).fit(X)
     with pytest.raises(ConversionError, match="method"):
-        ANNToSNN(ann, method="max")
+        ANNToSNN(ann, method="max").fit(X)
     with pytest.raises(ConversionError, match="no parameter 'theta_x'"):
-        ANNToSNN(ann, threshold_parameter="theta_x")
+        ANNToSNN(ann, threshold_parameter="theta_x").fit(X)
     with pytest.raises(ConversionError, match=r"batch \(n, 2\)"):
         c.run(np.zeros((1, 3), np.float32), [4])
     with pytest.raises(ConversionError, match="call fit"):
@@ -428,7 +428,7 @@ def test_protocol_smoke_writes_results(tmp_path, data_dir):
     out = tmp_path / "conv.h5"
     proc = subprocess.run([sys.executable, str(REPO / "protocols" / "conversion.py"),
                            "--scale", "smoke", "--out", str(out), "--data", str(data_dir),
-                           "--seed", "3"], capture_output=True, text=True, timeout=300)
+                           "--seed", "3", "--plot"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     rec = RunResults.load(out)
     assert rec.seed == 3
@@ -439,18 +439,20 @@ def test_protocol_smoke_writes_results(tmp_path, data_dir):
     assert out.with_suffix(".png").exists()
 
 
-def test_protocol_layer_options_and_validation(load_protocol, tmp_path, data_dir):
+def test_protocol_layer_options_and_validation(load_protocol, tmp_path, data_dir, capsys):
     from brainsnn.io.results import RunResults
     mod = load_protocol("conversion")
     out = tmp_path / "conv_val.h5"
     assert mod.main(["--scale", "smoke", "--out", str(out), "--data", str(data_dir),
-                     "--n-train", "300", "--validation", "100", "--conv", "4,P", "--fc", "16",
-                     "--label-smoothing", "0.1", "--weight-decay", "1e-4",
-                     "--method", "percentile", "--eval-T", "8", "--no-figure"]) == 0
+                     "--train-images", "300", "--validation", "100", "--conv", "4,P", "--fc",
+                     "16", "--label-smoothing", "0.1", "--weight-decay", "1e-4",
+                     "--method", "percentile", "--eval-T", "8"]) == 0
     rec = RunResults.load(out)
     assert rec.get("models/vgg/ann_test_accuracy") is None
     assert 0 <= float(rec.get("models/vgg/ann_validation_accuracy")) <= 1
     assert rec.attrs("metrics/accuracy_vs_T")["split"] == "validation"
     assert rec.get("models/vgg/ann/conv0/weight").shape == (4, 1, 3, 3)
-    with pytest.raises(SystemExit, match="'-3' is not a width"):
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
         mod.main(["--scale", "smoke", "--fc", "-3", "--out", str(tmp_path / "bad.h5")])
+    assert stop.value.code == 2 and "'-3' is not a width" in capsys.readouterr().err

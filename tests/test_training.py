@@ -158,40 +158,25 @@ def test_cutout_zeroes_one_square_per_image():
         assert len(r) <= 4 and len(c) <= 4
 
 
-def test_augment_option_reaches_the_config():
-    import argparse
-
-    from brainsnn.learn.agd import add_vgg_options, apply_vgg_options
-
-    p = add_vgg_options(argparse.ArgumentParser())
-    cfg = {"augment": "crop_flip"}
-    apply_vgg_options(cfg, p.parse_args(["--augment", "crop_flip_cutout"]))
-    assert cfg["augment"] == "crop_flip_cutout"
-    apply_vgg_options(cfg, p.parse_args(["--augment", "none"]))
-    assert cfg["augment"] is None
-    cfg = {"augment": "crop_flip"}
-    apply_vgg_options(cfg, p.parse_args([]))
-    assert cfg["augment"] == "crop_flip"
+def test_augment_option_reaches_the_config(load_protocol):
+    agd = load_protocol("agd")
+    args = agd.parse_args(["--dataset", "cifar10", "--augment", "crop_flip_cutout"])
+    assert args.augment == "crop_flip_cutout"
+    assert agd.parse_args(["--dataset", "cifar10", "--augment", "none"]).augment is None
+    assert agd.parse_args(["--dataset", "cifar10"]).augment == "crop_flip"   # the scale's
+    assert agd.parse_args(["--dataset", "mnist"]).augment is None
     AGDClassifier(SPECS, augment="crop_flip_cutout")  # accepted
 
 
-def test_label_smoothing_default_comes_from_the_scale():
-    import argparse
-
-    from brainsnn.learn.agd import add_vgg_options, apply_vgg_options
-
-    p = add_vgg_options(argparse.ArgumentParser())
-    args = p.parse_args([])
-    apply_vgg_options({"label_smoothing": 0.1}, args)
-    assert args.label_smoothing == 0.1
-    args = p.parse_args(["--label-smoothing", "0"])
-    apply_vgg_options({"label_smoothing": 0.1}, args)
-    assert args.label_smoothing == 0.0
-    args = p.parse_args([])
-    apply_vgg_options({}, args)
-    assert args.label_smoothing == 0.0
-    with pytest.raises(SystemExit, match="label-smoothing"):
-        apply_vgg_options({}, p.parse_args(["--label-smoothing", "1.5"]))
+def test_label_smoothing_default_comes_from_the_scale(load_protocol, capsys):
+    conversion = load_protocol("conversion")
+    full = ["--dataset", "cifar10", "--scale", "full"]
+    assert conversion.parse_args(full).label_smoothing == 0.1
+    assert conversion.parse_args(full + ["--label-smoothing", "0"]).label_smoothing == 0.0
+    assert conversion.parse_args([]).label_smoothing == 0.0
+    with pytest.raises(SystemExit) as stop:
+        conversion.parse_args(["--label-smoothing", "1.5"])
+    assert stop.value.code == 2 and "--label-smoothing must be in [0, 1), got 1.5" in capsys.readouterr().err
 
 
 def test_agd_protocol_smoke(load_protocol, tmp_path, data_dir):
@@ -200,7 +185,8 @@ def test_agd_protocol_smoke(load_protocol, tmp_path, data_dir):
     out = tmp_path / "agd.h5"
     mod = load_protocol("agd")
     assert mod.main(["--scale", "smoke", "--out", str(out), "--data", str(data_dir),
-                     "--n-train", "300", "--n-test", "200", "--eval-T", "1,4"]) == 0
+                     "--train-images", "300", "--test-images", "200", "--eval-T", "1,4",
+                     "--plot"]) == 0
     rec = RunResults.load(out)
     assert 0 <= float(rec.get("metrics/test_accuracy")) <= 1
     assert list(np.asarray(rec.get("metrics/T"))) == [1, 4]
@@ -224,28 +210,30 @@ def test_validation_holds_out_the_last_training_images(data_dir):
         load_image_data("mnist", n_train=0, data_dir=data_dir, validation=10)
 
 
-def test_agd_protocol_layer_options_and_validation(load_protocol, tmp_path, data_dir):
+def test_agd_protocol_layer_options_and_validation(load_protocol, tmp_path, data_dir, capsys):
     from brainsnn.io.results import RunResults
 
     out = tmp_path / "agd_val.h5"
     mod = load_protocol("agd")
     assert mod.main(["--scale", "smoke", "--out", str(out), "--data", str(data_dir),
-                     "--n-train", "200", "--validation", "100", "--conv", "4,P", "--fc", "16",
-                     "--label-smoothing", "0.1", "--eval-T", "2", "--no-figure"]) == 0
+                     "--train-images", "200", "--validation", "100", "--conv", "4,P", "--fc",
+                     "16", "--label-smoothing", "0.1", "--eval-T", "2"]) == 0
     rec = RunResults.load(out)
     assert rec.get("metrics/test_accuracy") is None
     assert 0 <= float(rec.get("metrics/validation_accuracy")) <= 1
     assert rec.get("layers/conv0/kernels").shape == (4, 1, 3, 3)
     assert rec.get("layers/linear3/weights").shape == (16, 4 * 14 * 14)
-    with pytest.raises(SystemExit, match="'Q' is not a width"):
-        mod.main(["--scale", "smoke", "--conv", "4,Q", "--out", str(tmp_path / "bad.h5")])
-    with pytest.raises(SystemExit, match=r"--label-smoothing must be in \[0, 1\), got 1.5"):
-        mod.main(["--scale", "smoke", "--label-smoothing", "1.5", "--out", str(tmp_path / "b.h5")])
-    with pytest.raises(SystemExit, match="--validation must be a number of images >= 0"):
-        mod.main(["--scale", "smoke", "--validation", "-5", "--out", str(tmp_path / "b.h5")])
-    with pytest.raises(SystemExit, match="--label-smoothing applies to the softmax loss only"):
-        mod.main(["--scale", "smoke", "--loss", "stochmax", "--label-smoothing", "0.1",
-                  "--out", str(tmp_path / "b.h5")])
+    capsys.readouterr()
+    for argv, message in ((["--conv", "4,Q"], "'Q' is not a width"),
+                          (["--label-smoothing", "1.5"], "--label-smoothing must be in [0, 1), got 1.5"),
+                          (["--validation", "-5"], "--validation must be in 0..59999"),
+                          (["--loss", "stochmax", "--label-smoothing", "0.1"],
+                           "--label-smoothing applies to the softmax loss only")):
+        with pytest.raises(SystemExit) as stop:
+            mod.main(["--scale", "smoke", "--out", str(tmp_path / "b.h5"), *argv])
+        err = capsys.readouterr().err
+        assert stop.value.code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "b.h5").exists()
 
 
 @pytest.mark.slow
@@ -255,7 +243,7 @@ def test_claim_protocols_smoke(load_protocol, name, tmp_path, data_dir):
 
     out = tmp_path / f"{name}.h5"
     assert load_protocol(name).main(["--scale", "smoke", "--out", str(out),
-                                 "--data", str(data_dir)]) == 0
+                                     "--data", str(data_dir), "--plot"]) == 0
     rec = RunResults.load(out)
     assert rec.get("claims/summary")
     assert out.with_suffix(".png").exists()

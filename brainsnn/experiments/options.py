@@ -95,11 +95,16 @@ def protocol_parser(name: str, doc: str, scales: dict, *, default_scale: str = "
     return p
 
 
-def parse(parser: argparse.ArgumentParser, scales: dict, argv=None) -> argparse.Namespace:
+def parse(parser: argparse.ArgumentParser, scales: dict, argv=None,
+          defaults=None) -> argparse.Namespace:
     """Parse ``argv``, fill every option left unset (None) from the chosen scale, check the
-    shared options (exit 2 with one line on a bad value) and return the namespace."""
+    shared options (exit 2 with one line on a bad value) and return the namespace.
+
+    ``defaults(args) -> dict``, where given, chooses the defaults instead of
+    ``scales[args.scale]`` (e.g. per dataset and scale)."""
     args = parser.parse_args(argv)
-    for key, value in scales[args.scale].items():
+    table = defaults(args) if defaults is not None else scales[args.scale]
+    for key, value in table.items():
         if getattr(args, key, None) is None:
             setattr(args, key, value)
     if getattr(args, "brian_device", "absent") is None:
@@ -134,11 +139,12 @@ def check_shared(parser, args) -> None:
         check_count(parser, "--train-images", args.train_images, n_train - validation,
                     f"{dataset} has {n_train} training images"
                     + (f", {validation} held out by --validation" if validation else ""))
+    if validation:   # the validation images take the test set's place
+        args.test_images = validation if args.test_images is None else min(args.test_images,
+                                                                             validation)
     if args.test_images is not None:
-        limit = validation if validation else n_test
-        check_count(parser, "--test-images", args.test_images, limit,
-                    f"{validation} validation images" if validation
-                    else f"{dataset} has {n_test} test images")
+        check_count(parser, "--test-images", args.test_images, n_test,
+                    f"{dataset} has {n_test} test images")
 
 
 def check_count(parser, option: str, value: int, maximum: int | None = None,

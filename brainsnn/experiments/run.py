@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 from brainsnn.errors import ExperimentError
+from brainsnn.seeding import seed_everything
 from brainsnn.experiments.options import command_line, out_path
 
 log = logging.getLogger("brainsnn")
@@ -65,18 +66,6 @@ def setup_logging(quiet: int = 0, verbose: int = 0) -> None:
 def _lower_level_name(record) -> bool:
     record.levelname_lower = record.levelname.lower()
     return True
-
-
-def seed_everything(seed: int):
-    """Seed numpy, torch and Brian2 with ``seed``; returns a numpy Generator for this run."""
-    import brian2
-    import numpy as np
-    import torch
-
-    torch.manual_seed(int(seed))
-    np.random.seed(int(seed) % 2**32)
-    brian2.seed(int(seed))
-    return np.random.default_rng(int(seed))
 
 
 def percent(fraction: float) -> str:
@@ -136,17 +125,19 @@ class Run:
     goes into the file, and ``--resume`` compares it); ``name``: the default file name (no
     suffix); ``device``: the device recorded in the file; ``argv``: the protocol's arguments
     (for the command stored in the file and the resume hint); ``may_change``: settings that
-    a resumption may change (the protocol handles them).
+    a resumption may change (the protocol handles them); ``resumable``: whether the protocol
+    can continue a checkpoint (if not, ``--resume`` of an unfinished run is refused).
     """
 
     def __init__(self, args, config: dict, *, name: str, device: str, argv=None,
-                 may_change=()):
+                 may_change=(), resumable: bool = True):
         self.args, self.name, self.device = args, name, device
         self.protocol = args.protocol
         self.command = command_line(self.protocol, argv)
         self.config = dict(config, command=self.command)
         self.path = out_path(args, name)
         self.may_change = frozenset(may_change)
+        self.resumable = resumable
         self.rec = None
         self.resumed = False
         self.already_complete = False
@@ -233,6 +224,9 @@ class Run:
             if diffs:
                 raise ExperimentError(f"cannot resume {str(path)!r}: it was made with other "
                                       "settings:\n  " + "\n  ".join(diffs))
+            if not old.is_complete and not self.resumable:
+                raise ExperimentError(f"protocol {self.protocol!r} cannot continue the checkpoint "
+                                      f"{str(path)!r}; --force starts the run over")
             self.rec, self.resumed = old, True
             self.already_complete = old.is_complete
             return

@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 """BackRes vs physically deeper networks: accuracy and parameter count (claim 2).
 
 BackRes as defined in this project: a block of conv layers runs R times with the same weights
@@ -16,23 +15,24 @@ Example::
 """
 from __future__ import annotations
 
-import os
-import sys
+import logging
 
-from brainsnn.learn.agd import experiment_parser
+from brainsnn.experiments import options
+from brainsnn.experiments.training import claims_config, claims_parser, parse_claims
 
+log = logging.getLogger("brainsnn")
 SCALES = {
-    "smoke": dict(n_train=600, n_test=300, epochs=1, width=4, block_layers=1, Rs=(1, 2),
-                  T=3, batch_size=50, lr=3e-3, seeds=(0,)),
-    "small": dict(n_train=4000, n_test=2000, epochs=1, width=8, block_layers=1, Rs=(1, 2, 3),
-                  T=4, batch_size=50, lr=3e-3, seeds=(0,)),
-    "full": dict(n_train=None, n_test=None, epochs=3, width=16, block_layers=2, Rs=(1, 2, 3),
-                 T=4, batch_size=64, lr=2e-3, seeds=(0, 1, 2)),
+    "smoke": dict(train_images=600, test_images=300, epochs=1, width=4, block_layers=1, Rs=(1, 2),
+                  T=3, batch_size=50, lr=3e-3, n_seeds=1),
+    "small": dict(train_images=4000, test_images=2000, epochs=1, width=8, block_layers=1, Rs=(1, 2, 3),
+                  T=4, batch_size=50, lr=3e-3, n_seeds=1),
+    "full": dict(train_images=None, test_images=None, epochs=3, width=16, block_layers=2, Rs=(1, 2, 3),
+                 T=4, batch_size=64, lr=2e-3, n_seeds=3),
 }
 
 
 def build_parser():
-    p = experiment_parser(__doc__, "backres_depth", SCALES)
+    p = claims_parser("backres_depth", __doc__, SCALES)
     p.add_argument("--form", choices=("reentry", "additive"), default="reentry")
     p.add_argument("--R", default=None, help="comma-separated R values (default per scale)")
     p.add_argument("--width", type=int, default=None, help="channels of the stem and block")
@@ -64,80 +64,77 @@ def figure(path_or_rec):
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    args = parse_claims(build_parser(), SCALES, argv)
     import numpy as np
-    import torch
 
+    from brainsnn.experiments.run import Run
+    from brainsnn.experiments.training import (load_data, save_figure, seeds_of, setup_torch,
+                                               train_and_evaluate)
     from brainsnn.analysis.energy import write_energy
     from brainsnn.engine.network import backres_specs
-    from brainsnn.io.results import RunResults
-    from brainsnn.io.datasets import load_image_data
-    from brainsnn.learn.agd import (config_record, protocol_config,
-                                   train_and_evaluate)
 
-    torch.set_num_threads(args.threads)
-    cfg = protocol_config(SCALES[args.scale], args,
-                          ("n_train", "n_test", "epochs", "width", "block_layers"), seeds=True)
+    setup_torch(args)
+    cfg = {k: getattr(args, k, v) for k, v in SCALES[args.scale].items()}
+    cfg["seeds"] = seeds_of(args)
     if args.R:
-        cfg["Rs"] = tuple(int(r) for r in args.R.split(","))
-    config = config_record(args, cfg)
-    rec = RunResults("backres_depth", config=config, seed=args.seed, device=args.device)
-    out = args.out or f"results/backres_depth_{args.scale}_seed{args.seed}.h5"
-    x_tr, y_tr, x_te, y_te = load_image_data(args.dataset, cfg["n_train"], cfg["n_test"],
-                                             args.data)
-    print(f"[backres] {args.dataset}: {len(x_tr)} train / {len(x_te)} test; R {cfg['Rs']}, "
-          f"seeds {cfg['seeds']}, form {args.form}", flush=True)
-    summary = {}
-    with rec.timer("total"):
-        for R in cfg["Rs"]:
-            variants = [("backres", True)] + ([("deep", False)] if R > 1 else [])
-            for name, shared in variants:
-                specs = backres_specs(cfg["width"], cfg["block_layers"], R=R, shared=shared,
-                                      form=args.form)
-                accs = []
-                for seed in cfg["seeds"]:
-                    clf, res = train_and_evaluate(
-                        specs, x_tr, y_tr, x_te, y_te, energy_images=500, T=cfg["T"],
-                        epochs=cfg["epochs"], batch_size=cfg["batch_size"], lr=cfg["lr"],
-                        device=args.device, seed=seed)
-                    base = f"runs/{name}_R{R}/seed{seed}"
-                    rec.set(f"{base}/test_accuracy", res["test_accuracy"], T=cfg["T"])
-                    rec.set(f"{base}/train_seconds", res["train_seconds"], units="s")
-                    write_energy(rec, res["energy"], prefix=f"{base}/energy")
-                    accs.append(res["test_accuracy"])
-                    print(f"[backres] {name:<8} R={R} seed={seed}: accuracy "
-                          f"{res['test_accuracy']:.4f}, {res['n_parameters']} parameters, "
-                          f"energy {res['energy']['total'] * 1e9:.1f} nJ/image "
-                          f"({res['train_seconds']:.0f} s)", flush=True)
-                summary[(name, R)] = (float(np.mean(accs)), float(np.std(accs)),
-                                      res["n_parameters"], res["energy"]["total"])
-                if R == 1:  # R = 1: the BackRes network is the plain (physically shallow) one
-                    summary[("deep", 1)] = summary[(name, 1)]
-            rec.save(out, complete=False)
-    Rs = np.array(cfg["Rs"])
-    rec.set("metrics/R", Rs)
-    for name in ("backres", "deep"):
-        rec.set(f"metrics/accuracy_{name}", np.array([summary[(name, R)][0] for R in Rs]),
-                split="test", T=cfg["T"])
-        rec.set(f"metrics/accuracy_{name}_std", np.array([summary[(name, R)][1] for R in Rs]))
-        rec.set(f"metrics/n_parameters_{name}", np.array([summary[(name, R)][2] for R in Rs]))
-        rec.set(f"metrics/energy_{name}", np.array([summary[(name, R)][3] for R in Rs]),
-                units="J/image")
-    write_energy(rec, res["energy"])
-    lines = [f"{'R':>2} {'BackRes acc':>12} {'params':>8} {'deeper acc':>11} {'params':>8}"]
-    for R in Rs:
-        b, d = summary[("backres", R)], summary[("deep", R)]
-        lines.append(f"{R:>2} {b[0]:>12.4f} {b[2]:>8d} {d[0]:>11.4f} {d[2]:>8d}")
-    text = "\n".join(lines)
-    rec.set("claims/summary", text)
-    rec.save(out)
-    print(text)
-    print(f"[backres] wrote {out}")
-    fig_path = os.path.splitext(out)[0] + ".png"
-    figure(out).savefig(fig_path)
-    print(f"[backres] wrote {fig_path}")
+        cfg["Rs"] = options.int_list(build_parser(), "--R", args.R)
+    config = claims_config(args, ())
+    config.update({k: v for k, v in cfg.items() if k not in ("n_seeds",)})
+    with Run(args, config, name=f"backres_depth_{args.scale}_seed{args.seed}", device=args.torch_device,
+             argv=argv, resumable=False) as run:
+        if run.already_complete:
+            log.info(f"{run.path} is already complete; nothing to resume")
+            return 0
+        rec = run.rec
+        x_tr, y_tr, x_te, y_te = load_data(args)
+        log.info(f"{args.dataset}: {len(x_tr)} train / {len(x_te)} test; R {cfg['Rs']}, "
+              f"seeds {cfg['seeds']}, form {args.form}")
+        summary = {}
+        with rec.timer("total"):
+            for R in cfg["Rs"]:
+                variants = [("backres", True)] + ([("deep", False)] if R > 1 else [])
+                for name, shared in variants:
+                    specs = backres_specs(cfg["width"], cfg["block_layers"], R=R, shared=shared,
+                                          form=args.form)
+                    accs = []
+                    for seed in cfg["seeds"]:
+                        clf, res = train_and_evaluate(
+                            specs, x_tr, y_tr, x_te, y_te, energy_images=500, T=cfg["T"],
+                            epochs=cfg["epochs"], batch_size=cfg["batch_size"], lr=cfg["lr"],
+                            device=args.torch_device, seed=seed)
+                        base = f"runs/{name}_R{R}/seed{seed}"
+                        rec.set(f"{base}/test_accuracy", res["test_accuracy"], T=cfg["T"])
+                        rec.set(f"{base}/train_seconds", res["train_seconds"], units="s")
+                        write_energy(rec, res["energy"], prefix=f"{base}/energy")
+                        accs.append(res["test_accuracy"])
+                        log.info(f"{name:<8} R={R} seed={seed}: accuracy "
+                              f"{res['test_accuracy']:.4f}, {res['n_parameters']} parameters, "
+                              f"energy {res['energy']['total'] * 1e9:.1f} nJ/image "
+                              f"({res['train_seconds']:.0f} s)")
+                    summary[(name, R)] = (float(np.mean(accs)), float(np.std(accs)),
+                                          res["n_parameters"], res["energy"]["total"])
+                    if R == 1:  # R = 1: the BackRes network is the plain (physically shallow) one
+                        summary[("deep", 1)] = summary[(name, 1)]
+                run.checkpoint()
+        Rs = np.array(cfg["Rs"])
+        rec.set("metrics/R", Rs)
+        for name in ("backres", "deep"):
+            rec.set(f"metrics/accuracy_{name}", np.array([summary[(name, R)][0] for R in Rs]),
+                    split="test", T=cfg["T"])
+            rec.set(f"metrics/accuracy_{name}_std", np.array([summary[(name, R)][1] for R in Rs]))
+            rec.set(f"metrics/n_parameters_{name}", np.array([summary[(name, R)][2] for R in Rs]))
+            rec.set(f"metrics/energy_{name}", np.array([summary[(name, R)][3] for R in Rs]),
+                    units="J/image")
+        write_energy(rec, res["energy"])
+        lines = [f"{'R':>2} {'BackRes acc':>12} {'params':>8} {'deeper acc':>11} {'params':>8}"]
+        for R in Rs:
+            b, d = summary[("backres", R)], summary[("deep", R)]
+            lines.append(f"{R:>2} {b[0]:>12.4f} {b[2]:>8d} {d[0]:>11.4f} {d[2]:>8d}")
+        text = "\n".join(lines)
+        rec.set("claims/summary", text)
+        log.info(text)
+        out = run.finish()
+    if args.plot:
+        save_figure(figure(out), out)
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 """Benchmark the torch engine against the same spiking network written by hand in PyTorch.
 
 A fixed spiking network (MNIST images, direct coding, a fully connected LIF layer of N neurons
@@ -15,11 +14,9 @@ than 1.5 times slower), checks that both give the same loss on the first batch, 
 inference images per second as well. Runs of the two are interleaved (engine, hand, engine,
 hand, ...) and the medians compared, so that load from other processes affects both alike.
 
-Examples::
-
-    python protocols/bench_torch_engine.py --scale smoke
-    nice -n 10 python protocols/bench_torch_engine.py --scale small
-    python protocols/bench_torch_engine.py --scale full --device cuda
+Examples:
+  brainsnn run bench_torch_engine --scale smoke
+  brainsnn run bench_torch_engine --scale full --torch-device cuda
 
 Writes one HDF5 file (default results/bench_torch_engine_<scale>_seed<seed>.h5) with
 ``metrics/train_images_per_s_engine``, ``..._hand`` (one value per repeat),
@@ -28,35 +25,24 @@ times slower the engine is), ``results/ratio_infer`` and ``timings/``.
 """
 from __future__ import annotations
 
-import argparse
+import logging
 import math
-import os
 import statistics
-import sys
 import time
-from pathlib import Path
 
-SCALES = ("smoke", "small", "full")
-CONFIGS = {
+from brainsnn.experiments import options
+
+PROTOCOL = "bench_torch_engine"
+SCALES = {
     "smoke": dict(n_hidden=200, T=8, batch_size=32, batches=3, repeats=3, n_images=256),
     "small": dict(n_hidden=500, T=16, batch_size=64, batches=8, repeats=5, n_images=2048),
     "full": dict(n_hidden=1000, T=25, batch_size=128, batches=20, repeats=7, n_images=10000),
 }
+log = logging.getLogger("brainsnn")
 
 
 def build_parser():
-    doc = __doc__.split("\n\n")
-    p = argparse.ArgumentParser(description=doc[0], epilog="\n\n".join(doc[1:]),
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--scale", choices=SCALES, default="small",
-                   help="smoke: seconds; small: about a minute; full: several minutes")
-    p.add_argument("--device", default="cpu", help="torch device: cpu or cuda (default cpu)")
-    p.add_argument("--out", default=None,
-                   help="results file (default results/bench_torch_engine_<scale>_seed<seed>.h5)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data", default=None, help="dataset folder (default $BRAINSNN_DATA or "
-                   "../shared/data beside the repository); random images if MNIST is absent")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    p = options.protocol_parser(PROTOCOL, __doc__, SCALES, datasets=("mnist",), images=False)
     p.add_argument("--n-hidden", type=int, default=None)
     p.add_argument("--T", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
@@ -65,35 +51,42 @@ def build_parser():
     return p
 
 
+def parse_args(argv=None):
+    p = build_parser()
+    args = options.parse(p, SCALES, argv)
+    for option in ("n_hidden", "T", "batch_size", "batches", "repeats"):
+        options.check_count(p, "--" + option.replace("_", "-"), getattr(args, option))
+    return args
+
+
 def main(argv=None):
-    args = build_parser().parse_args(argv)
-    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
-    import brian2 as b2
-    import numpy as np
-    import torch
-    from torch import nn
+    args = parse_args(argv)
+    from brainsnn.experiments.run import Run
+    from brainsnn.experiments.training import setup_torch
 
-    from brainsnn.models import LIF
-    from brainsnn.io.results import RunResults, results_path
-    from brainsnn.engine.neuron import TorchNeuron
-
-    torch.set_num_threads(args.threads)
-    cfg = dict(CONFIGS[args.scale])
-    for key in ("n_hidden", "T", "batch_size", "batches", "repeats"):
-        if getattr(args, key) is not None:
-            cfg[key] = int(getattr(args, key))
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        sys.exit("--device cuda was asked for, but torch finds no CUDA GPU; use --device cpu")
-    out = Path(args.out) if args.out else results_path("bench_torch_engine", args.scale, args.seed)
+    torch = setup_torch(args)
+    cfg = {k: getattr(args, k) for k in SCALES[args.scale]}
     config = {**cfg, "scale": args.scale, "threads": args.threads, "data": args.data,
               "neuron": "lif", "tau_m_ms": 20.0, "theta": 1.0, "dt_ms": 1.0,
               "surrogate": "triangle", "alpha": 1.0, "optimizer": "adam", "lr": 1e-3,
-              "torch_compile": False}
-    rec = RunResults("bench_torch_engine", config=config, seed=args.seed, device=str(device))
-    b2.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
+              "torch_compile": False, "torch_device": args.torch_device}
+    with Run(args, config, name=f"{PROTOCOL}_{args.scale}_seed{args.seed}",
+             device=args.torch_device, argv=argv, resumable=False) as run:
+        benchmark(run, args, cfg, torch)
+    return 0
+
+
+def benchmark(run, args, cfg, torch):
+    """Time training and inference of both implementations; record the medians."""
+    import brian2 as b2
+    import numpy as np
+    from torch import nn
+
+    from brainsnn.engine.neuron import TorchNeuron
+    from brainsnn.models import LIF
+
+    rec = run.rec
+    device = torch.device(args.torch_device)
 
     # -- data ---------------------------------------------------------------------------
     try:
@@ -101,7 +94,7 @@ def main(argv=None):
         images, labels = load_mnist("train", data_dir=args.data, n=cfg["n_images"])
         source = "mnist"
     except Exception as exc:  # DatasetError or a missing module: timings do not need MNIST
-        print(f"MNIST not available ({exc}); using random images", flush=True)
+        log.warning(f"MNIST not available ({exc}); using random images")
         rng = np.random.default_rng(args.seed)
         images = rng.random((cfg["n_images"], 28, 28), dtype=np.float32)
         labels = rng.integers(0, 10, cfg["n_images"])
@@ -155,8 +148,8 @@ def main(argv=None):
     engine = Net(True).to(device)
     hand = Net(False).to(device)
     hand.load_state_dict({k: v for k, v in engine.state_dict().items()}, strict=False)
-    print(f"network: 784 -> {H} LIF -> 10 readout, T={T}, batch {B}, data {source}, "
-          f"device {device}, {args.threads} thread(s)", flush=True)
+    log.info(f"network: 784 -> {H} LIF -> 10 readout, T={T}, batch {B}, data {source}, "
+             f"device {device}, {args.threads} thread(s)")
 
     # same loss on the first batch (the two implement the same network)
     with torch.no_grad():
@@ -165,8 +158,8 @@ def main(argv=None):
     rec.set("results/first_batch_loss_engine", le)
     rec.set("results/first_batch_loss_hand", lh)
     if not math.isclose(le, lh, rel_tol=1e-5, abs_tol=1e-6):
-        print(f"WARNING: first-batch losses differ: engine {le}, hand {lh}", flush=True)
-    print(f"first-batch loss: engine {le:.6f}, hand {lh:.6f}", flush=True)
+        log.warning(f"first-batch losses differ: engine {le}, hand {lh}")
+    log.info(f"first-batch loss: engine {le:.6f}, hand {lh:.6f}")
 
     opts = {"engine": torch.optim.Adam(engine.parameters(), lr=1e-3),
             "hand": torch.optim.Adam(hand.parameters(), lr=1e-3)}
@@ -205,9 +198,9 @@ def main(argv=None):
                     ips = timed(name, mode == "train")
                     speeds.setdefault((mode, name), []).append(ips)
                     rec.add_metric(f"{mode}_images_per_s_{name}", ips, step=r)
-                print(f"{mode} repeat {r + 1}/{cfg['repeats']}: engine "
-                      f"{speeds[(mode, 'engine')][-1]:.1f} img/s, hand "
-                      f"{speeds[(mode, 'hand')][-1]:.1f} img/s", flush=True)
+                log.info(f"{mode} repeat {r + 1}/{cfg['repeats']}: engine "
+                         f"{speeds[(mode, 'engine')][-1]:.1f} img/s, hand "
+                         f"{speeds[(mode, 'hand')][-1]:.1f} img/s")
     for mode in ("train", "infer"):
         e = statistics.median(speeds[(mode, "engine")])
         h = statistics.median(speeds[(mode, "hand")])
@@ -216,14 +209,8 @@ def main(argv=None):
         rec.set(f"results/{mode}_images_per_s_hand", h, units="images/s", stat="median")
         rec.set(f"results/ratio_{mode}", ratio,
                 description="hand-written speed / engine speed (times slower); target <= 1.5")
-        print(f"{mode}: engine {e:.1f} img/s, hand-written {h:.1f} img/s -> the engine takes "
-              f"{ratio:.2f} times the time of the hand-written loop "
-              f"({'within' if ratio <= 1.5 else 'OUTSIDE'} the 1.5x target)", flush=True)
+        log.info(f"{mode}: engine {e:.1f} img/s, hand-written {h:.1f} img/s -> the engine "
+                 f"takes {ratio:.2f} times the time of the hand-written loop "
+                 f"({'within' if ratio <= 1.5 else 'OUTSIDE'} the 1.5x target)")
     rec.set("results/generated_step_source", engine.lif.source)
-    path = rec.save(out)
-    print(f"wrote {path}", flush=True)
-    return rec
-
-
-if __name__ == "__main__":
-    main()
+    run.finish()

@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 """ANN-to-SNN conversion, as defined in this project: train (or load) a ReLU ANN, convert it
 to integrate-and-fire neurons with reset by subtraction (threshold balancing and/or activation
 percentiles), evaluate accuracy against T, spike rates and energy; write one HDF5 file and a
@@ -28,51 +27,50 @@ accuracy (``ann_test_accuracy``), weights, the thresholds of each method and its
 its ANN's accuracy as a reference; attribute ``labels``) against ``metrics/T``; for the first model and method ``layers/<name>/spike_rate``,
 ``energy/<layer>`` and ``energy/total`` (attribute ``ratio_to_ann``); timings.
 
-CIFAR-10 caveat: the copy in shared/data was rebuilt from JPEG files (quality 75); networks
-trained on it are reported to score about 2-3 points lower than on the original files.
 """
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import sys
+import logging
 import time
 
-SCALES = ("smoke", "small", "full")
-DATASETS = ("mnist", "fashion_mnist", "cifar10")
+from brainsnn.errors import ExperimentError
+from brainsnn.experiments import options
+from brainsnn.experiments.training import (CIFAR_CAVEAT, add_vgg_options, apply_vgg_options,
+                                           family)
+
+PROTOCOL = "conversion"
 ARCHS = ("vgg", "residual", "backres")
 METHOD_CHOICES = ("balance", "percentile")
-CIFAR_CAVEAT = ("CIFAR-10 caveat: measured on the project's JPEG-rebuilt copy of CIFAR-10 "
-                "(quality 75), reported to score about 2-3 points below the original files")
+log = logging.getLogger("brainsnn")
 
 # Per dataset family and scale. Chosen on training data only (never tuned on the test set).
 CONFIGS = {
-    ("gray", "smoke"): dict(n_train=2000, n_test=300, conv=(), fc=(64,), width=8, epochs=1,
+    ("gray", "smoke"): dict(train_images=2000, test_images=300, conv=(), fc=(64,), width=8, epochs=1,
                             batch_size=64, lr=2e-3, batchnorm=False, augment=None,
                             Ts=(8, 16, 32, 64), n_fit=200, balance_T=32, eval_batch=250),
     # small: a fully connected ReLU network (784-256-256-10), cheap enough to evaluate the
     # converted SNN on the full test set for T up to 256 on one CPU thread
-    ("gray", "small"): dict(n_train=None, n_test=None, conv=(), fc=(256, 256), width=16,
+    ("gray", "small"): dict(train_images=None, test_images=None, conv=(), fc=(256, 256), width=16,
                             epochs=4, batch_size=64, lr=1e-3, batchnorm=False, augment=None,
                             Ts=(16, 32, 64, 128, 256), n_fit=500, balance_T=128,
                             eval_batch=500),
-    ("gray", "full"): dict(n_train=None, n_test=None, conv=(32, "P", 64, "P"), fc=(256,),
+    ("gray", "full"): dict(train_images=None, test_images=None, conv=(32, "P", 64, "P"), fc=(256,),
                            width=32, epochs=8, batch_size=64, lr=2e-3, batchnorm=False,
-                           augment=None, Ts=(16, 32, 64, 128, 256, 512, 1024), n_fit=1000,
+                           augment="none", Ts=(16, 32, 64, 128, 256, 512, 1024), n_fit=1000,
                            balance_T=256, eval_batch=100),
-    ("cifar", "smoke"): dict(n_train=1000, n_test=200, conv=(8, "P", 16, "P"), fc=(64,),
+    ("cifar", "smoke"): dict(train_images=1000, test_images=200, conv=(8, "P", 16, "P"), fc=(64,),
                              width=8, epochs=1, batch_size=50, lr=2e-3, batchnorm=True,
-                             augment=None, Ts=(8, 16, 32, 64), n_fit=100, balance_T=32,
+                             augment="none", Ts=(8, 16, 32, 64), n_fit=100, balance_T=32,
                              eval_batch=100),
-    ("cifar", "small"): dict(n_train=10000, n_test=2000, conv=(32, 32, "P", 64, 64, "P"),
+    ("cifar", "small"): dict(train_images=10000, test_images=2000, conv=(32, 32, "P", 64, 64, "P"),
                              fc=(128,), width=32, epochs=4, batch_size=64, lr=2e-3,
                              batchnorm=True, augment="crop_flip", Ts=(32, 64, 128, 256),
                              n_fit=300, balance_T=128, eval_batch=50),
     # full CIFAR-10: cutout + label smoothing 0.1 at batch 128, chosen on the last 5,000
     # training images (30 epochs each: ANN 91.36 %, against 91.06 % with cutout alone and
     # 90.64 % with crop_flip alone)
-    ("cifar", "full"): dict(n_train=None, n_test=None,
+    ("cifar", "full"): dict(train_images=None, test_images=None,
                             conv=(96, 96, "P", 192, 192, "P", 384, 384, "P", 512, "P"),
                             fc=(512,), width=64, epochs=100, batch_size=128, lr=0.1,
                             optimizer="sgd", weight_decay=5e-4, batchnorm=True,
@@ -82,78 +80,93 @@ CONFIGS = {
 }
 
 
-def build_parser():
-    from brainsnn.learn.agd import add_vgg_options
+FALLBACK = dict(optimizer="adam", weight_decay=0.0, max_minutes=None, reserve_minutes=0.5,
+                label_smoothing=0.0)
+SCALES = {scale: CONFIGS[("gray", scale)] for scale in ("smoke", "small", "full")}
 
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=__doc__.split("\n\n", 1)[1])
-    p.add_argument("--dataset", choices=DATASETS, default="mnist")
-    p.add_argument("--scale", choices=SCALES, default="small",
-                   help="smoke: well under a minute; small: minutes on 1 CPU thread (full test "
-                        "set for MNIST/Fashion); full: the target run (CIFAR-10: use a GPU)")
-    p.add_argument("--arch", choices=ARCHS, default="vgg")
-    p.add_argument("--R", default="1,2,3", help="BackRes passes, comma-separated, one ANN each "
+
+def defaults(args) -> dict:
+    table = {**FALLBACK, **CONFIGS[(family(args.dataset), args.scale)]}
+    table["eval_T"] = table.pop("Ts")
+    return table
+
+
+def build_parser():
+    p = options.protocol_parser(PROTOCOL, __doc__, SCALES)
+    g = p.add_argument_group("conversion")
+    g.add_argument("--arch", choices=ARCHS, default="vgg")
+    g.add_argument("--R", default="1,2,3", help="BackRes passes, comma-separated, one ANN each "
                    "(--arch backres only; default 1,2,3)")
-    p.add_argument("--width", type=int, default=None,
+    g.add_argument("--width", type=int, default=None,
                    help="channels of the residual / BackRes networks (default per scale)")
-    p.add_argument("--block-layers", type=int, default=1,
+    g.add_argument("--block-layers", type=int, default=1,
                    help="convolutions per BackRes / residual block (default 1 / 2)")
-    p.add_argument("--method", default="balance,percentile",
+    g.add_argument("--method", default="balance,percentile",
                    help="threshold methods, comma-separated: balance (Sengupta et al. 2019), "
                         "percentile (Rueckauer et al. 2017); default both")
-    p.add_argument("--percentile", type=float, default=99.9,
+    g.add_argument("--percentile", type=float, default=99.9,
                    help="activation percentile for --method percentile (default 99.9)")
-    p.add_argument("--balance-percentile", type=float, default=100.0,
+    g.add_argument("--balance-percentile", type=float, default=100.0,
                    help="threshold balancing: 100 (default) = the maximum input current "
                         "(Sengupta et al.); lower = that percentile of the positive currents")
-    p.add_argument("--kinds", default="spiking",
+    g.add_argument("--kinds", default="spiking",
                    help="target layer kinds: 'spiking' (default) or a pattern of S/A letters, "
                         "one per weighted layer incl. the readout (hybrid network)")
-    p.add_argument("--encoder", choices=("direct", "poisson"), default="direct",
+    g.add_argument("--encoder", choices=("direct", "poisson"), default="direct",
                    help="input coding of the SNN (default direct: analog image as current)")
-    p.add_argument("--device", default="cpu", help="torch device: cpu or cuda (default cpu)")
-    p.add_argument("--out", default=None, help="results file (default "
-                   "results/conversion_<dataset>[_<arch>]_<scale>_seed<seed>.h5)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data", default=None, help="dataset folder (default $BRAINSNN_DATA or "
-                   "../shared/data beside the repository)")
-    p.add_argument("--ann", default=None, help="load the ANN weights from an earlier results "
+    g.add_argument("--ann", default=None, help="load the ANN weights from an earlier results "
                    "file of this protocol (same --dataset/--arch/--scale) instead of training")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--weight-decay", type=float, default=None, help="L2 weight decay of the ANN")
-    p.add_argument("--optimizer", choices=("adam", "sgd"), default=None,
-                   help="ANN optimizer (default per scale: sgd for CIFAR-10 full, else adam)")
-    p.add_argument("--n-train", type=int, default=None, help="use the first N training images")
-    p.add_argument("--n-test", type=int, default=None, help="use the first N test images")
-    p.add_argument("--n-fit", type=int, default=None,
+    g.add_argument("--n-fit", type=int, default=None,
                    help="training images used to set thresholds (default per scale)")
-    p.add_argument("--balance-T", type=int, default=None, help="steps per balancing image")
-    p.add_argument("--eval-T", default=None, help="comma-separated T for accuracy_vs_T "
+    g.add_argument("--balance-T", type=int, default=None, help="steps per balancing image")
+    g.add_argument("--eval-T", default=None, help="comma-separated T for accuracy_vs_T "
                    "(one run of the largest T gives all)")
-    p.add_argument("--eval-batch", type=int, default=None,
+    g.add_argument("--eval-batch", type=int, default=None,
                    help="images per SNN forward pass (memory grows with T x batch)")
-    p.add_argument("--max-minutes", type=float, default=None,
-                   help="time budget of the whole run in minutes: ANN training stops early so "
-                        "that about --reserve-minutes remain for conversion and evaluation")
-    p.add_argument("--reserve-minutes", type=float, default=None,
-                   help="minutes kept for conversion + evaluation within --max-minutes")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
-    p.add_argument("--no-figure", action="store_true")
-    add_vgg_options(p)  # --conv, --fc, --augment, --label-smoothing, --validation
+    t_ = p.add_argument_group("ANN training")
+    t_.add_argument("--epochs", type=int, default=None)
+    t_.add_argument("--batch-size", type=int, default=None)
+    t_.add_argument("--lr", type=float, default=None)
+    t_.add_argument("--weight-decay", type=float, default=None, help="L2 weight decay of the ANN")
+    t_.add_argument("--optimizer", choices=("adam", "sgd"), default=None,
+                    help="ANN optimizer (default per scale: sgd for CIFAR-10 full, else adam)")
+    t_.add_argument("--max-minutes", type=float, default=None,
+                    help="time budget of the whole run in minutes: ANN training stops early so "
+                         "that about --reserve-minutes remain for conversion and evaluation")
+    t_.add_argument("--reserve-minutes", type=float, default=None,
+                    help="minutes kept for conversion + evaluation within --max-minutes")
+    add_vgg_options(p)
     return p
 
 
-def _ints(text, what):
-    try:
-        vals = [int(t) for t in str(text).split(",") if t.strip()]
-    except ValueError:
-        raise SystemExit(f"{what} must be comma-separated integers, got {text!r}")
-    if not vals or min(vals) < 1:
-        raise SystemExit(f"{what} must hold integers >= 1, got {text!r}")
-    return vals
+def parse_args(argv=None):
+    p = build_parser()
+    args = options.parse(p, SCALES, argv, defaults=defaults)
+    for option in ("width", "epochs", "batch_size", "n_fit", "balance_T", "eval_batch",
+                   "block_layers"):
+        options.check_count(p, "--" + option.replace("_", "-"), getattr(args, option),
+                            args.train_images or 60000 if option == "n_fit" else None)
+    options.check_positive(p, "--lr", args.lr)
+    options.check_positive(p, "--weight-decay", args.weight_decay, allow_zero=True)
+    options.check_positive(p, "--percentile", args.percentile, maximum=100.0)
+    options.check_positive(p, "--balance-percentile", args.balance_percentile, maximum=100.0)
+    for option in ("max_minutes", "reserve_minutes"):
+        if getattr(args, option) is not None:
+            options.check_positive(p, "--" + option.replace("_", "-"), getattr(args, option))
+    args.eval_T = options.int_list(p, "--eval-T", args.eval_T)
+    args.R = options.int_list(p, "--R", args.R) if args.arch == "backres" else (1,)
+    args.method = tuple(m.strip() for m in args.method.split(",") if m.strip())
+    if not args.method or any(m not in METHOD_CHOICES for m in args.method):
+        p.error(f"--method must list balance and/or percentile, got {','.join(args.method)!r}")
+    apply_vgg_options(p, args)
+    if args.arch != "vgg" or args.conv:
+        args.eval_batch = min(args.eval_batch, 100)   # conv layers: (T, batch, C, H, W) memory
+    return args
+
+
+def run_name(args) -> str:
+    arch = "" if args.arch == "vgg" else f"_{args.arch}"
+    return f"{PROTOCOL}_{args.dataset}{arch}_{args.scale}_seed{args.seed}"
 
 
 def make_specs(arch, cfg, R=1, block_layers=1):
@@ -183,8 +196,9 @@ def load_model(path, label, network):
         p = f"models/{label}/ann/{key.replace('.', '/')}"
         arr = src.get(p)
         if arr is None or tuple(arr.shape) != tuple(value.shape):
-            raise SystemExit(f"--ann {path}: no weights {p!r} of shape {tuple(value.shape)} "
-                             "(was it written with the same --dataset/--arch/--scale?)")
+            raise ExperimentError(f"--ann {path}: no weights {p!r} of shape "
+                                  f"{tuple(value.shape)} (was it written with the same "
+                                  "--dataset/--arch/--scale?)")
         state[key] = __import__("torch").as_tensor(arr)
     network.ops.load_state_dict(state)
 
@@ -200,7 +214,7 @@ def fit_epochs(make_ann, x_train, y_train, cfg, minutes, args):
     n = min(len(x_train), 24 * cfg["batch_size"])
     probe = make_ann()
     kwargs = dict(batch_size=cfg["batch_size"], lr=cfg["lr"], augment=cfg["augment"],
-                  optimizer=cfg.get("optimizer", "adam"), device=args.device, seed=args.seed)
+                  optimizer=cfg.get("optimizer", "adam"), device=args.torch_device, seed=args.seed)
     # warm-up (CUDA context, cuDNN autotuning) is not timed
     train_ann(probe, x_train[:n // 3], y_train[:n // 3], epochs=1, **kwargs)
     t0 = time.perf_counter()
@@ -210,71 +224,57 @@ def fit_epochs(make_ann, x_train, y_train, cfg, minutes, args):
     minutes = max(0.05, minutes - (time.perf_counter() - t_cal) / 60)
     epochs = int(60 * minutes / (1.1 * per_image * len(x_train)))
     epochs = max(1, min(cfg["epochs"], epochs))
-    print(f"[conversion] timing: {per_image * 1e6:.0f} us per training image -> {epochs} epochs "
-          f"fit in the {minutes:.2f} min left for training", flush=True)
+    log.info(f"timing: {per_image * 1e6:.0f} us per training image -> {epochs} epochs fit in "
+             f"the {minutes:.2f} min left for training")
     return epochs, minutes
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
-    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    args = parse_args(argv)
     import numpy as np
-    import torch
 
-    from brainsnn.learn.conversion import ANNToSNN, attach_batchnorm, fold_batchnorm, train_ann
-    from brainsnn.analysis.energy import format_report, write_energy
-    from brainsnn.engine.network import Network
-    from brainsnn.io.results import RunResults
-    from brainsnn.io.datasets import load_image_data
-    from brainsnn.learn.agd import (apply_vgg_options, config_record,
-                                   protocol_config,
-                                   seed_everything)
+    from brainsnn.experiments.run import Run
+    from brainsnn.experiments.training import load_data, setup_torch, split_name
 
     t_start = time.perf_counter()
-    torch.set_num_threads(args.threads)
-    if args.device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            sys.exit("--device cuda was asked for but torch finds no CUDA GPU; use --device cpu")
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    family = "cifar" if args.dataset == "cifar10" else "gray"
-    cfg = protocol_config(CONFIGS[(family, args.scale)], args,
-                          ("width", "epochs", "batch_size", "lr", "optimizer", "n_train", "n_test",
-                           "n_fit", "balance_T", "eval_batch", "max_minutes", "reserve_minutes",
-                           "weight_decay"))
-    split = apply_vgg_options(cfg, args)
-    if args.eval_T:
-        cfg["Ts"] = tuple(_ints(args.eval_T, "--eval-T"))
-    if args.eval_batch is None and (args.arch != "vgg" or cfg["conv"]):
-        cfg["eval_batch"] = min(cfg["eval_batch"], 100)  # conv layers: (T, batch, C, H, W) memory
-    methods = [m.strip() for m in args.method.split(",") if m.strip()]
-    bad = [m for m in methods if m not in METHOD_CHOICES]
-    if bad or not methods:
-        sys.exit(f"--method must list balance and/or percentile, got {args.method!r}")
-    Rs = _ints(args.R, "--R") if args.arch == "backres" else [1]
-    seed_everything(args.seed)
+    torch = setup_torch(args)
+    split = split_name(args)
+    cfg = {k: getattr(args, k) for k in ("width", "epochs", "batch_size", "lr", "optimizer",
+                                         "n_fit", "balance_T", "eval_batch", "max_minutes",
+                                         "reserve_minutes", "weight_decay", "conv", "fc",
+                                         "augment", "batchnorm")}
+    cfg["Ts"] = args.eval_T
+    config = {**cfg, **{k: getattr(args, k) for k in (
+        "dataset", "scale", "train_images", "test_images", "validation", "arch", "R",
+        "block_layers", "method", "percentile", "balance_percentile", "kinds", "encoder", "ann",
+        "label_smoothing", "torch_device", "threads", "data")}}
+    if args.dataset == "cifar10":
+        config["caveat"] = CIFAR_CAVEAT
+    with Run(args, config, name=run_name(args), device=args.torch_device, argv=argv,
+             resumable=False) as run:
+        if run.already_complete:
+            log.info(f"{run.path} is already complete; nothing to resume")
+            return 0
+        return convert(run, args, cfg, split, t_start, np, torch)
 
-    print(f"[conversion] loading {args.dataset} ...", flush=True)
-    x_train, y_train, x_test, y_test = load_image_data(args.dataset, cfg["n_train"],
-                                                       cfg["n_test"], data_dir=args.data,
-                                                       validation=args.validation)
+
+def convert(run, args, cfg, split, t_start, np, torch):
+    """Train (or load) each ANN, convert it by every method, evaluate against T."""
+    from brainsnn.analysis.energy import format_report, write_energy
+    from brainsnn.engine.network import Network
+    from brainsnn.experiments.run import percent
+    from brainsnn.experiments.training import load_data
+    from brainsnn.learn.conversion import ANNToSNN, attach_batchnorm, fold_batchnorm, train_ann
+
+    rec = run.rec
+    methods, Rs, fam = list(args.method), list(args.R), family(args.dataset)
+    log.info(f"loading {args.dataset} ...")
+    x_train, y_train, x_test, y_test = load_data(args)
     # threshold-setting images: a fixed random subset of the training set
     fit_idx = np.random.default_rng(args.seed).permutation(len(x_train))[:cfg["n_fit"]]
     x_fit = x_train[fit_idx]
-
-    config = config_record(args, cfg, methods=methods, R_values=Rs,
-                           n_train_used=int(len(x_train)), n_test_used=int(len(x_test)),
-                           evaluation_split=split)
-    if args.dataset == "cifar10":
-        config["caveat"] = CIFAR_CAVEAT
-    rec = RunResults("conversion", config=config, seed=args.seed, device=args.device)
-    arch_tag = "" if args.arch == "vgg" else f"_{args.arch}"
-    out = args.out or f"results/conversion_{args.dataset}{arch_tag}_{args.scale}_seed{args.seed}.h5"
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    print(f"[conversion] {args.dataset} {args.arch} {args.scale}: {len(x_train)} train / "
-          f"{len(x_test)} {split} images, methods {methods}, T {list(cfg['Ts'])}, device "
-          f"{args.device}", flush=True)
+    log.info(f"{args.dataset} {args.arch} {args.scale}: {len(x_train)} train / {len(x_test)} "
+             f"{split} images, methods {methods}, T {list(cfg['Ts'])}, device {args.torch_device}")
 
     Ts = list(cfg["Ts"])
     rows, labels, first = [], [], True
@@ -285,14 +285,14 @@ def main(argv=None):
             "mlp" if args.arch == "vgg" and not cfg["conv"] else args.arch)
         def make_ann():
             net = Network(make_specs(args.arch, cfg, R, args.block_layers), x_train.shape[1:],
-                          T=1).to(args.device)
+                          T=1).to(args.torch_device)
             return attach_batchnorm(net) if cfg["batchnorm"] and not args.ann else net
 
         torch.manual_seed(args.seed)
         ann = make_ann()
         if args.ann:
             load_model(args.ann, label, ann)
-            print(f"[conversion] {label}: ANN loaded from {args.ann}", flush=True)
+            log.info(f"{label}: ANN loaded from {args.ann}")
         else:
             train_minutes = None
             if budget:
@@ -303,15 +303,14 @@ def main(argv=None):
                 epochs, train_minutes = fit_epochs(make_ann, x_train, y_train, cfg,
                                                    train_minutes, args)
                 rec.set(f"models/{label}/training/epochs_planned", int(epochs))
-            print(f"[conversion] {label}: training the ANN ({ann.n_parameters()} parameters, "
-                  f"{epochs} epochs" + (f", budget {train_minutes:.2f} min" if train_minutes else "")
-                  + ")", flush=True)
+            log.info(f"{label}: training the ANN ({ann.n_parameters()} parameters, {epochs} "
+                     "epochs" + (f", budget {train_minutes:.2f} min" if train_minutes else "") + ")")
             with rec.timer(f"train_{label}"):
                 clf = train_ann(ann, x_train, y_train, epochs=epochs,
                                 batch_size=cfg["batch_size"], lr=cfg["lr"],
                                 weight_decay=cfg.get("weight_decay", 0.0), augment=cfg["augment"],
-                                max_minutes=train_minutes, device=args.device, seed=args.seed,
-                                optimizer=cfg.get("optimizer", "adam"), verbose=True,
+                                max_minutes=train_minutes, device=args.torch_device, seed=args.seed,
+                                optimizer=cfg.get("optimizer", "adam"), verbose=args.verbose > 0,
                                 loss_options={"label_smoothing": args.label_smoothing})
             for h in clf.history_:
                 rec.add_metric(f"train_acc_{label}", float(h["train_acc"]), step=h["epoch"])
@@ -325,16 +324,15 @@ def main(argv=None):
         for method in methods:
             conv = ANNToSNN(ann, method=method, kinds=args.kinds, percentile=args.percentile,
                             balance_T=cfg["balance_T"], balance_percentile=args.balance_percentile, encoder=args.encoder,
-                            batch_size=cfg["eval_batch"], device=args.device, seed=args.seed,
-                            verbose=True)
+                            batch_size=cfg["eval_batch"], device=args.torch_device, seed=args.seed,
+                            verbose=args.verbose > 0)
             if method == methods[0]:
                 with rec.timer(f"ann_{split}_{label}"):
                     ann_acc = conv.ann_accuracy(x_test, y_test)
                 rec.set(f"models/{label}/ann_{split}_accuracy", ann_acc, n_images=len(x_test),
-                        **({"caveat": CIFAR_CAVEAT} if family == "cifar" else {}))
-                print(f"[conversion] {label}: ANN {split} accuracy {ann_acc:.4f}", flush=True)
-            print(f"[conversion] {label}/{method}: setting thresholds on {len(x_fit)} training "
-                  f"images", flush=True)
+                        **({"caveat": CIFAR_CAVEAT} if fam == "cifar" else {}))
+                log.info(f"{label}: ANN {split} accuracy {percent(ann_acc)}")
+            log.info(f"{label}/{method}: setting thresholds on {len(x_fit)} training images")
             with rec.timer(f"fit_{label}_{method}"):
                 conv.fit(x_fit)
             t0 = time.perf_counter()
@@ -363,14 +361,14 @@ def main(argv=None):
             labels.append(f"{label} {method}")
             gap = {T: float(ann_acc - a) for T, a in zip(Ts, acc)}
             summary.append((label, method, ann_acc, acc, report["ratio_to_ann"]))
-            print(format_report(report), flush=True)
-            print(f"[conversion] {label}/{method}: ANN {ann_acc:.4f}; SNN " + ", ".join(
-                f"T={T}: {a:.4f}" for T, a in zip(Ts, acc)) + f" (eval {time.perf_counter() - t0:.0f}"
-                f" s); energy ratio SNN/ANN {report['ratio_to_ann']:.3f} at T={Ts[-1]}",
-                flush=True)
+            log.info(format_report(report))
+            log.info(f"{label}/{method}: ANN {percent(ann_acc)}; SNN " + ", ".join(
+                f"T={T}: {percent(a)}" for T, a in zip(Ts, acc)) + f" (eval "
+                f"{time.perf_counter() - t0:.0f} s); energy ratio SNN/ANN "
+                f"{report['ratio_to_ann']:.3f} at T={Ts[-1]}")
             rec.set(f"{base}/gap_to_ann", np.array([gap[T] for T in Ts]), T=Ts,
                     units="accuracy points (fraction)")
-            rec.save(out, complete=False)  # checkpoint: survives a time-out of later steps
+            run.checkpoint()  # a checkpoint survives a time-out of later steps
     rec.set("metrics/T", np.array(Ts))
     # one row per model and method; then one constant row per model: its ANN (reference line,
     # the ANN has no time steps), labelled "<model> ANN"
@@ -381,22 +379,15 @@ def main(argv=None):
     rec.set("metrics/accuracy_vs_T", np.vstack(rows), labels=labels, split=split,
             ann_rows=[k for k, lab in enumerate(labels) if lab.endswith(" ANN")],
             ann_accuracy=[float(s[2]) for s in summary],
-            **({"caveat": CIFAR_CAVEAT} if family == "cifar" else {}))
+            **({"caveat": CIFAR_CAVEAT} if fam == "cifar" else {}))
     rec.set("timings/total_wall", time.perf_counter() - t_start, units="s")
-    rec.save(out)
-    print(f"[conversion] wrote {out} ({(time.perf_counter() - t_start) / 60:.1f} min)")
+    out = run.finish()
     for label, method, ann_acc, acc, ratio in summary:
-        print(f"[conversion] SUMMARY {args.dataset} {label} {method} ({split}): ANN {ann_acc:.4f} | "
-              + " ".join(f"T{T} {a:.4f}" for T, a in zip(Ts, acc))
-              + f" | energy ratio {ratio:.3f}" + (f"  [{CIFAR_CAVEAT}]" if family == "cifar" else ""))
-    if not args.no_figure:
-        from brainsnn.analysis.plotting import results_figure
-
-        fig_path = os.path.splitext(out)[0] + ".png"
-        results_figure(RunResults.load(out)).savefig(fig_path)
-        print(f"[conversion] wrote {fig_path}")
+        log.info(f"SUMMARY {args.dataset} {label} {method} ({split}): ANN {percent(ann_acc)} | "
+                 + " ".join(f"T{T} {percent(a)}" for T, a in zip(Ts, acc))
+                 + f" | energy ratio {ratio:.3f}" + (f"  [{CIFAR_CAVEAT}]" if fam == "cifar" else ""))
+    if args.plot:
+        from brainsnn.analysis.plotting import save_results_figure
+        log.info(f"wrote {save_results_figure(out)}")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

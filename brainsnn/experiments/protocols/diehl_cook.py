@@ -76,8 +76,6 @@ def parse_args(argv=None):
     for option in ("neurons", "chunk_size", "eval_every"):
         options.check_count(p, "--" + option.replace("_", "-"), getattr(args, option))
     options.check_count(p, "--assign-images", args.assign_images, 60000 - args.validation)
-    if args.validation:
-        args.test_images = min(args.test_images, args.validation)
     if args.eta_final is None:
         args.eta_final = ETA_FINAL[args.rule]
     if args.nu_post is None:

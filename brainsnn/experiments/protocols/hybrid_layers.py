@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 """Hybrid artificial/spiking networks: accuracy and energy per layer pattern (claim 4).
 
 Hybrid networks as defined in this project: each weighted layer is artificial (ReLU on rates,
@@ -19,24 +18,24 @@ Example::
 """
 from __future__ import annotations
 
-import os
-import sys
+import logging
 
 PATTERNS = ("SSSS", "AAAA", "ASSS", "AASS", "SSAA", "SAAA", "SASA")
-from brainsnn.learn.agd import experiment_parser
+from brainsnn.experiments.training import claims_config, claims_parser, parse_claims
 
+log = logging.getLogger("brainsnn")
 SCALES = {
-    "smoke": dict(n_train=600, n_test=300, epochs=1, conv=(4, "P", 8, "P"), fc=(32,),
-                  patterns=("SSSS", "AAAA", "ASSS"), T=4, batch_size=50, lr=3e-3, seeds=(0,)),
-    "small": dict(n_train=4000, n_test=2000, epochs=1, conv=(8, "P", 16, "P"), fc=(64,),
-                  patterns=PATTERNS, T=4, batch_size=50, lr=3e-3, seeds=(0,)),
-    "full": dict(n_train=None, n_test=None, epochs=3, conv=(16, "P", 32, "P"), fc=(128,),
-                 patterns=PATTERNS, T=4, batch_size=64, lr=2e-3, seeds=(0, 1, 2)),
+    "smoke": dict(train_images=600, test_images=300, epochs=1, conv=(4, "P", 8, "P"), fc=(32,),
+                  patterns=("SSSS", "AAAA", "ASSS"), T=4, batch_size=50, lr=3e-3, n_seeds=1),
+    "small": dict(train_images=4000, test_images=2000, epochs=1, conv=(8, "P", 16, "P"), fc=(64,),
+                  patterns=PATTERNS, T=4, batch_size=50, lr=3e-3, n_seeds=1),
+    "full": dict(train_images=None, test_images=None, epochs=3, conv=(16, "P", 32, "P"), fc=(128,),
+                 patterns=PATTERNS, T=4, batch_size=64, lr=2e-3, n_seeds=3),
 }
 
 
 def build_parser():
-    p = experiment_parser(__doc__, "hybrid_layers", SCALES)
+    p = claims_parser("hybrid_layers", __doc__, SCALES)
     p.add_argument("--patterns", default=None, help="comma-separated patterns, e.g. SSSS,AASS")
     p.add_argument("--analog-input", choices=("once", "per_step"), default="once",
                    help="energy convention for spiking layers fed by analog input")
@@ -73,73 +72,71 @@ def figure(path_or_rec):
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    args = parse_claims(build_parser(), SCALES, argv)
     import numpy as np
-    import torch
 
+    from brainsnn.experiments.run import Run
+    from brainsnn.experiments.training import (load_data, save_figure, seeds_of, setup_torch,
+                                               train_and_evaluate)
     from brainsnn.analysis.energy import write_energy
     from brainsnn.engine.network import vgg_specs
-    from brainsnn.io.results import RunResults
-    from brainsnn.io.datasets import load_image_data
-    from brainsnn.learn.agd import (config_record, protocol_config,
-                                   train_and_evaluate)
 
-    torch.set_num_threads(args.threads)
-    cfg = protocol_config(SCALES[args.scale], args, ("n_train", "n_test", "epochs"), seeds=True)
-    if args.patterns:
+    setup_torch(args)
+    cfg = {k: getattr(args, k, v) for k, v in SCALES[args.scale].items()}
+    cfg["seeds"] = seeds_of(args)
+    if isinstance(args.patterns, str):
         cfg["patterns"] = tuple(p.strip().upper() for p in args.patterns.split(","))
-    config = config_record(args, cfg)
-    rec = RunResults("hybrid_layers", config=config, seed=args.seed, device=args.device)
-    out = args.out or f"results/hybrid_layers_{args.scale}_seed{args.seed}.h5"
-    x_tr, y_tr, x_te, y_te = load_image_data(args.dataset, cfg["n_train"], cfg["n_test"],
-                                             args.data)
-    print(f"[hybrid] {args.dataset}: {len(x_tr)} train / {len(x_te)} test; patterns "
-          f"{', '.join(cfg['patterns'])}; seeds {cfg['seeds']}", flush=True)
-    acc_mean, energy_mean = [], []
-    with rec.timer("total"):
-        for pattern in cfg["patterns"]:
-            specs = vgg_specs(cfg["conv"], fc=cfg["fc"], kinds=pattern)
-            accs, energies = [], []
-            for seed in cfg["seeds"]:
-                clf, res = train_and_evaluate(
-                    specs, x_tr, y_tr, x_te, y_te, energy_images=0, T=cfg["T"],
-                    epochs=cfg["epochs"], batch_size=cfg["batch_size"], lr=cfg["lr"],
-                    device=args.device, seed=seed)
-                report = clf.energy(x_te[:1000], analog_input=args.analog_input)
-                base = f"runs/{pattern}/seed{seed}"
-                rec.set(f"{base}/test_accuracy", res["test_accuracy"], T=cfg["T"])
-                rec.set(f"{base}/train_seconds", res["train_seconds"], units="s")
-                write_energy(rec, report, prefix=f"{base}/energy")
-                accs.append(res["test_accuracy"])
-                energies.append(report["total"])
-                print(f"[hybrid] {pattern} seed={seed}: accuracy {res['test_accuracy']:.4f}, "
-                      f"energy {report['total'] * 1e9:.1f} nJ/image (ANN "
-                      f"{report['ann_total'] * 1e9:.1f}, ratio {report['ratio_to_ann']:.3f}) "
-                      f"({res['train_seconds']:.0f} s)", flush=True)
-                if pattern == "SSSS" and seed == cfg["seeds"][0]:
-                    write_energy(rec, report)   # the all-spiking network's energy as headline
-            acc_mean.append(float(np.mean(accs)))
-            energy_mean.append(float(np.mean(energies)))
-            rec.save(out, complete=False)
-    rec.set("metrics/patterns", ",".join(cfg["patterns"]))
-    rec.set("metrics/accuracy", np.array(acc_mean), split="test", T=cfg["T"])
-    rec.set("metrics/energy", np.array(energy_mean), units="J/image")
-    best, ref = choose(list(cfg["patterns"]), acc_mean, energy_mean)
-    lines = [f"{'pattern':<8}{'accuracy':>10}{'energy nJ':>12}"]
-    lines += [f"{p:<8}{a:>10.4f}{e * 1e9:>12.1f}" for p, a, e in
-              zip(cfg["patterns"], acc_mean, energy_mean)]
-    lines.append(f"lowest-energy pattern within 1 point of all-artificial ({ref:.4f}): {best}")
-    text = "\n".join(lines)
-    rec.set("claims/summary", text)
-    rec.set("claims/best_pattern", best, reference_accuracy=ref)
-    rec.save(out)
-    print(text)
-    print(f"[hybrid] wrote {out}")
-    fig_path = os.path.splitext(out)[0] + ".png"
-    figure(out).savefig(fig_path)
-    print(f"[hybrid] wrote {fig_path}")
+    config = claims_config(args, ())
+    config.update({k: v for k, v in cfg.items() if k not in ("n_seeds",)})
+    with Run(args, config, name=f"hybrid_layers_{args.scale}_seed{args.seed}", device=args.torch_device,
+             argv=argv, resumable=False) as run:
+        if run.already_complete:
+            log.info(f"{run.path} is already complete; nothing to resume")
+            return 0
+        rec = run.rec
+        x_tr, y_tr, x_te, y_te = load_data(args)
+        log.info(f"{args.dataset}: {len(x_tr)} train / {len(x_te)} test; patterns "
+              f"{', '.join(cfg['patterns'])}; seeds {cfg['seeds']}")
+        acc_mean, energy_mean = [], []
+        with rec.timer("total"):
+            for pattern in cfg["patterns"]:
+                specs = vgg_specs(cfg["conv"], fc=cfg["fc"], kinds=pattern)
+                accs, energies = [], []
+                for seed in cfg["seeds"]:
+                    clf, res = train_and_evaluate(
+                        specs, x_tr, y_tr, x_te, y_te, energy_images=0, T=cfg["T"],
+                        epochs=cfg["epochs"], batch_size=cfg["batch_size"], lr=cfg["lr"],
+                        device=args.torch_device, seed=seed)
+                    report = clf.energy(x_te[:1000], analog_input=args.analog_input)
+                    base = f"runs/{pattern}/seed{seed}"
+                    rec.set(f"{base}/test_accuracy", res["test_accuracy"], T=cfg["T"])
+                    rec.set(f"{base}/train_seconds", res["train_seconds"], units="s")
+                    write_energy(rec, report, prefix=f"{base}/energy")
+                    accs.append(res["test_accuracy"])
+                    energies.append(report["total"])
+                    log.info(f"{pattern} seed={seed}: accuracy {res['test_accuracy']:.4f}, "
+                          f"energy {report['total'] * 1e9:.1f} nJ/image (ANN "
+                          f"{report['ann_total'] * 1e9:.1f}, ratio {report['ratio_to_ann']:.3f}) "
+                          f"({res['train_seconds']:.0f} s)")
+                    if pattern == "SSSS" and seed == cfg["seeds"][0]:
+                        write_energy(rec, report)   # the all-spiking network's energy as headline
+                acc_mean.append(float(np.mean(accs)))
+                energy_mean.append(float(np.mean(energies)))
+                run.checkpoint()
+        rec.set("metrics/patterns", ",".join(cfg["patterns"]))
+        rec.set("metrics/accuracy", np.array(acc_mean), split="test", T=cfg["T"])
+        rec.set("metrics/energy", np.array(energy_mean), units="J/image")
+        best, ref = choose(list(cfg["patterns"]), acc_mean, energy_mean)
+        lines = [f"{'pattern':<8}{'accuracy':>10}{'energy nJ':>12}"]
+        lines += [f"{p:<8}{a:>10.4f}{e * 1e9:>12.1f}" for p, a, e in
+                  zip(cfg["patterns"], acc_mean, energy_mean)]
+        lines.append(f"lowest-energy pattern within 1 point of all-artificial ({ref:.4f}): {best}")
+        text = "\n".join(lines)
+        rec.set("claims/summary", text)
+        rec.set("claims/best_pattern", best, reference_accuracy=ref)
+        log.info(text)
+        out = run.finish()
+    if args.plot:
+        save_figure(figure(out), out)
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 """Stochmax vs softmax: test accuracy against the number of time steps T (claim 3).
 
 Stochmax as defined in this project: Gumbel-perturbed logits p = softmax((z + sigma g)/tau)
@@ -17,26 +16,27 @@ Example::
 """
 from __future__ import annotations
 
-import os
-import sys
+import logging
 
-from brainsnn.learn.agd import experiment_parser
+from brainsnn.experiments import options
+from brainsnn.experiments.training import claims_config, claims_parser, parse_claims
 
+log = logging.getLogger("brainsnn")
 SCALES = {
-    "smoke": dict(n_train=600, n_test=300, epochs=1, conv=(4, "P", 8, "P"), fc=(32,),
-                  train_T=(2,), seeds=(0, 1, 2), eval_T=(1, 2, 4), batch_size=50, lr=3e-3),
-    "small": dict(n_train=4000, n_test=2000, epochs=1, conv=(8, "P", 16, "P"), fc=(64,),
-                  train_T=(2, 4), seeds=(0, 1, 2), eval_T=(1, 2, 3, 4, 6, 8), batch_size=50,
+    "smoke": dict(train_images=600, test_images=300, epochs=1, conv=(4, "P", 8, "P"), fc=(32,),
+                  train_T=(2,), n_seeds=3, eval_T=(1, 2, 4), batch_size=50, lr=3e-3),
+    "small": dict(train_images=4000, test_images=2000, epochs=1, conv=(8, "P", 16, "P"), fc=(64,),
+                  train_T=(2, 4), n_seeds=3, eval_T=(1, 2, 3, 4, 6, 8), batch_size=50,
                   lr=3e-3),
-    "full": dict(n_train=None, n_test=None, epochs=3, conv=(16, "P", 32, "P"), fc=(128,),
-                 train_T=(1, 2, 4), seeds=(0, 1, 2), eval_T=(1, 2, 3, 4, 6, 8), batch_size=64,
+    "full": dict(train_images=None, test_images=None, epochs=3, conv=(16, "P", 32, "P"), fc=(128,),
+                 train_T=(1, 2, 4), n_seeds=3, eval_T=(1, 2, 3, 4, 6, 8), batch_size=64,
                  lr=2e-3),
 }
 LOSSES = ("softmax", "stochmax")
 
 
 def build_parser():
-    p = experiment_parser(__doc__, "stochmax_latency", SCALES)
+    p = claims_parser("stochmax_latency", __doc__, SCALES)
     p.add_argument("--train-T", default=None, help="comma-separated training T values")
     p.add_argument("--sigma", type=float, default=1.0, help="stochmax Gumbel noise scale")
     p.add_argument("--tau", type=float, default=1.0, help="stochmax temperature")
@@ -94,71 +94,68 @@ def figure(path_or_rec):
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    args = parse_claims(build_parser(), SCALES, argv)
     import numpy as np
-    import torch
 
+    from brainsnn.experiments.run import Run
+    from brainsnn.experiments.training import (load_data, save_figure, seeds_of, setup_torch,
+                                               train_and_evaluate)
     from brainsnn.analysis.energy import write_energy
     from brainsnn.engine.network import vgg_specs
-    from brainsnn.io.results import RunResults
-    from brainsnn.io.datasets import load_image_data
-    from brainsnn.learn.agd import (config_record, protocol_config,
-                                   train_and_evaluate)
 
-    torch.set_num_threads(args.threads)
-    cfg = protocol_config(SCALES[args.scale], args, ("n_train", "n_test", "epochs"), seeds=True)
-    if args.train_T:
-        cfg["train_T"] = tuple(int(t) for t in args.train_T.split(","))
+    setup_torch(args)
+    cfg = {k: getattr(args, k, v) for k, v in SCALES[args.scale].items()}
+    cfg["seeds"] = seeds_of(args)
+    cfg["train_T"] = options.int_list(build_parser(), "--train-T", args.train_T)
     cfg["eval_T"] = tuple(sorted(set(cfg["eval_T"]) | set(cfg["train_T"])))
-    config = config_record(args, cfg)
-    rec = RunResults("stochmax_latency", config=config, seed=args.seed, device=args.device)
-    out = args.out or f"results/stochmax_latency_{args.scale}_seed{args.seed}.h5"
-    x_tr, y_tr, x_te, y_te = load_image_data(args.dataset, cfg["n_train"], cfg["n_test"],
-                                             args.data)
-    print(f"[stochmax] {args.dataset}: {len(x_tr)} train / {len(x_te)} test; training T "
-          f"{cfg['train_T']}, seeds {cfg['seeds']}", flush=True)
-    rec.set("metrics/T", np.array(cfg["eval_T"]))
-    specs = vgg_specs(cfg["conv"], fc=cfg["fc"])
-    with rec.timer("total"):
-        for T_train in cfg["train_T"]:
-            for loss in LOSSES:
-                accs = []
-                for seed in cfg["seeds"]:
-                    opts = ({"sigma": args.sigma, "tau": args.tau, "form": args.form}
-                            if loss == "stochmax" else {})
-                    clf, res = train_and_evaluate(
-                        specs, x_tr, y_tr, x_te, y_te, eval_T=cfg["eval_T"], energy_images=500,
-                        T=T_train, loss=loss, loss_options=opts, epochs=cfg["epochs"],
-                        batch_size=cfg["batch_size"], lr=cfg["lr"], encoder=args.encoder,
-                        device=args.device, seed=seed)
-                    base = f"runs/{loss}/Ttrain{T_train}/seed{seed}"
-                    rec.set(f"{base}/accuracy_vs_T", res["accuracy_vs_T"], split="test")
-                    rec.set(f"{base}/test_accuracy", res["test_accuracy"], T=T_train)
-                    rec.set(f"{base}/train_seconds", res["train_seconds"], units="s")
-                    rec.set(f"{base}/final_train_loss", res["history"][-1]["train_loss"])
-                    write_energy(rec, res["energy"], prefix=f"{base}/energy")
-                    accs.append(res["accuracy_vs_T"])
-                    print(f"[stochmax] {loss:<9} T_train={T_train} seed={seed}: acc at T="
-                          f"{T_train} {res['test_accuracy']:.4f}; vs T "
-                          + " ".join(f"{a:.3f}" for a in res["accuracy_vs_T"])
-                          + f" ({res['train_seconds']:.0f} s)", flush=True)
-                accs = np.array(accs)
-                rec.set(f"metrics/accuracy_vs_T_{loss}_Ttrain{T_train}", accs.mean(0),
-                        n_seeds=len(accs), split="test")
-                rec.set(f"metrics/accuracy_vs_T_{loss}_Ttrain{T_train}_std", accs.std(0))
-            rec.save(out, complete=False)
-    # the last configuration's energy, as the file's headline energy
-    write_energy(rec, res["energy"])
-    text = summarize(rec, cfg)
-    rec.set("claims/summary", text)
-    rec.save(out)
-    print(text)
-    print(f"[stochmax] wrote {out}")
-    fig_path = os.path.splitext(out)[0] + ".png"
-    figure(out).savefig(fig_path)
-    print(f"[stochmax] wrote {fig_path}")
+    config = claims_config(args, ())
+    config.update({k: v for k, v in cfg.items() if k not in ("n_seeds",)})
+    with Run(args, config, name=f"stochmax_latency_{args.scale}_seed{args.seed}", device=args.torch_device,
+             argv=argv, resumable=False) as run:
+        if run.already_complete:
+            log.info(f"{run.path} is already complete; nothing to resume")
+            return 0
+        rec = run.rec
+        x_tr, y_tr, x_te, y_te = load_data(args)
+        log.info(f"{args.dataset}: {len(x_tr)} train / {len(x_te)} test; training T "
+              f"{cfg['train_T']}, seeds {cfg['seeds']}")
+        rec.set("metrics/T", np.array(cfg["eval_T"]))
+        specs = vgg_specs(cfg["conv"], fc=cfg["fc"])
+        with rec.timer("total"):
+            for T_train in cfg["train_T"]:
+                for loss in LOSSES:
+                    accs = []
+                    for seed in cfg["seeds"]:
+                        opts = ({"sigma": args.sigma, "tau": args.tau, "form": args.form}
+                                if loss == "stochmax" else {})
+                        clf, res = train_and_evaluate(
+                            specs, x_tr, y_tr, x_te, y_te, eval_T=cfg["eval_T"], energy_images=500,
+                            T=T_train, loss=loss, loss_options=opts, epochs=cfg["epochs"],
+                            batch_size=cfg["batch_size"], lr=cfg["lr"], encoder=args.encoder,
+                            device=args.torch_device, seed=seed)
+                        base = f"runs/{loss}/Ttrain{T_train}/seed{seed}"
+                        rec.set(f"{base}/accuracy_vs_T", res["accuracy_vs_T"], split="test")
+                        rec.set(f"{base}/test_accuracy", res["test_accuracy"], T=T_train)
+                        rec.set(f"{base}/train_seconds", res["train_seconds"], units="s")
+                        rec.set(f"{base}/final_train_loss", res["history"][-1]["train_loss"])
+                        write_energy(rec, res["energy"], prefix=f"{base}/energy")
+                        accs.append(res["accuracy_vs_T"])
+                        log.info(f"{loss:<9} T_train={T_train} seed={seed}: acc at T="
+                              f"{T_train} {res['test_accuracy']:.4f}; vs T "
+                              + " ".join(f"{a:.3f}" for a in res["accuracy_vs_T"])
+                              + f" ({res['train_seconds']:.0f} s)")
+                    accs = np.array(accs)
+                    rec.set(f"metrics/accuracy_vs_T_{loss}_Ttrain{T_train}", accs.mean(0),
+                            n_seeds=len(accs), split="test")
+                    rec.set(f"metrics/accuracy_vs_T_{loss}_Ttrain{T_train}_std", accs.std(0))
+                run.checkpoint()
+        # the last configuration's energy, as the file's headline energy
+        write_energy(rec, res["energy"])
+        text = summarize(rec, cfg)
+        rec.set("claims/summary", text)
+        log.info(text)
+        out = run.finish()
+    if args.plot:
+        save_figure(figure(out), out)
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())
