@@ -1,4 +1,5 @@
 """`brainsnn inspect` / `brainsnn plot` and the figure functions behind them."""
+import json
 import subprocess
 import sys
 
@@ -191,3 +192,196 @@ def test_command_line_entry_point():
     out = subprocess.run([sys.executable, "-m", "brainsnn.cli", "inspect"], capture_output=True,
                          text=True)
     assert out.returncode == 2 and "required: FILE" in out.stderr
+
+
+# --------------------------------------------------------------------------- bad files
+
+def _bad_files(tmp_path):
+    """One file of each kind that inspect must refuse, with one line naming it."""
+    bad = {}
+    bad["only_format"] = tmp_path / "only_format.h5"
+    with h5py.File(bad["only_format"], "w") as f:
+        f.attrs["format"] = "brainsnn-results"
+        f.attrs["format_version"] = 2
+    rec = RunResults("p", {"a": 1}, seed=0, device="runtime")
+    rec["x"] = np.arange(3)
+    bad["config_list"] = rec.save(tmp_path / "config_list.h5")
+    with h5py.File(bad["config_list"], "a") as f:
+        f.attrs["format_version"] = 1
+        f.attrs["config"] = "[1, 2]"
+    bad["huge"] = rec.save(tmp_path / "huge.h5")
+    with h5py.File(bad["huge"], "a") as f:
+        f.create_dataset("huge", shape=(2 ** 47,), dtype=np.float64)       # 2^50 bytes
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    bad["stale_tmp"] = tmp_path / f"run.h5.tmp-{int(proc.stdout)}"
+    bad["stale_tmp"].write_bytes(rec.save(tmp_path / "source.h5").read_bytes())
+    bad["not_hdf5"] = tmp_path / "notes.h5"
+    bad["not_hdf5"].write_text("plain text")
+    secret = tmp_path / "secret.txt"
+    secret.write_bytes(b"TOPSECRET-hostname")
+    bad["external"] = rec.save(tmp_path / "external.h5")
+    with h5py.File(bad["external"], "a") as f:
+        f.create_dataset("leak", shape=(18,), dtype="u1", external=[(str(secret), 0, 18)])
+    bad["absent"] = tmp_path / "absent.h5"
+    return bad
+
+
+def test_each_bad_file_gets_one_line_and_the_others_are_shown(results_file, tmp_path, capsys):
+    bad = _bad_files(tmp_path)
+    files = list(bad.values())
+    argv = [str(f) for f in files[:3]] + [str(results_file)] + [str(f) for f in files[3:]]
+    rc, out, err = run_cli(capsys, "inspect", *argv)
+    lines = err.splitlines()
+    assert rc == 1 and len(lines) == len(bad), err
+    for line, path in zip(lines, files):
+        assert line.startswith("brainsnn inspect: error: ") and str(path) in line, line
+    assert "lacks the root attribute" in lines[0] and "not a JSON object" in lines[1]
+    assert "declares 1125899906842624 bytes" in lines[2]
+    assert "temporary file" in lines[3] and "not an HDF5 file" in lines[4]
+    assert "external raw storage" in lines[5] and "does not exist" in lines[6]
+    assert out.count("protocol:  diehl_cook") == 1                 # the good file is shown
+    assert "TOPSECRET" not in out + err
+    rc, out, err = run_cli(capsys, "inspect", "--json", *argv)
+    assert rc == 1 and len(err.splitlines()) == len(bad)
+    assert [d["file"] for d in json.loads(out)] == [str(results_file)]
+    rc, out, err = run_cli(capsys, "table", *argv)
+    assert rc == 1 and len(err.splitlines()) == len(bad) and "run.h5" in out
+
+
+def test_plot_goes_on_after_a_bad_file(results_file, tmp_path, capsys):
+    good = tmp_path / "good.h5"
+    good.write_bytes(results_file.read_bytes())
+    rc, out, err = run_cli(capsys, "plot", str(tmp_path / "absent.h5"), str(good))
+    assert rc == 1 and len(err.splitlines()) == 1 and "absent.h5" in err
+    assert good.with_suffix(".png").is_file() and str(good.with_suffix(".png")) in out
+    rc, _, err = run_cli(capsys, "plot", str(good), str(good), "--out", "x.png")
+    assert rc == 2 and "--out names one image" in err
+
+
+def test_strings_from_a_file_are_escaped(tmp_path, capsys):
+    hostile = "\x1b]0;owned\x07\x1b[31mred\u202egnp.exe\x9b2J"
+    rec = RunResults(hostile, {"name": hostile, hostile: 1}, seed=0, device=hostile)
+    rec.set("metrics/test_accuracy", 0.5, units=hostile)
+    rec[f"labels/{hostile}"] = np.array([hostile, "ok"])
+    rec["note"] = hostile + "\nsecond line"
+    path = rec.save(tmp_path / f"run{hostile[:5]}.h5")
+    raw = ("\x1b", "\x07", "\x9b", "\u202e")
+    for argv in (["inspect", str(path)], ["inspect", "--json", str(path)],
+                 ["table", str(path)], ["table", "--csv", str(path)],
+                 ["table", "--markdown", str(path)]):
+        rc, out, err = run_cli(capsys, *argv)
+        assert rc == 0 and out and not any(c in out + err for c in raw), (argv, out)
+    rc, out, _ = run_cli(capsys, "inspect", str(path))
+    assert "\\x1b]0;owned\\x07\\x1b[31mred\\u202egnp.exe\\x9b2J" in out
+    assert "note: " + "\\x1b" in out and "\\nsecond line" in out      # one line per entry
+    # an error message that quotes a hostile file name is escaped too
+    rc, _, err = run_cli(capsys, "inspect", str(tmp_path / "absent\x1b[2J.h5"))
+    assert rc == 1 and "\x1b" not in err and "absent\\x1b[2J.h5" in err
+
+
+def test_inspect_json(results_file, tmp_path, capsys):
+    rc, out, err = run_cli(capsys, "inspect", "--json", str(results_file))
+    assert rc == 0 and err == ""
+    [d] = json.loads(out)
+    assert d["protocol"] == "diehl_cook" and d["seed"] == 42 and d["format_version"] == 2
+    assert d["config"] == {"n_exc": 4, "stdp": {"eta_post": 0.01}, "dataset": "mnist"}
+    acc = d["datasets"]["metrics/accuracy"]
+    assert acc["value"] == [0.61, 0.72, 0.805] and acc["scales"] == {"0": "metrics/steps/accuracy"}
+    assert d["datasets"]["metrics/accuracy_vs_T"]["scales"] == {"0": "metrics/T"}
+    weights = d["datasets"]["layers/exc/weights"]
+    assert weights["shape"] == [784, 4] and weights["attributes"] == {"layout": "pre_post"}
+    assert "value" not in weights and set(weights["summary"]) == {"mean", "min", "max"}
+    assert d["checkpoint"] == {}
+    rec = RunResults("p", {"x": None}, seed=1, device="runtime")
+    rec["v"] = np.array([np.nan, np.inf, -np.inf, 1.5])
+    rec["state/position"] = 3
+    rec.save(tmp_path / "ck.h5", complete=False)
+    rc, out, _ = run_cli(capsys, "inspect", "--json", str(tmp_path / "ck.h5"))
+    [d] = json.loads(out)
+    assert d["datasets"]["v"]["value"] == ["NaN", "Infinity", "-Infinity", 1.5]
+    assert d["config"] == {"x": None} and d["status"] == "checkpoint"
+    assert d["checkpoint"]["position"]["value"] == 3 and "checkpoint/position" not in d["datasets"]
+
+
+def test_confusion_matrix_is_shown_as_a_matrix(tmp_path, capsys):
+    rec = RunResults("p", {}, seed=1, device="runtime")
+    rec.set("metrics/confusion_matrix", np.array([[3, 1, 0], [0, 2, 2]]),
+            description="rows: true class, columns: predicted class; last column: no prediction")
+    rec.save(tmp_path / "cm.h5")
+    rc, out, _ = run_cli(capsys, "inspect", str(tmp_path / "cm.h5"))
+    lines = out.splitlines()
+    k = lines.index("metrics/confusion_matrix (rows: true class, columns: predicted class; "
+                    "last column: no prediction):")
+    # recall by hand: 3 / 4 = 75 %, 2 / 4 = 50 %
+    assert lines[k + 1:k + 4] == ["  true    0    1 none  recall %",
+                                  "     0    3    1    0     75.00",
+                                  "     1    0    2    2     50.00"]
+
+
+def test_inspect_shows_the_checkpoint_apart(tmp_path, capsys):
+    rec = RunResults("p", {}, seed=1, device="runtime")
+    rec["metrics/test_accuracy"] = 0.5
+    rec["checkpoint/weights"] = np.zeros((2, 3), dtype=np.float32)
+    rec.save(tmp_path / "ck.h5", complete=False)
+    rc, out, _ = run_cli(capsys, "inspect", str(tmp_path / "ck.h5"))
+    tail = out[out.index("checkpoint (the state a --resume continues from"):]
+    assert "24 bytes" in tail and "weights: float32[2, 3]" in tail
+    assert "other datasets" not in out
+
+
+# --------------------------------------------------------------------------- table
+
+def _run_file(tmp_path, name, protocol, config, **values):
+    rec = RunResults(protocol, config, seed=config.get("seed", 0), device="cpu")
+    for path, value in values.items():
+        rec[path.replace("__", "/")] = value
+    return rec.save(tmp_path / name)
+
+
+def test_table_rows_accuracy_and_settings(tmp_path, capsys):
+    a = _run_file(tmp_path, "a.h5", "agd", {"dataset": "mnist", "scale": "full", "lr": 0.1,
+                                           "epochs": 4, "threads": 1, "command": "brainsnn run agd"},
+                  metrics__test_accuracy=0.9912)
+    b = _run_file(tmp_path, "b.h5", "agd", {"dataset": "mnist", "scale": "full", "lr": 0.01,
+                                           "epochs": 4, "threads": 8},
+                  metrics__test_accuracy=0.9876)
+    c = _run_file(tmp_path, "c.h5", "conversion", {"dataset": "cifar10", "scale": "full"},
+                  metrics__T=np.array([32, 256, 64]),
+                  metrics__accuracy_vs_T=np.array([[0.5, 0.9, 0.8], [0.1, 0.2, 0.3]]))
+    d = _run_file(tmp_path, "d.h5", "backres", {"dataset": "fashion", "scale": "small"},
+                  metrics__accuracy=np.array([0.8, 0.85, 0.83]),
+                  metrics__configs=np.array(["R1", "R2", "R3"]))
+    rc, out, err = run_cli(capsys, "table", "--csv", str(d), str(c), str(b), str(a))
+    assert rc == 0 and err == ""
+    import csv
+    rows = list(csv.DictReader(out.splitlines()))
+    assert [r["file"] for r in rows] == [str(a), str(b), str(d), str(c)]   # by protocol
+    assert [float(r["accuracy"]) for r in rows] == [0.9912, 0.9876, 0.85, 0.9]
+    assert rows[2]["measured_as"] == "best accuracy of 3: R2"
+    assert rows[2]["dataset"] == "fashion_mnist"
+    assert rows[3]["measured_as"] == "accuracy_vs_T at T=256"
+    # lr differs between the two agd runs, epochs does not, threads is not a setting
+    assert rows[0]["settings"] == "lr=0.1" and rows[1]["settings"] == "lr=0.01"
+    assert rows[0]["command"] == "brainsnn run agd" and rows[1]["command"] == "-"
+    rc, out, _ = run_cli(capsys, "table", "--markdown", str(a), str(b), str(c), str(d))
+    assert out.startswith("# Results\n") and "## agd\n" in out and "## conversion\n" in out
+    assert f"`brainsnn table {tmp_path / '*.h5'} --markdown`" in out
+    assert "| a.h5 | mnist | full | 0 | 99.12 | test_accuracy | lr=0.1 | `brainsnn run agd` |" in out
+    rc, out, _ = run_cli(capsys, "table", str(a), str(c))
+    assert f"`brainsnn table" not in out and "99.12" in out and "90.00" in out
+
+
+def test_docs_results_table_is_generated(monkeypatch, capsys):
+    """docs/results.md is exactly what `brainsnn table results/reference/*.h5 --markdown`
+    prints (regenerate it with that command after changing a reference file)."""
+    import glob
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(root)
+    files = sorted(glob.glob("results/reference/*.h5"))
+    assert files, "no reference results files"
+    rc, out, err = run_cli(capsys, "table", *files, "--markdown")
+    assert rc == 0 and err == ""
+    assert "`brainsnn table results/reference/*.h5 --markdown`" in out
+    assert (root / "docs" / "results.md").read_text() == out
