@@ -131,3 +131,47 @@ def test_agd_refuses_nan_pixels_in_fit_and_predict():
         clf.predict(bad)
     with pytest.raises(TrainingError, match=r"expected class indices 0..1"):
         clf.score(x, y + 1)
+
+
+# --------------------------------------------------------------------------- conversion
+
+def _ann():
+    """A trained-looking ReLU ANN: 6x6 images -> 10 classes (fixed random weights)."""
+    import torch
+
+    from brainsnn.engine.network import Network, flatten, linear
+
+    torch.manual_seed(0)
+    return Network([flatten(), linear(8, kind="artificial"), linear(10, kind="artificial")],
+                   (1, 6, 6), T=1)
+
+
+def test_ann_to_snn_contract(rng):
+    from brainsnn.learn.conversion import ANNToSNN
+
+    x = rng.random((12, 1, 6, 6)).astype(np.float32)
+    conv = check_contract(ANNToSNN(_ann(), balance_T=4, method="percentile"), x, classifier=True)
+    assert conv.classes_.tolist() == list(range(10))
+    assert {"snn_", "thresholds_", "scales_", "fit_seconds_"} <= set(vars(conv))
+
+
+def test_ann_to_snn_refuses_grey_levels_and_labels_outside_the_classes(rng):
+    from brainsnn.errors import ConversionError
+    from brainsnn.learn.conversion import ANNToSNN
+
+    x = rng.random((12, 1, 6, 6)).astype(np.float32)
+    with pytest.raises(ConversionError, match=r"expected values in \[0, 1\] \(grey levels "
+                                              r"0..255\? divide by 255\)"):
+        ANNToSNN(_ann(), balance_T=4).fit(x * 255)
+    inf = x.copy()
+    inf[0, 0, 1, 1] = np.inf
+    with pytest.raises(ConversionError, match="NaN or infinite"):
+        ANNToSNN(_ann(), balance_T=4).fit(inf)
+    conv = ANNToSNN(_ann(), balance_T=4).fit(x)
+    y = np.arange(12) % 10
+    assert 0 <= conv.score(x, y, T=4) <= 1
+    with pytest.raises(ConversionError, match=r"labels hold values in \[0, 11\], expected class "
+                                              r"indices 0..9 \(10 classes\)"):
+        conv.score(x, np.arange(12), T=4)
+    with pytest.raises(ConversionError, match=r"shaped \(12,\) for 12 images"):
+        conv.accuracy_vs_T(x, y[:5], [2, 4])

@@ -62,10 +62,12 @@ import torch
 from torch import nn
 
 from brainsnn.models import IF, NeuronModel
-from brainsnn.engine.network import LayerSpec, Network, NetworkError, as_spec
+from brainsnn.engine.network import LayerSpec, Network, as_spec
 from brainsnn.engine.network import _BNOp, _device_of, attach_batchnorm, fold_batchnorm  # noqa: F401
-from brainsnn.engine.network import check_T as _network_check_T
 from brainsnn.errors import ConversionError  # noqa: F401
+from brainsnn.params import Params
+from brainsnn.validation import check_labels, positive_int, validate_images
+from brainsnn.validation import check_T as _check_T
 
 __all__ = [
     "ConversionError", "ANNToSNN", "check_T", "if_spike_count", "percentile_scale",
@@ -84,11 +86,7 @@ class _StopForward(Exception):
 
 def check_T(T, what="T"):
     """``T`` as an int >= 1, or :class:`ConversionError` saying what was wrong."""
-    try:
-        return _network_check_T(T)
-    except NetworkError:
-        raise ConversionError(f"{what} (number of time steps) must be an integer >= 1, "
-                              f"got {T!r}") from None
+    return _check_T(T, what, error=ConversionError)
 
 
 def if_spike_count(current, theta, T):
@@ -268,10 +266,10 @@ def _require_probe(net):
 # ---------------------------------------------------------------------------------------------
 # The converter
 # ---------------------------------------------------------------------------------------------
-class ANNToSNN:
+class ANNToSNN(Params):
     """Converts a ReLU ANN (an all-artificial Network) into a spiking network.
 
-    scikit-learn-like: ``fit(images)`` sets the thresholds on training images, ``predict``,
+    scikit-learn contract: ``fit(images)`` sets the thresholds on training images, ``predict``,
     ``score`` and ``accuracy_vs_T`` evaluate the converted network.
 
     Parameters
@@ -313,6 +311,8 @@ class ANNToSNN:
         {logical layer name: theta} for every spiking logical layer (one per BackRes pass).
     scales_ : dict
         {weighted logical layer name: lambda}, the ANN activation one spike stands for.
+    classes_ : int array
+        The class indices ``0 .. n_outputs - 1`` of the ANN's output layer.
     fit_seconds_ : float
     """
 
@@ -320,39 +320,40 @@ class ANNToSNN:
                  percentile=99.9, balance_T=128, balance_percentile=100.0, encoder=None,
                  batch_size=100, threshold_parameter="theta", device=None, seed=0,
                  max_samples=200_000, verbose=False):
+        self.ann, self.method, self.neuron, self.kinds = ann, method, neuron, kinds
+        self.percentile, self.balance_percentile = percentile, balance_percentile
+        self.balance_T = balance_T
+        self.encoder = encoder
+        self.batch_size = batch_size
+        self.threshold_parameter = threshold_parameter
+        self.device = device
+        self.seed, self.max_samples, self.verbose = seed, max_samples, verbose
+
+    def _check_params(self):
+        ann, neuron = self.ann, self.neuron
         if not isinstance(ann, Network):
             raise ConversionError(
                 f"ann must be a brainsnn.engine.network.Network (got {type(ann).__name__}); convert a "
                 "torch nn.Sequential first with brainsnn.learn.conversion.from_torch")
-        if method not in METHODS:
-            raise ConversionError(f"method {method!r} unknown; expected 'balance' or 'percentile'")
+        if self.method not in METHODS:
+            raise ConversionError(f"method {self.method!r} unknown; expected 'balance' or "
+                                  "'percentile'")
         if not isinstance(neuron, NeuronModel):
             raise ConversionError(f"neuron must be a brainsnn.models.NeuronModel, got {neuron!r}")
-        if threshold_parameter not in neuron.parameters:
+        if self.threshold_parameter not in neuron.parameters:
             raise ConversionError(f"neuron model {neuron.name!r} has no parameter "
-                                  f"{threshold_parameter!r} to hold the threshold")
-        if not 0 < float(percentile) <= 100 or not 0 < float(balance_percentile) <= 100:
-            raise ConversionError(f"percentiles must lie in (0, 100], got {percentile!r} and "
-                                  f"{balance_percentile!r}")
+                                  f"{self.threshold_parameter!r} to hold the threshold")
+        if not 0 < float(self.percentile) <= 100 or not 0 < float(self.balance_percentile) <= 100:
+            raise ConversionError(f"percentiles must lie in (0, 100], got {self.percentile!r} "
+                                  f"and {self.balance_percentile!r}")
         _check_ann(ann)
-        self.ann, self.method, self.neuron, self.kinds = ann, method, neuron, kinds
-        self.percentile, self.balance_percentile = float(percentile), float(balance_percentile)
-        self.balance_T = check_T(balance_T, "balance_T")
-        self.encoder = encoder
-        self.batch_size = int(batch_size)
-        if self.batch_size < 1:
-            raise ConversionError(f"batch_size must be >= 1, got {batch_size!r}")
-        self.threshold_parameter = threshold_parameter
-        self.device = torch.device(device) if device is not None else _device_of(ann)
-        self.seed, self.max_samples, self.verbose = int(seed), int(max_samples), verbose
-        with_kinds(ann.specs, kinds)  # validate the pattern now
+        check_T(self.balance_T, "balance_T")
+        positive_int(self.batch_size, "batch_size", ConversionError)
+        positive_int(self.max_samples, "max_samples", ConversionError)
+        with_kinds(ann.specs, self.kinds)  # the pattern fits the ANN
 
-    def get_params(self):
-        return {"method": self.method, "neuron": self.neuron.name, "kinds": self.kinds,
-                "percentile": self.percentile, "balance_T": self.balance_T,
-                "balance_percentile": self.balance_percentile,
-                "encoder": _encoder_name(self.encoder), "batch_size": self.batch_size,
-                "threshold_parameter": self.threshold_parameter, "seed": self.seed}
+    def _device(self):
+        return torch.device(self.device) if self.device is not None else _device_of(self.ann)
 
     def _log(self, msg):
         if self.verbose:
@@ -367,44 +368,49 @@ class ANNToSNN:
         if self.encoder == "poisson":
             from brainsnn.engine.encoding import PoissonEncoder
 
-            gen = torch.Generator(device=self.device).manual_seed(self.seed)
+            gen = torch.Generator(device=self._device()).manual_seed(self.seed)
             return PoissonEncoder(generator=gen)
         raise ConversionError(f"encoder must be None, 'direct', 'poisson' or a callable, got "
                               f"{self.encoder!r}")
 
     def _images(self, X, what="images"):
-        if torch.is_tensor(X):
-            X = X.detach().cpu().numpy()
-        X = np.asarray(X, dtype=np.float32)
+        """Images as float32 (n, *input_shape): finite, in [0, 1], the ANN's input shape."""
         shape = tuple(self.ann.input_shape)
+        X = np.asarray(validate_images(X, name=what, error=ConversionError), dtype=np.float32)
         if X.ndim == len(shape) and len(shape) == 3 and shape[0] == 1:
             X = X[:, None]
         if X.ndim != len(shape) + 1 or tuple(X.shape[1:]) != shape:
             raise ConversionError(f"{what} must be a batch (n, {', '.join(map(str, shape))}), "
                                   f"got shape {X.shape}")
-        if len(X) == 0:
-            raise ConversionError(f"{what} is empty")
         return X
 
+    def _labels(self, y, n):
+        classes = self.classes_ if hasattr(self, "classes_") else _output_classes(self.ann)
+        return check_labels(y, n, len(classes), name="labels", error=ConversionError)
+
     def _batches(self, X):
-        for i in range(0, len(X), self.batch_size):
-            yield torch.from_numpy(X[i:i + self.batch_size]).to(self.device)
+        bs, device = int(self.batch_size), self._device()
+        for i in range(0, len(X), bs):
+            yield torch.from_numpy(X[i:i + bs]).to(device)
 
     # -- fit -----------------------------------------------------------------------------------
     @torch.no_grad()
     def fit(self, X, y=None):
         """Set every spiking layer's threshold from training images ``X``; returns self."""
         start = time.perf_counter()
+        self._check_params()
         X = self._images(X)
+        balance_T = check_T(self.balance_T, "balance_T")
         torch.manual_seed(self.seed)
-        ann = self.ann.to(self.device).eval()
+        ann = self.ann.to(self._device()).eval()
         _require_probe(ann)
-        snn = Network(with_kinds(ann.specs, self.kinds), ann.input_shape, T=self.balance_T,
+        snn = Network(with_kinds(ann.specs, self.kinds), ann.input_shape, T=balance_T,
                       neuron=self.neuron, dt=ann.dt, readout="membrane",
                       encoder=self._make_encoder())
         snn.ops.load_state_dict(ann.ops.state_dict())
-        snn = snn.to(self.device).eval()
+        snn = snn.to(self._device()).eval()
         self.snn_ = snn
+        self.classes_ = _output_classes(ann)
         self._bias = {name: (op.bias.detach().clone() if getattr(op, "bias", None) is not None
                              else None) for name, op in ann.ops.items()}
         sources, ties = source_layers(snn)
@@ -439,7 +445,7 @@ class ANNToSNN:
             snn.set_thresholds({name: theta}, parameter=self.threshold_parameter)
             self._log(f"  {self.method}: {name:<14} theta {theta:.4g} (lambda {lam_src * theta:.4g},"
                       f" kind {kind[name]})")
-        snn.T = self.balance_T
+        snn.T = balance_T
         self.fit_seconds_ = time.perf_counter() - start
         return self
 
@@ -458,13 +464,14 @@ class ANNToSNN:
         op.bias.copy_(b / lam_src)
 
     def _balance_layer(self, snn, X, name, gen):
-        probe = _Probe(target=name, sample=self.max_samples // max(1, math.ceil(
-            len(X) / self.batch_size)) if self.balance_percentile < 100 else None, generator=gen)
+        probe = _Probe(target=name, sample=int(self.max_samples) // max(1, math.ceil(
+            len(X) / int(self.batch_size))) if self.balance_percentile < 100 else None,
+            generator=gen)
         snn.probe = probe
         try:
             for xb in self._batches(X):
                 try:
-                    snn(xb, T=self.balance_T)
+                    snn(xb, T=snn.T)
                 except _StopForward:
                     pass
         finally:
@@ -483,8 +490,8 @@ class ANNToSNN:
     def _percentile_scales(self, ann, X, sources, ties, spiking, order):
         """lambda per spiking layer: p-th percentile of ANN activations, tied where summed."""
         gen = torch.Generator().manual_seed(self.seed)
-        n_batches = math.ceil(len(X) / self.batch_size)
-        probe = _Probe(sample=max(1, self.max_samples // n_batches), generator=gen)
+        n_batches = math.ceil(len(X) / int(self.batch_size))
+        probe = _Probe(sample=max(1, int(self.max_samples) // n_batches), generator=gen)
         ann.probe = probe
         try:
             for xb in self._batches(X):
@@ -551,8 +558,9 @@ class ANNToSNN:
         probe = _Probe(readout=readout)
         snn.probe = probe
         out = []
-        idx = torch.tensor([T - 1 for T in Ts], device=self.device)
-        steps = torch.tensor(Ts, dtype=torch.float32, device=self.device)
+        device = self._device()
+        idx = torch.tensor([T - 1 for T in Ts], device=device)
+        steps = torch.tensor(Ts, dtype=torch.float32, device=device)
         try:
             for xb in self._batches(X):
                 logits = snn(xb, T=T_max)
@@ -571,7 +579,7 @@ class ANNToSNN:
                 out.append(acc.cpu())
         except torch.OutOfMemoryError as exc:
             raise ConversionError(
-                f"out of {self.device} memory running {self.batch_size} images for T = {T_max} "
+                f"out of {device} memory running {self.batch_size} images for T = {T_max} "
                 "steps (each layer's spikes are held as (T, batch, ...)); use a smaller "
                 "batch_size (protocols: --eval-batch) or a smaller T") from exc
         finally:
@@ -585,8 +593,8 @@ class ANNToSNN:
 
     def score(self, X, y, T=256):
         """Accuracy in [0, 1] after T steps."""
-        y = np.asarray(y)
-        return float((self.predict(X, T) == y).mean())
+        pred = self.predict(X, T)
+        return float((pred == self._labels(y, len(pred))).mean())
 
     def accuracy_vs_T(self, X, y, Ts, record=True):
         """Accuracies (len(Ts),) at each T from one run of max(Ts) steps.
@@ -594,10 +602,8 @@ class ANNToSNN:
         With ``record=True`` (default) spike statistics of that run are kept for
         :meth:`energy`.
         """
-        y = np.asarray(y)
         logits = self.run(X, Ts, record=record)
-        if len(y) != logits.shape[1]:
-            raise ConversionError(f"got {len(y)} labels for {logits.shape[1]} images")
+        y = self._labels(y, logits.shape[1])
         return (logits.argmax(-1) == y[None]).mean(1)
 
     def energy(self, **kwargs):
@@ -623,18 +629,18 @@ class ANNToSNN:
     def ann_accuracy(self, X, y):
         """Accuracy of the source ANN on ``X``, ``y``."""
         X = self._images(X)
-        ann = self.ann.to(self.device).eval()
+        y = self._labels(y, len(X))
+        ann = self.ann.to(self._device()).eval()
         pred = []
         with torch.no_grad():
             for xb in self._batches(X):
                 pred.append(ann(xb, T=1).argmax(1).cpu())
-        return float((torch.cat(pred).numpy() == np.asarray(y)).mean())
+        return float((torch.cat(pred).numpy() == y).mean())
 
 
-def _encoder_name(enc):
-    if enc is None or isinstance(enc, str):
-        return enc or "direct"
-    return getattr(enc, "name", type(enc).__name__)
+def _output_classes(net):
+    """Class indices 0 .. n_outputs - 1 of a network's output layer."""
+    return np.arange(int(np.prod(net.output_shape)))
 
 
 def _check_ann(ann):
