@@ -341,7 +341,8 @@ def _run_file(tmp_path, name, protocol, config, **values):
 
 def test_table_rows_accuracy_and_settings(tmp_path, capsys):
     a = _run_file(tmp_path, "a.h5", "agd", {"dataset": "mnist", "scale": "full", "lr": 0.1,
-                                           "epochs": 4, "threads": 1, "command": "brainsnn run agd"},
+                                           "epochs": 4, "threads": 1,
+                                           "command": "brainsnn run agd"},
                   metrics__test_accuracy=0.9912)
     b = _run_file(tmp_path, "b.h5", "agd", {"dataset": "mnist", "scale": "full", "lr": 0.01,
                                            "epochs": 4, "threads": 8},
@@ -367,7 +368,8 @@ def test_table_rows_accuracy_and_settings(tmp_path, capsys):
     rc, out, _ = run_cli(capsys, "table", "--markdown", str(a), str(b), str(c), str(d))
     assert out.startswith("# Results\n") and "## agd\n" in out and "## conversion\n" in out
     assert f"`brainsnn table {tmp_path / '*.h5'} --markdown`" in out
-    assert "| a.h5 | mnist | full | 0 | 99.12 | test_accuracy | lr=0.1 | `brainsnn run agd` |" in out
+    assert ("| a.h5 | mnist | full | 0 | 99.12 | test_accuracy | lr=0.1 | `brainsnn run agd` |"
+            in out)
     rc, out, _ = run_cli(capsys, "table", str(a), str(c))
     assert f"`brainsnn table" not in out and "99.12" in out and "90.00" in out
 

@@ -112,7 +112,7 @@ def summarize(rec: RunResults, path=None) -> str:
     add(f"device:    {rec.device}")
     add("machine:   " + ", ".join(f"{k}={v}" for k, v in rec.machine.items()))
     add(f"started:   {rec.start_time}")
-    add(f"ended:     {rec.end_time or '(not finished: checkpoint, saved ' + str(rec.saved_time) + ')'}")
+    add("ended:     " + (rec.end_time or f"(not finished: checkpoint, saved {rec.saved_time})"))
     add("versions:  " + ", ".join(f"{k} {v}" for k, v in rec.versions.items()))
     config = list(_flat_items(rec.config))
     add(f"config ({len(config)}):")

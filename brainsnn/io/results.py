@@ -22,7 +22,8 @@ Conventions of this project (what ``brainsnn inspect`` and ``brainsnn plot`` rea
 
 - ``layers/<name>/weights``: weight matrix; ``layout`` attribute ``"pre_post"`` (Brian2,
   ``(n_pre, n_post)``: rows are inputs, columns neurons; the assumption when absent) or
-  ``"post_pre"`` (torch Linear, ``(n_post, n_pre)``); :data:`LAYOUTS`; ``layers/<name>/kernels``: convolution kernels
+  ``"post_pre"`` (torch Linear, ``(n_post, n_pre)``); :data:`LAYOUTS`;
+  ``layers/<name>/kernels``: convolution kernels
   ``(out_channels, in_channels, kh, kw)``; ``layers/<name>/theta``: thresholds.
 - ``layers/<name>/spike_rate``: mean spikes per neuron per step, or Hz (attribute ``units``).
 - ``metrics/<name>``: one value per :meth:`RunResults.add_metric` call; the steps given
@@ -778,8 +779,8 @@ class RunResults:
         version = meta.get("format_version")
         number = isinstance(version, (int, np.integer)) and not isinstance(version, np.bool_)
         if not number or version not in READABLE_VERSIONS:
-            raise ResultsError(f"{file!r} has format version {int(version) if number else version!r}"
-                               f"; this brainsnn reads versions "
+            shown = int(version) if number else repr(version)
+            raise ResultsError(f"{file!r} has format version {shown}; this brainsnn reads versions "
                                f"{', '.join(map(str, READABLE_VERSIONS))}"
                                + (": upgrade brainsnn" if number and version > FORMAT_VERSION
                                   else ""))
