@@ -50,6 +50,7 @@ from torch import nn
 
 from brainsnn.models import LIF, NeuronModel
 from brainsnn.errors import NetworkError  # noqa: F401
+from brainsnn.validation import check_T
 
 __all__ = [
     "NetworkError", "LayerSpec", "BackRes", "Residual", "conv", "linear", "avgpool", "flatten",
@@ -435,7 +436,7 @@ class Network(nn.Module):
         if not self.specs:
             raise NetworkError("a network needs at least one layer spec")
         self.input_shape = tuple(int(d) for d in input_shape)
-        self.T = check_T(T)
+        self.T = check_T(T, error=NetworkError)
         if not isinstance(neuron, NeuronModel):
             raise NetworkError(f"neuron must be a brainsnn.models.NeuronModel, got {neuron!r}")
         if readout not in READOUTS:
@@ -694,7 +695,7 @@ class Network(nn.Module):
 
     def forward(self, x, T=None):
         """Logits ``(batch, n_out)`` for a batch of images (see the class docstring)."""
-        T = self.T if T is None else check_T(T)
+        T = self.T if T is None else check_T(T, error=NetworkError)
         x = self._check_input(x)
         if self.encoder is None:
             act = Activity(x, False, True)
@@ -872,16 +873,6 @@ def fold_batchnorm(net):
 def _spec_names(net):
     """{id(spec): op name} for the LayerSpecs of ``net`` (from its logical layers)."""
     return {id(ll.spec): ll.op_name for ll in net.layers}
-
-
-def check_T(T):
-    try:
-        ok = int(T) == T and int(T) >= 1
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise NetworkError(f"T (number of time steps) must be an integer >= 1, got {T!r}")
-    return int(T)
 
 
 def _out_shape(module, shape, name):

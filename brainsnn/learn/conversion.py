@@ -66,11 +66,10 @@ from brainsnn.engine.network import LayerSpec, Network, as_spec
 from brainsnn.engine.network import _BNOp, _device_of, attach_batchnorm, fold_batchnorm  # noqa: F401
 from brainsnn.errors import ConversionError  # noqa: F401
 from brainsnn.params import Params
-from brainsnn.validation import check_labels, positive_int, validate_images
-from brainsnn.validation import check_T as _check_T
+from brainsnn.validation import check_labels, check_T, positive_int, validate_images
 
 __all__ = [
-    "ConversionError", "ANNToSNN", "check_T", "if_spike_count", "percentile_scale",
+    "ConversionError", "ANNToSNN", "if_spike_count", "percentile_scale",
     "source_layers", "with_kinds", "attach_batchnorm", "fold_batchnorm", "train_ann",
     "from_torch", "METHODS",
 ]
@@ -84,11 +83,6 @@ class _StopForward(Exception):
     """Raised by a probe to end a forward pass once the probed layer has been seen."""
 
 
-def check_T(T, what="T"):
-    """``T`` as an int >= 1, or :class:`ConversionError` saying what was wrong."""
-    return _check_T(T, what, error=ConversionError)
-
-
 def if_spike_count(current, theta, T):
     """Spikes of an IF neuron with reset by subtraction driven by a constant current.
 
@@ -99,7 +93,7 @@ def if_spike_count(current, theta, T):
     current = np.asarray(current, dtype=np.float64)
     v = np.zeros_like(current)
     n = np.zeros_like(current)
-    for _ in range(check_T(T)):
+    for _ in range(check_T(T, error=ConversionError)):
         v = v + current
         s = v >= theta
         n += s
@@ -347,7 +341,7 @@ class ANNToSNN(Params):
             raise ConversionError(f"percentiles must lie in (0, 100], got {self.percentile!r} "
                                   f"and {self.balance_percentile!r}")
         _check_ann(ann)
-        check_T(self.balance_T, "balance_T")
+        check_T(self.balance_T, "balance_T", ConversionError)
         positive_int(self.batch_size, "batch_size", ConversionError)
         positive_int(self.max_samples, "max_samples", ConversionError)
         with_kinds(ann.specs, self.kinds)  # the pattern fits the ANN
@@ -400,7 +394,7 @@ class ANNToSNN(Params):
         start = time.perf_counter()
         self._check_params()
         X = self._images(X)
-        balance_T = check_T(self.balance_T, "balance_T")
+        balance_T = check_T(self.balance_T, "balance_T", ConversionError)
         torch.manual_seed(self.seed)
         ann = self.ann.to(self._device()).eval()
         _require_probe(ann)
@@ -546,7 +540,7 @@ class ANNToSNN(Params):
         :func:`brainsnn.analysis.energy.energy_report`).
         """
         self._check_fitted()
-        Ts = [check_T(T) for T in np.atleast_1d(Ts).tolist()]
+        Ts = [check_T(T, error=ConversionError) for T in np.atleast_1d(Ts).tolist()]
         X = self._images(X)
         snn = self.snn_
         T_max = max(Ts)
