@@ -28,7 +28,7 @@ END = "<!-- module-map: end -->"
 #: never import from higher ones.
 FLOORS = {
     0: ("brainsnn", "brainsnn.models", "brainsnn.errors", "brainsnn.paths", "brainsnn.validation",
-        "brainsnn.params", "brainsnn.seeding"),
+        "brainsnn.params", "brainsnn.seeding", "brainsnn.catalogue"),
     1: ("brainsnn.io", "brainsnn.brian", "brainsnn.engine"),
     2: ("brainsnn.stdp", "brainsnn.learn", "brainsnn.analysis"),
     3: ("brainsnn.experiments", "brainsnn.experiments.protocols"),
