@@ -351,18 +351,18 @@ def test_bad_input_gives_clear_errors():
 
 # -- protocols (smoke scale) --------------------------------------------------------------------
 
-def _run_protocol(script, out, extra=()):
+def _run_protocol(name, out, extra=()):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, str(REPO / "protocols" / script), "--scale", "smoke", "--out",
+    cmd = [sys.executable, "-m", "brainsnn", "run", name, "--scale", "smoke", "--out",
            str(out), "--torch-device", "cpu", "--quiet", *extra]
-    subprocess.run(cmd, check=True, env=env, timeout=600, cwd=REPO)
+    subprocess.run(cmd, check=True, env=env, timeout=600, cwd=out.parent)
     from brainsnn.io.results import RunResults
     return RunResults.load(out)
 
 
 @pytest.mark.slow
 def test_conv_stdp_protocol_smoke(tmp_path, data_dir):
-    rec = _run_protocol("conv_stdp.py", tmp_path / "cs.h5")
+    rec = _run_protocol("conv_stdp", tmp_path / "cs.h5")
     assert rec.is_complete
     assert rec.get("layers/conv1/kernels").shape == (8, 1, 5, 5)
     assert rec.get("layers/conv1/spike_rate") > 0
@@ -378,9 +378,9 @@ def test_conv_stdp_protocol_smoke(tmp_path, data_dir):
 @pytest.mark.slow
 def test_bench_extraction_smoke_times_each_thread_count(tmp_path, data_dir):
     out = tmp_path / "bench.h5"
-    subprocess.run([sys.executable, str(REPO / "protocols" / "bench_extraction.py"), "--scale",
+    subprocess.run([sys.executable, "-m", "brainsnn", "run", "bench_extraction", "--scale",
                     "smoke", "--threads", "2", "--out", str(out)], check=True, timeout=600,
-                   cwd=REPO)
+                   cwd=tmp_path)
     from brainsnn.io.results import RunResults
     rec = RunResults.load(out)
     assert rec.get("results/identical_counts")
@@ -391,7 +391,7 @@ def test_bench_extraction_smoke_times_each_thread_count(tmp_path, data_dir):
 
 @pytest.mark.slow
 def test_backres_stdp_protocol_smoke(tmp_path, data_dir):
-    rec = _run_protocol("backres_stdp.py", tmp_path / "br.h5")
+    rec = _run_protocol("backres_stdp", tmp_path / "br.h5")
     params = list(rec.get("metrics/n_parameters"))
     names = [n.decode() if isinstance(n, bytes) else str(n) for n in rec.get("metrics/configs")]
     assert names == ["backres_R1", "backres_R2", "separate_D2"]
@@ -400,7 +400,7 @@ def test_backres_stdp_protocol_smoke(tmp_path, data_dir):
 
 @pytest.mark.slow
 def test_conv_stdp_protocol_whitened_cifar_smoke(tmp_path, data_dir):
-    rec = _run_protocol("conv_stdp.py", tmp_path / "cw.h5",
+    rec = _run_protocol("conv_stdp", tmp_path / "cw.h5",
                         ["--dataset", "cifar10", "--preprocess", "whiten"])
     assert rec.is_complete
     # ON and OFF channel of every colour: the first layer's kernels see 6 input channels
@@ -489,7 +489,7 @@ def test_validation_images_are_extracted_with_the_training_images(load_protocol,
 
 
 def test_conv_stdp_protocol_pixel_control_with_conv_readout(tmp_path, data_dir):
-    rec = _run_protocol("conv_stdp.py", tmp_path / "px.h5",
+    rec = _run_protocol("conv_stdp", tmp_path / "px.h5",
                         ["--features", "pixels", "--readout", "conv,linear",
                          "--readout-channels", "4"])
     assert rec.is_complete
@@ -513,17 +513,17 @@ def test_conv_stdp_preprocessing_default_per_dataset(load_protocol, dataset, pre
 def test_conv_stdp_protocol_validation_hidden_and_features_cache(tmp_path, data_dir):
     extra = ["--validation", "60", "--readout", "linear,mlp", "--hidden", "16",
              "--label-smoothing", "0.1", "--features-cache", str(tmp_path / "cache")]
-    rec = _run_protocol("conv_stdp.py", tmp_path / "v1.h5", extra)
+    rec = _run_protocol("conv_stdp", tmp_path / "v1.h5", extra)
     assert rec.get("metrics/test_accuracy") is None           # the test set is not touched
     acc = rec.get("metrics/validation_accuracy_mlp")
     assert 0.0 <= acc <= 1.0 and rec.attrs("metrics/validation_accuracy")["images"] == 60
     assert rec.get("readouts/mlp/ops.linear0.weight").shape[0] == 16
     assert rec.attrs("timings/extract_images_per_second")["from_features_cache"] == False  # noqa: E712
-    again = _run_protocol("conv_stdp.py", tmp_path / "v2.h5", extra)
+    again = _run_protocol("conv_stdp", tmp_path / "v2.h5", extra)
     assert again.attrs("timings/extract_images_per_second")["from_features_cache"] == True  # noqa: E712
     assert again.get("metrics/validation_accuracy_mlp") == acc
     # the test run on all 260 images reads their counts (one entry) and adds the test set's
-    test = _run_protocol("conv_stdp.py", tmp_path / "t.h5",
+    test = _run_protocol("conv_stdp", tmp_path / "t.h5",
                          ["--train-images", "260", "--features-cache", str(tmp_path / "cache")])
     assert test.attrs("timings/extract_images_per_second")["from_features_cache"] == True  # noqa: E712
     assert len(list((tmp_path / "cache").glob("features_*.npz"))) == 2
@@ -562,7 +562,7 @@ def test_readout_augment_reaches_the_conv_readout_only(load_protocol):
 
 @pytest.mark.slow
 def test_conv_stdp_protocol_mirror_doubles_only_the_training_images(tmp_path, data_dir):
-    rec = _run_protocol("conv_stdp.py", tmp_path / "m.h5",
+    rec = _run_protocol("conv_stdp", tmp_path / "m.h5",
                         ["--mirror", "--validation", "50", "--train-images", "150"])
     assert rec.attrs("metrics/train_accuracy")["images"] == 300
     assert rec.attrs("metrics/validation_accuracy")["images"] == 50
