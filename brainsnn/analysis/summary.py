@@ -11,7 +11,7 @@ import unicodedata
 
 import numpy as np
 
-from brainsnn.io.results import CHECKPOINT, LAYOUTS, RunResults
+from brainsnn.io.results import CHECKPOINT, LAYOUTS, RunResults, flatten
 
 __all__ = ["printable", "format_value", "summarize", "describe", "to_json", "confusion_table"]
 
@@ -63,14 +63,6 @@ def _units(rec, path) -> str:
     return f" {u}" if u not in (None, "", "1") else ""
 
 
-def _flat_items(tree, prefix=""):
-    for k, v in tree.items():
-        if isinstance(v, dict) and v:
-            yield from _flat_items(v, f"{prefix}{k}.")
-        else:
-            yield f"{prefix}{k}", v
-
-
 def _is_confusion(rec, path) -> bool:
     v = rec[path]
     return (path.rsplit("/", 1)[-1] == "confusion_matrix" and isinstance(v, np.ndarray)
@@ -114,7 +106,7 @@ def summarize(rec: RunResults, path=None) -> str:
     add(f"started:   {rec.start_time}")
     add("ended:     " + (rec.end_time or f"(not finished: checkpoint, saved {rec.saved_time})"))
     add("versions:  " + ", ".join(f"{k} {v}" for k, v in rec.versions.items()))
-    config = list(_flat_items(rec.config))
+    config = list(flatten(rec.config).items())
     add(f"config ({len(config)}):")
     for k, v in config:
         add(f"  {k} = {v!r}" if isinstance(v, str) else f"  {k} = {v}")

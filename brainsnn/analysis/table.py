@@ -24,7 +24,7 @@ import numpy as np
 
 from brainsnn.analysis.summary import printable
 from brainsnn.errors import BrainsnnError
-from brainsnn.io.results import RunResults
+from brainsnn.io.results import RunResults, flatten
 
 __all__ = ["Row", "read_row", "rec_row", "main_accuracy", "distinguishing_settings",
            "render", "table_command", "FORMATS", "NOT_SETTINGS", "table_reads"]
@@ -56,16 +56,6 @@ class Row:
     command: str
     config: dict = field(repr=False)
     settings: dict = field(default_factory=dict)
-
-
-def _flatten(tree, prefix=""):
-    out = {}
-    for k, v in tree.items():
-        if isinstance(v, dict) and v:
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def _labels_of(rec, path, n):
@@ -135,7 +125,7 @@ def distinguishing_settings(rows: list[Row]) -> None:
     ``network.n_neurons``) only the shortest is shown."""
     for kind in {(r.protocol, r.dataset, r.scale) for r in rows}:
         group = [r for r in rows if (r.protocol, r.dataset, r.scale) == kind]
-        flat = [{k: _setting_text(v) for k, v in _flatten(r.config).items()
+        flat = [{k: _setting_text(v) for k, v in flatten(r.config).items()
                  if not NOT_SETTINGS.intersection(k.split("."))} for r in group]
         keys = sorted({k for f in flat for k in f}, key=lambda k: (k.count("."), len(k), k))
         shown, columns = [], set()

@@ -71,7 +71,7 @@ from brainsnn.io import hdf5_checks
 
 __all__ = ["RunResults", "ResultsError", "FORMAT", "FORMAT_VERSION", "READABLE_VERSIONS",
            "CHECKPOINT", "LAYOUTS", "results_path", "package_versions",
-           "remove_stale_temporaries", "temporary_owner"]
+           "remove_stale_temporaries", "temporary_owner", "flatten"]
 
 FORMAT = "brainsnn-results"
 FORMAT_VERSION = 2
@@ -714,7 +714,7 @@ class RunResults:
         f.attrs[_META_SHA256] = _meta_digest(meta)
         for name, tree in (("config", self._config), ("versions", self.versions),
                            ("machine", self.machine)):
-            _write_attrs(f.require_group(f"meta/{name}"), _flatten(tree))
+            _write_attrs(f.require_group(f"meta/{name}"), flatten(tree))
 
         def kept(p):
             return status != "complete" or p.split("/")[0] != CHECKPOINT
@@ -908,12 +908,13 @@ def remove_stale_temporaries(path) -> list[Path]:
     return removed
 
 
-def _flatten(tree, prefix=""):
+def flatten(tree, prefix="") -> dict:
+    """A nested configuration as one level, keys joined by "." (``{"a.b": 1}``)."""
     out = {}
     for k, v in tree.items():
         key = f"{prefix}{k}"
         if isinstance(v, Mapping) and v:
-            out.update(_flatten(v, key + "."))
+            out.update(flatten(v, key + "."))
         else:
             out[key] = v
     return out
