@@ -473,7 +473,7 @@ def test_protocol_resume_continues_exactly(load_protocol, tmp_path, monkeypatch,
     with pytest.raises(KeyboardInterrupt):
         dc.main(argv + ["--out", str(out)])
     checkpoint = RunResults.load(out)
-    assert not checkpoint.is_complete and int(checkpoint["state/position"]) == 2
+    assert not checkpoint.is_complete and int(checkpoint["checkpoint/position"]) == 2
     monkeypatch.setattr(DiehlCookNetwork, "_run_chunk", real_run)
     assert dc.main(argv + ["--out", str(out), "--resume"]) == 0
     whole, resumed = RunResults.load(tmp_path / "whole.h5"), RunResults.load(out)
@@ -505,4 +505,4 @@ def test_protocol_stops_a_dead_network(load_protocol, tmp_path, monkeypatch, cap
     err = capsys.readouterr().err
     assert err.count("warning: no excitatory spike") == 2 and "the network is dead" in err
     rec = RunResults.load(out)
-    assert not rec.is_complete and int(rec["state/position"]) == 2
+    assert not rec.is_complete and int(rec["checkpoint/position"]) == 2

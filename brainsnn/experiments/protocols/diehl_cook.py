@@ -155,20 +155,20 @@ def save_state(rec, net, block):
     import numpy as np
 
     for key, value in net.get_state().items():
-        rec.set(f"state/{key}", np.asarray(value))
-    rec.set("state/block_counts", np.asarray(block["counts"], dtype=np.int32).reshape(-1, net.n_neurons))
-    rec.set("state/block_labels", np.asarray(block["labels"], dtype=np.int64))
-    rec.set("state/running_assignments", np.asarray(block["assignments"], dtype=np.int64))
-    rec.set("state/phase", block["phase"])
+        rec.set(f"checkpoint/{key}", np.asarray(value))
+    rec.set("checkpoint/block_counts", np.asarray(block["counts"], dtype=np.int32).reshape(-1, net.n_neurons))
+    rec.set("checkpoint/block_labels", np.asarray(block["labels"], dtype=np.int64))
+    rec.set("checkpoint/running_assignments", np.asarray(block["assignments"], dtype=np.int64))
+    rec.set("checkpoint/phase", block["phase"])
 
 
 def load_state(rec, net):
-    state = {k: rec[f"state/{k}"] for k in ("weights", "theta", "v_exc", "v_inh", "position",
+    state = {k: rec[f"checkpoint/{k}"] for k in ("weights", "theta", "v_exc", "v_inh", "position",
                                                "passes", "train_runs", "pending",
                                                "images_presented")}
     net.set_state(state)
-    return {"counts": list(rec["state/block_counts"]), "labels": list(rec["state/block_labels"]),
-            "assignments": rec["state/running_assignments"], "phase": str(rec["state/phase"])}
+    return {"counts": list(rec["checkpoint/block_counts"]), "labels": list(rec["checkpoint/block_labels"]),
+            "assignments": rec["checkpoint/running_assignments"], "phase": str(rec["checkpoint/phase"])}
 
 
 class SilentNetwork(Exception):
@@ -187,7 +187,7 @@ def config_of(args, net, n_test):
             "x_tar": args.x_tar, "min_spikes": args.min_spikes, "chunk_size": args.chunk_size,
             "brian_device": args.brian_device, "neuron": args.neuron,
             "inhibitory_neuron": args.inhibitory_neuron, "network": net.config(),
-            "threads": args.threads, "data": str(args.data)}
+            "threads": args.threads, "data": args.data}
 
 
 def train(run, args, net, x_fit, y_fit, block):
@@ -358,8 +358,8 @@ def resume(run, args, net):
 
     rec = run.rec
     old_cfg = rec.config
-    position = int(rec["state/position"])
-    phase = str(rec["state/phase"])
+    position = int(rec["checkpoint/position"])
+    phase = str(rec["checkpoint/phase"])
     if args.train_images != old_cfg["train_images"]:
         if phase != "train":
             raise ExperimentError(f"cannot resume {run.path}: training is finished, with "

@@ -1,0 +1,237 @@
+"""The experiments layer every protocol shares: options, output files, locks, resume, Ctrl-C,
+user neuron models, and the installed `brainsnn run` entry points."""
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from brainsnn.experiments.registry import run_protocol
+
+REPO = Path(__file__).resolve().parent.parent
+#: a tiny Diehl & Cook run on the runtime device (a few seconds)
+TINY_DC = ["--scale", "smoke", "--brian-device", "runtime", "--neurons", "4", "--train-images",
+           "8", "--assign-images", "4", "--test-images", "4", "--chunk-size", "2",
+           "--eval-every", "4", "-q"]
+
+
+def _run(argv, cwd):
+    """``brainsnn ARGV`` run in this process from the folder ``cwd``:
+    (exit status, standard error)."""
+    import contextlib
+    import io
+
+    from brainsnn.cli import main
+
+    err = io.StringIO()
+    old = Path.cwd()
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stderr(err):
+            try:
+                status = main(list(argv))
+            except SystemExit as stop:
+                status = stop.code
+    finally:
+        os.chdir(old)
+    return SimpleNamespace(returncode=status, stderr=err.getvalue())
+
+
+def test_help_parses_before_heavy_imports():
+    code = ("import sys\nfrom brainsnn.experiments.registry import run_protocol\n"
+            "for name in ('diehl_cook', 'agd', 'conversion'):\n"
+            "    try:\n        run_protocol(name, ['--help'])\n    except SystemExit:\n        pass\n"
+            "print(sorted(m for m in ('torch', 'brian2', 'h5py') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["diehl_cook", "--test-images", "20000"], "--test-images must be in 1..10000"),
+    (["diehl_cook", "--train-images", "70000"], "--train-images must be in 1..60000"),
+    (["diehl_cook", "--seed", "-1"], "--seed must be >= 0"),
+    (["diehl_cook", "--nu-post", "nan"], "--nu-post must be a finite number > 0"),
+    (["diehl_cook", "--validation", "60000"], "--validation must be in 0..59999"),
+    (["agd", "--train-images", "0"], "--train-images must be in 1..60000"),
+    (["agd", "--lr", "-1"], "--lr must be a finite number > 0"),
+    (["agd", "--test-images", "999999"], "--test-images must be in 1..10000"),
+    (["agd", "--torch-device", "gpu"], "--torch-device must be cpu, cuda or cuda:N"),
+    (["conversion", "--percentile", "150"], "--percentile must be a finite number > 0 and <= 100"),
+    (["conversion", "--n-fit", "0"], "--n-fit must be in 1.."),
+    (["conversion", "--method", "magic"], "--method must list balance and/or percentile"),
+])
+def test_bad_arguments_are_one_line_and_exit_2(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        run_protocol(argv[0], argv[1:])
+    err = capsys.readouterr().err.strip()
+    assert stop.value.code == 2 and message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("out, message", [
+    ("/proc/x.h5", "cannot write the results file '/proc/x.h5'"),
+    ("DIR", "is a folder; give a file name"),
+])
+def test_unwritable_output_is_refused_before_any_work(out, message, capsys, tmp_path,
+                                                      monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "DIR").mkdir()
+    assert run_protocol("diehl_cook", TINY_DC + ["--out", out]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_cuda_torch_device_without_gpu_is_one_line(capsys, tmp_path, monkeypatch):
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    monkeypatch.chdir(tmp_path)
+    assert run_protocol("agd", ["--scale", "smoke", "--torch-device", "cuda"]) == 2
+    err = capsys.readouterr().err
+    assert "finds no CUDA GPU" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, data_dir):
+    """One complete tiny Diehl & Cook run: (folder, results file)."""
+    folder = tmp_path_factory.mktemp("tiny")
+    proc = _run(["run", "diehl_cook", *TINY_DC, "--data", str(data_dir)], cwd=folder)
+    assert proc.returncode == 0, proc.stderr
+    return folder, folder / "results" / "diehl_cook_smoke_n4_seed0.h5"
+
+
+def test_results_go_under_the_current_folder_and_are_not_replaced(tiny_run, data_dir):
+    from brainsnn.io.results import RunResults
+
+    folder, out = tiny_run
+    assert out.exists() and sorted(p.name for p in (folder / "results").iterdir()) == [out.name]
+    assert sorted(p.name for p in folder.iterdir()) == ["results"]      # nothing else written
+    before = out.read_bytes()
+    again = _run(["run", "diehl_cook", *TINY_DC, "--data", str(data_dir)], cwd=folder)
+    assert again.returncode == 2 and "exists (a complete results file)" in again.stderr
+    assert out.read_bytes() == before
+    done = _run(["run", "diehl_cook", *TINY_DC, "--data", str(data_dir), "--resume"], cwd=folder)
+    assert done.returncode == 0 and out.read_bytes() == before
+    rec = RunResults.load(out)
+    assert rec.config["command"].startswith("brainsnn run diehl_cook --scale smoke")
+
+
+def test_force_replaces_and_a_changed_setting_refuses_to_resume(tiny_run, data_dir, tmp_path):
+    from brainsnn.io.results import RunResults
+
+    folder, out = tiny_run
+    copy = tmp_path / "run.h5"
+    copy.write_bytes(out.read_bytes())
+    base = ["run", "diehl_cook", *TINY_DC, "--data", str(data_dir), "--out", str(copy)]
+    refused = _run(base + ["--resume", "--nu-post", "0.5", "--min-spikes", "0"], cwd=tmp_path)
+    assert refused.returncode == 2
+    assert "nu_post: 0.08 in the file, 0.5 now" in refused.stderr
+    assert "min_spikes: 5 in the file, 0 now" in refused.stderr
+    forced = _run(base + ["--force", "--nu-post", "0.5"], cwd=tmp_path)
+    assert forced.returncode == 0, forced.stderr
+    assert RunResults.load(copy).config["nu_post"] == 0.5
+
+
+def test_a_second_run_on_the_same_file_is_refused_while_the_first_holds_the_lock(
+        tmp_path, monkeypatch, capsys):
+    from types import SimpleNamespace
+
+    from brainsnn.errors import ExperimentError
+    from brainsnn.experiments.run import Run
+
+    monkeypatch.chdir(tmp_path)
+    args = SimpleNamespace(protocol="diehl_cook", seed=0, out="x.h5", out_dir="results",
+                           resume=False, force=False, quiet=2, verbose=0)
+    with Run(args, {"a": 1}, name="x", device="cpu", argv=[]) as first:
+        with pytest.raises(ExperimentError, match="is being written by another run"):
+            with Run(args, {"a": 1}, name="x", device="cpu", argv=[]):
+                pass
+        first.finish()
+    assert not (tmp_path / "x.h5.lock").exists()
+
+
+def test_ctrl_c_saves_the_checkpoint_prints_the_resume_command_and_resumes_exactly(
+        tiny_run, data_dir, tmp_path, monkeypatch):
+    from brainsnn.brian.wta import DiehlCookNetwork
+    from brainsnn.io.results import RunResults
+
+    _, whole = tiny_run
+    real = DiehlCookNetwork._run_chunk
+    calls = []
+
+    def run_chunk_then_ctrl_c(self, *a, **k):       # Ctrl-C arrives during the first chunk
+        calls.append(1)
+        result = real(self, *a, **k)
+        if len(calls) == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+        return result
+
+    monkeypatch.setattr(DiehlCookNetwork, "_run_chunk", run_chunk_then_ctrl_c)
+    proc = _run(["run", "diehl_cook", *TINY_DC, "--data", str(data_dir), "--out", "i.h5"],
+                cwd=tmp_path)
+    assert proc.returncode == 130, proc.stderr
+    assert "interrupted; checkpoint saved. Resume with:" in proc.stderr
+    resume_cmd = proc.stderr.strip().splitlines()[-1].split()
+    assert resume_cmd[:3] == ["brainsnn", "run", "diehl_cook"] and "--resume" in resume_cmd
+    checkpoint = RunResults.load(tmp_path / "i.h5")
+    assert not checkpoint.is_complete and 0 < int(checkpoint["checkpoint/position"]) < 8
+    monkeypatch.setattr(DiehlCookNetwork, "_run_chunk", real)
+    resumed = _run(resume_cmd[1:], cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = RunResults.load(whole), RunResults.load(tmp_path / "i.h5")
+    assert b.is_complete
+    np.testing.assert_array_equal(a["layers/exc/weights"], b["layers/exc/weights"])
+    np.testing.assert_array_equal(a["metrics/test_predictions"], b["metrics/test_predictions"])
+
+
+USER_MODEL = '''
+import brian2 as b2
+from brainsnn.models import DIEHL_COOK_EXCITATORY, LIF
+
+# a slower membrane than the stock excitatory neuron
+SLOW_EXCITATORY = DIEHL_COOK_EXCITATORY.replace(
+    name="slow_exc", parameters={**DIEHL_COOK_EXCITATORY.parameters, "tau_m": 150 * b2.ms})
+FAST_LIF = LIF.replace(name="fast_lif", parameters={**LIF.parameters, "tau": 5 * b2.ms})
+NOT_A_MODEL = 3
+'''
+
+
+def test_protocols_run_a_user_neuron_model_from_a_file(tmp_path, data_dir, tmp_cache):
+    from brainsnn.io.results import RunResults
+
+    (tmp_path / "my_models.py").write_text(USER_MODEL)
+    proc = _run(["run", "diehl_cook", *TINY_DC, "--data", str(data_dir), "--neuron",
+                 "my_models.py:SLOW_EXCITATORY", "--out", "dc.h5"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    net = RunResults.load(tmp_path / "dc.h5").config["network"]
+    assert net["exc_model"]["name"] == "slow_exc"
+    assert net["exc_model"]["parameters"]["tau_m"].startswith("150.")
+    proc = _run(["run", "agd", "--scale", "smoke", "--train-images", "100", "--test-images",
+                 "50", "--eval-T", "4", "--data", str(data_dir), "--neuron",
+                 "my_models.py:FAST_LIF", "--out", "agd.h5", "-q"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert RunResults.load(tmp_path / "agd.h5").config["neuron"] == "my_models.py:FAST_LIF"
+    bad = _run(["run", "diehl_cook", *TINY_DC, "--neuron", "my_models.py:NOT_A_MODEL", "--data",
+                str(data_dir)],
+               cwd=tmp_path)
+    assert bad.returncode == 2 and "is a int, not a brainsnn.models.NeuronModel" in bad.stderr
+    missing = _run(["run", "diehl_cook", *TINY_DC, "--neuron", "nowhere.py:X", "--data",
+                    str(data_dir)], cwd=tmp_path)
+    assert missing.returncode == 2 and "no file 'nowhere.py'" in missing.stderr
+
+
+def test_config_differences_lists_every_changed_setting():
+    from brainsnn.experiments.run import config_differences
+
+    old = {"a": 1, "b": [1, 2], "network": {"n": 4, "threads": 1}, "threads": 1, "c": 2.0}
+    new = {"a": 1, "b": (1, 2), "network": {"n": 5, "threads": 2}, "threads": 2, "c": 2,
+           "d": None}
+    assert config_differences(old, new) == ["d: '<absent>' in the file, None now",
+                                            "network.n: 4 in the file, 5 now"]
+    assert config_differences(old, new, may_change={"network", "d"}) == []
