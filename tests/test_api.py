@@ -175,3 +175,70 @@ def test_ann_to_snn_refuses_grey_levels_and_labels_outside_the_classes(rng):
         conv.score(x, np.arange(12), T=4)
     with pytest.raises(ConversionError, match=r"shaped \(12,\) for 12 images"):
         conv.accuracy_vs_T(x, y[:5], [2, 4])
+
+
+# --------------------------------------------------------------------------- conv STDP
+
+def _conv_layer(**kw):
+    import brian2 as b2
+
+    from brainsnn.stdp.conv import ConvSTDPLayer
+
+    return ConvSTDPLayer(2, 3, 1, pool=2, n_patches=10, device="runtime", chunk_size=10,
+                         t_on=10 * b2.ms, t_off=5 * b2.ms, seed=0, **kw)
+
+
+@pytest.mark.filterwarnings("ignore::brainsnn.errors.SilentNetworkWarning")
+def test_conv_layer_and_stack_contract(rng):
+    from brainsnn.stdp.conv import SpikingConvStack
+
+    x = rng.random((3, 1, 8, 8)).astype(np.float32)
+    layer = check_contract(_conv_layer(), x)
+    assert {"network_", "timings_", "patches_presented_"} <= set(vars(layer))
+    assert layer.patches_presented == 10
+    stack = check_contract(SpikingConvStack([_conv_layer()], (1, 8, 8)), x)
+    assert stack.transform(x).shape == (3, 2 * 3 * 3)
+    assert {"timings_", "images_per_second_"} <= set(vars(stack))
+    twin = sklearn_base.clone(stack)                        # the stages are cloned too
+    assert twin.stages[0] is not stack.stages[0]
+    assert twin.get_params()["stages"][0].get_params() == stack.stages[0].get_params()
+    assert not hasattr(twin.stages[0], "network_")
+
+
+def test_stack_leaves_its_layers_as_given_until_fit():
+    import brian2 as b2
+
+    from brainsnn.stdp.conv import ConvSTDPLayer, SpikingConvStack
+
+    l1, l2 = _conv_layer(), ConvSTDPLayer(2, 3, 2, pool=1, device="runtime")
+    stack = SpikingConvStack([l1, l2], (1, 12, 12))
+    assert l2.f_max == 255 * b2.Hz and l2.min_spikes == 2           # not changed by __init__
+    second = stack.config()["stages"][1]                        # but reported as trained
+    assert second["f_max_Hz"] == pytest.approx(2000.0) and second["min_spikes"] == 0
+
+
+@pytest.mark.parametrize("bad,pattern", [
+    (np.full((2, 1, 8, 8), np.nan), "NaN or infinite"),
+    (-np.ones((2, 1, 8, 8)), r"expected values in \[0, 1\]"),
+    (np.full((2, 1, 8, 8), 255.0), "divide by 255"),
+])
+def test_stack_run_and_transform_refuse_bad_images(bad, pattern):
+    from brainsnn.errors import ConvSTDPError
+    from brainsnn.stdp.conv import SpikingConvStack
+
+    stack = SpikingConvStack([_conv_layer()], (1, 8, 8))
+    for method in (stack.run, stack.transform):
+        with pytest.raises(ConvSTDPError, match=pattern):
+            method(bad)
+
+
+def test_feature_scaler_contract_and_bad_features(rng):
+    from brainsnn.errors import ConvSTDPError
+    from brainsnn.stdp.conv import FeatureScaler
+
+    counts = rng.integers(0, 20, (10, 6)).astype(float)
+    scaler = check_contract(FeatureScaler(percentile=90), counts)
+    assert scaler.scale_ == pytest.approx(np.percentile(counts[counts > 0], 90))
+    counts[2, 3] = np.nan
+    with pytest.raises(ConvSTDPError, match="NaN"):
+        scaler.transform(counts)

@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 def _random_kernels(layer, rng, scale=3.0):
     k = rng.random(layer.kernels.shape)
-    k *= layer.w_target / k.reshape(len(k), -1).sum(1)[:, None, None, None]
+    k *= layer.target_sum / k.reshape(len(k), -1).sum(1)[:, None, None, None]
     # theta in [18, 22] mV: thresholds around -52 mV, above rest (no spike without input)
     layer.set_kernels(k * scale, theta=rng.uniform(0.018, 0.022, layer.n_kernels))
     return layer
@@ -330,17 +330,17 @@ def test_bad_input_gives_clear_errors():
     with pytest.raises(ConvSTDPError, match="larger than the input"):
         ConvSTDPLayer(4, 9, 1).output_shape((1, 8, 8))
     with pytest.raises(ConvSTDPError, match="larger than the input"):
-        SpikingConvStack([ConvSTDPLayer(4, 30, 1)], (1, 28, 28))
-    with pytest.raises(ConvSTDPError, match="n_kernels must be a positive integer"):
-        ConvSTDPLayer(0, 5, 1)
+        SpikingConvStack([ConvSTDPLayer(4, 30, 1)], (1, 28, 28)).output_shape
+    with pytest.raises(ConvSTDPError, match="n_kernels must be an integer >= 1"):
+        ConvSTDPLayer(0, 5, 1).output_shape((1, 8, 8))
     with pytest.raises(ConvSTDPError, match="mismatched channels"):
-        SpikingConvStack([ConvSTDPLayer(4, 5, 1), ConvSTDPLayer(4, 3, 2)], (1, 28, 28))
+        SpikingConvStack([ConvSTDPLayer(4, 5, 1), ConvSTDPLayer(4, 3, 2)], (1, 28, 28)).shapes
     with pytest.raises(ConvSTDPError, match="mismatched channels"):
         ConvSTDPLayer(4, 5, 3).fit(np.zeros((2, 1, 28, 28)))
-    with pytest.raises(ConvSTDPError, match="non-negative"):
+    with pytest.raises(ConvSTDPError, match=r"expected values in \[0, 1\]"):
         SpikingConvStack([ConvSTDPLayer(4, 5, 1)], (1, 28, 28)).transform(-np.ones((1, 1, 28, 28)))
     with pytest.raises(ConvSTDPError, match="pool_kind"):
-        ConvSTDPLayer(4, 5, 1, pool_kind="median")
+        ConvSTDPLayer(4, 5, 1, pool_kind="median").fit(np.zeros((1, 1, 28, 28)))
     with pytest.raises(ConvSTDPError, match="readout"):
         make_readout("svm")
     with pytest.raises(ConvSTDPError, match="conv readout"):

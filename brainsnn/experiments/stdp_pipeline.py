@@ -242,7 +242,7 @@ def learn(run, stack, x, start=0):
                    unit="patch")
 
     def on_chunk(info):
-        name = next((lay.name for lay in layers if lay.network is info["network"]), "?")
+        name = next((lay.name for lay in layers if getattr(lay, "network_", None) is info["network"]), "?")
         bar.update(len(info["indices"]), layer=name)
         stop_if_asked(run)
 
@@ -300,7 +300,7 @@ def features_key(stack, x):
 
     h = hashlib.sha256()
     h.update(json.dumps(stack.config(), sort_keys=True, default=str).encode())
-    h.update(f"{stack.torch_device.type}|{torch.__version__}|{stack.dtype}".encode())
+    h.update(f"{torch.device(stack.torch_device).type}|{torch.__version__}|{stack.dtype}".encode())
     for stage in stack.stages:
         for layer in stage_layers(stage):
             h.update(np.ascontiguousarray(layer.kernels, dtype=np.float64).tobytes())

@@ -103,8 +103,11 @@ from brainsnn.models import DIEHL_COOK_EXCITATORY, DIEHL_COOK_INHIBITORY, Neuron
 from brainsnn.brian.plasticity import make_rule
 from brainsnn.stdp.preprocessing import positive_percentile
 from brainsnn.brian.wta import DiehlCookNetwork, _model_dict
+from brainsnn.engine.network import BACKRES_FORMS
 from brainsnn.engine.neuron import TorchNeuron
 from brainsnn.errors import ConvSTDPError  # noqa: F401
+from brainsnn.params import Params
+from brainsnn.validation import check_finite, positive_int, validate_images
 
 #: Excitatory neuron of the conv STDP layers, as defined in this project: Diehl & Cook's
 #: adaptive-threshold neuron whose threshold offset theta decays towards theta_rest = 20 mV
@@ -131,10 +134,13 @@ POOL_KINDS = ("avg", "max", "none")
 
 
 
-def _positive_int(value, name):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) < 1:
-        raise ConvSTDPError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
+def _positive_int(value, name, minimum=1):
+    return positive_int(value, name, ConvSTDPError, minimum)
+
+
+def _check_quantity(name, value, unit):
+    if b2.get_dimensions(value) != unit.dim or not float(value) >= 0:
+        raise ConvSTDPError(f"{name} must be a non-negative quantity in {unit!r}, got {value!r}")
 
 
 def conv_output_shape(input_shape, kernel_size, stride=1, padding=0, pool=1):
@@ -157,10 +163,9 @@ def conv_output_shape(input_shape, kernel_size, stride=1, padding=0, pool=1):
 
 
 def _check_inputs(x, shape, name="x"):
-    """Validate (n, C, H, W) non-negative inputs against ``shape`` = (C, H, W)."""
-    arr = np.asarray(x)
-    if arr.dtype == object or not np.issubdtype(arr.dtype, np.number):
-        raise ConvSTDPError(f"{name} must be a numeric array, got dtype {arr.dtype}")
+    """Images ``(n, C, H, W)`` (``(n, H, W)`` for one channel) with finite values in [0, 1],
+    checked against ``shape`` = (C, H, W); float32."""
+    arr = validate_images(x, name=name, error=ConvSTDPError)
     if arr.ndim == 3 and shape[0] == 1:
         arr = arr[:, None]
     if arr.ndim != 4:
@@ -172,11 +177,7 @@ def _check_inputs(x, shape, name="x"):
     if tuple(arr.shape[2:]) != tuple(shape[1:]):
         raise ConvSTDPError(f"{name} has images of {arr.shape[2]}x{arr.shape[3]} but "
                             f"{shape[1]}x{shape[2]} is expected")
-    arr = arr.astype(np.float32, copy=False)
-    if arr.size and (not np.all(np.isfinite(arr)) or arr.min() < 0):
-        raise ConvSTDPError(f"{name} must hold finite non-negative values (intensities in "
-                            "[0, 1] or rates)")
-    return arr
+    return arr.astype(np.float32, copy=False)
 
 
 def extract_patches(x, kernel_size, stride=1, padding=0):
@@ -196,7 +197,7 @@ def extract_patches(x, kernel_size, stride=1, padding=0):
 
 # -- the layer ------------------------------------------------------------------------------
 
-class ConvSTDPLayer:
+class ConvSTDPLayer(Params):
     """A convolutional STDP layer whose shared kernels are learned on patches.
 
     Parameters
@@ -247,6 +248,11 @@ class ConvSTDPLayer:
         Neuron models of the excitatory (kernel) and inhibitory populations (default
         :data:`CONV_EXCITATORY` and ``DIEHL_COOK_INHIBITORY``); used in learning, extraction
         and the Brian2 reference alike.
+
+    Before :meth:`fit` the kernels are the seeded initial ones (:attr:`kernels`,
+    :attr:`theta`; :meth:`set_kernels` replaces them). After it: ``network_`` (the WTA
+    network that learned them), ``timings_`` (seconds of learning and compilation) and
+    ``patches_presented_``.
     """
 
     def __init__(self, n_kernels=16, kernel_size=5, in_channels=1, *, stride=1, padding=0,
@@ -255,62 +261,81 @@ class ConvSTDPLayer:
                  t_off=50 * b2.ms, dt=0.5 * b2.ms, rule="diehl_cook", rule_options=None,
                  min_spikes=2, max_repeats=5, w_exc_inh=10.4, w_inh_exc=17.0,
                  w_init=(0.0, 0.3), device="cpp_standalone", chunk_size=2000, seed=0,
-                 threads=1, directory=None, name=None, exc_model: NeuronModel = None,
-                 inh_model: NeuronModel = None):
-        self.n_kernels = _positive_int(n_kernels, "n_kernels")
-        self.kernel_size = _positive_int(kernel_size, "kernel_size")
-        self.in_channels = _positive_int(in_channels, "in_channels")
-        self.stride = _positive_int(stride, "stride")
-        if isinstance(padding, bool) or int(padding) != padding or int(padding) < 0:
-            raise ConvSTDPError(f"padding must be an integer >= 0, got {padding!r}")
-        self.padding = int(padding)
-        self.pool = _positive_int(pool, "pool")
-        if pool_kind not in POOL_KINDS:
-            raise ConvSTDPError(f"pool_kind must be one of {POOL_KINDS}, got {pool_kind!r}")
-        self.pool_kind = "none" if self.pool == 1 else pool_kind
-        self.n_patches = _positive_int(n_patches, "n_patches")
-        self.min_patch_mean = float(min_patch_mean)
-        for label, value, unit in (("f_max", f_max, b2.Hz), ("t_on", t_on, b2.second),
-                                   ("t_off", t_off, b2.second), ("dt", dt, b2.second)):
-            if b2.get_dimensions(value) != unit.dim or not float(value) >= 0:
-                raise ConvSTDPError(f"{label} must be a non-negative quantity in {unit!r}, "
-                                    f"got {value!r}")
-        self.f_max, self.t_on, self.t_off, self.dt = f_max, t_on, t_off, dt
-        self.n_inputs = self.in_channels * self.kernel_size ** 2
-        self.w_per_input = float(w_per_input)
-        self.w_target = float(w_target) if w_target is not None else self.w_per_input * self.n_inputs
-        if not self.w_target > 0:
-            raise ConvSTDPError(f"w_target must be > 0, got {self.w_target}")
-        self.rule_name = rule
-        self.rule_options = dict(rule_options or {})
-        self.min_spikes, self.max_repeats = int(min_spikes), int(max_repeats)
-        self.w_exc_inh, self.w_inh_exc = float(w_exc_inh), float(w_inh_exc)
-        self.w_init = tuple(float(v) for v in w_init)
-        self.device = device
-        self.chunk_size = _positive_int(chunk_size, "chunk_size")
-        self.seed = int(seed)
-        self.threads = int(threads)
-        self.directory = directory
-        self.name = name or "conv"
-        self.exc_model = exc_model if exc_model is not None else CONV_EXCITATORY
-        self.inh_model = inh_model if inh_model is not None else DIEHL_COOK_INHIBITORY
-        for label, model in (("exc_model", self.exc_model), ("inh_model", self.inh_model)):
-            if not isinstance(model, NeuronModel):
+                 threads=1, directory=None, name="conv",
+                 exc_model: NeuronModel = CONV_EXCITATORY,
+                 inh_model: NeuronModel = DIEHL_COOK_INHIBITORY):
+        self.n_kernels, self.kernel_size, self.in_channels = n_kernels, kernel_size, in_channels
+        self.stride, self.padding, self.pool, self.pool_kind = stride, padding, pool, pool_kind
+        self.n_patches, self.min_patch_mean = n_patches, min_patch_mean
+        self.f_max, self.w_target, self.w_per_input = f_max, w_target, w_per_input
+        self.t_on, self.t_off, self.dt = t_on, t_off, dt
+        self.rule, self.rule_options = rule, rule_options
+        self.min_spikes, self.max_repeats = min_spikes, max_repeats
+        self.w_exc_inh, self.w_inh_exc, self.w_init = w_exc_inh, w_inh_exc, w_init
+        self.device, self.chunk_size, self.seed = device, chunk_size, seed
+        self.threads, self.directory, self.name = threads, directory, name
+        self.exc_model, self.inh_model = exc_model, inh_model
+
+    # -- checks and derived values ----------------------------------------------------------
+    def _check_params(self):
+        for label in ("n_kernels", "kernel_size", "in_channels", "stride", "pool", "n_patches",
+                      "chunk_size"):
+            _positive_int(getattr(self, label), label)
+        _positive_int(self.padding, "padding", minimum=0)
+        if self.pool_kind not in POOL_KINDS:
+            raise ConvSTDPError(f"pool_kind must be one of {POOL_KINDS}, got {self.pool_kind!r}")
+        for label, unit in (("f_max", b2.Hz), ("t_on", b2.second), ("t_off", b2.second),
+                            ("dt", b2.second)):
+            _check_quantity(label, getattr(self, label), unit)
+        if not self.target_sum > 0:
+            raise ConvSTDPError(f"w_target must be > 0, got {self.target_sum}")
+        for label in ("exc_model", "inh_model"):
+            if not isinstance(getattr(self, label), NeuronModel):
                 raise ConvSTDPError(f"{label} must be a brainsnn.models.NeuronModel")
-        self.network = None
-        self.timings = {"train": 0.0, "compile": 0.0}
-        self.patches_presented = 0
-        rng = np.random.default_rng(self.seed)
-        lo, hi = self.w_init
-        w = lo + (hi - lo) * rng.random((self.n_inputs, self.n_kernels))
-        w *= self.w_target / w.sum(axis=0, keepdims=True)
-        self._weights = w
-        self._theta = np.full(self.n_kernels,
-                              float(self.exc_model.initial.get("theta", 0 * b2.volt)))
+
+    @property
+    def n_inputs(self):
+        """Inputs of one kernel, ``C * k * k``."""
+        return int(self.in_channels) * int(self.kernel_size) ** 2
+
+    @property
+    def target_sum(self):
+        """The sum every kernel is normalised to: ``w_target``, else ``w_per_input * C*k*k``."""
+        return float(self.w_target if self.w_target is not None
+                     else float(self.w_per_input) * self.n_inputs)
+
+    @property
+    def pooling(self):
+        """The pooling applied: ``pool_kind``, or ``'none'`` when ``pool`` is 1."""
+        return "none" if int(self.pool) == 1 else self.pool_kind
+
+    def _state(self):
+        """(weights (C*k*k, K), theta (K,)): the learned ones, else the seeded initial ones."""
+        if "_weights" not in self.__dict__:
+            self._check_params()
+            rng = np.random.default_rng(self.seed)
+            lo, hi = (float(v) for v in self.w_init)
+            w = lo + (hi - lo) * rng.random((self.n_inputs, int(self.n_kernels)))
+            w *= self.target_sum / w.sum(axis=0, keepdims=True)
+            self._weights = w
+            self._theta = np.full(int(self.n_kernels),
+                                  float(self.exc_model.initial.get("theta", 0 * b2.volt)))
+        return self._weights, self._theta
+
+    @property
+    def timings(self):
+        """Seconds of learning (``train``) and compilation (``compile``) so far."""
+        return dict(self.__dict__.get("timings_", {"train": 0.0, "compile": 0.0}))
+
+    @property
+    def patches_presented(self):
+        """Patches presented by :meth:`fit` / :meth:`fit_patches` so far."""
+        return self.__dict__.get("patches_presented_", 0)
 
     # -- geometry -------------------------------------------------------------------------
     def output_shape(self, input_shape):
         """``(n_kernels, H', W')`` after conv and pooling, for an input ``(C, H, W)``."""
+        self._check_params()
         input_shape = tuple(int(s) for s in input_shape)
         if len(input_shape) != 3:
             raise ConvSTDPError(f"input_shape must be (channels, height, width), got {input_shape}")
@@ -335,25 +360,22 @@ class ConvSTDPLayer:
     @property
     def kernels(self):
         """The shared kernels, float64 array ``(n_kernels, C, k, k)`` (dimensionless weights)."""
-        return self._weights.T.reshape(self.n_kernels, self.in_channels, self.kernel_size,
-                                       self.kernel_size).copy()
+        return self._state()[0].T.reshape(self.n_kernels, self.in_channels, self.kernel_size,
+                                          self.kernel_size).copy()
 
     @property
     def theta(self):
         """Adaptive-threshold offsets per kernel, float64 ``(n_kernels,)`` in volts."""
-        return self._theta.copy()
+        return self._state()[1].copy()
 
     def set_kernels(self, kernels, theta=None):
         """Set the kernels ``(n_kernels, C, k, k)`` (and thresholds ``theta`` in volts)."""
-        k = np.asarray(kernels, dtype=np.float64)
+        self._state()
         shape = (self.n_kernels, self.in_channels, self.kernel_size, self.kernel_size)
-        if k.shape != shape:
-            raise ConvSTDPError(f"kernels must have shape {shape}, got {k.shape}")
+        k = check_finite(kernels, "kernels", shape, ConvSTDPError)
         self._weights = k.reshape(self.n_kernels, -1).T.copy()
         if theta is not None:
-            th = np.asarray(theta, dtype=np.float64).reshape(-1)
-            if th.shape != (self.n_kernels,):
-                raise ConvSTDPError(f"theta must have shape ({self.n_kernels},), got {th.shape}")
+            th = check_finite(np.reshape(theta, -1), "theta", (self.n_kernels,), ConvSTDPError)
             self._theta = th.copy()
         return self
 
@@ -361,15 +383,15 @@ class ConvSTDPLayer:
         """JSON-able configuration (units in the key names)."""
         return {"name": self.name, "n_kernels": self.n_kernels, "kernel_size": self.kernel_size,
                 "in_channels": self.in_channels, "stride": self.stride,
-                "padding": self.padding, "pool": self.pool, "pool_kind": self.pool_kind,
-                "n_patches": self.n_patches, "min_patch_mean": self.min_patch_mean,
-                "f_max_Hz": float(self.f_max / b2.Hz), "w_target": self.w_target,
+                "padding": self.padding, "pool": self.pool, "pool_kind": self.pooling,
+                "n_patches": self.n_patches, "min_patch_mean": float(self.min_patch_mean),
+                "f_max_Hz": float(self.f_max / b2.Hz), "w_target": self.target_sum,
                 "t_on_ms": float(self.t_on / b2.ms), "t_off_ms": float(self.t_off / b2.ms),
-                "dt_ms": float(self.dt / b2.ms), "rule": self.rule_name,
-                "rule_options": {k: str(v) for k, v in self.rule_options.items()},
-                "min_spikes": self.min_spikes, "max_repeats": self.max_repeats,
-                "w_exc_inh": self.w_exc_inh, "w_inh_exc": self.w_inh_exc,
-                "w_init": list(self.w_init), "device": self.device,
+                "dt_ms": float(self.dt / b2.ms), "rule": self.rule,
+                "rule_options": {k: str(v) for k, v in (self.rule_options or {}).items()},
+                "min_spikes": int(self.min_spikes), "max_repeats": int(self.max_repeats),
+                "w_exc_inh": float(self.w_exc_inh), "w_inh_exc": float(self.w_inh_exc),
+                "w_init": [float(v) for v in self.w_init], "device": self.device,
                 "chunk_size": self.chunk_size, "seed": self.seed,
                 "learning": "patches", "exc_model": _model_dict(self.exc_model),
                 "inh_model": _model_dict(self.inh_model)}
@@ -377,19 +399,23 @@ class ConvSTDPLayer:
     # -- learning -------------------------------------------------------------------------
     def make_network(self):
         """The WTA STDP network that learns the kernels (inputs = one patch)."""
-        if self.network is None:
-            self.network = DiehlCookNetwork(
-                self.n_kernels, exc_model=self.exc_model, inh_model=self.inh_model,
-                n_inputs=self.n_inputs, rule=make_rule(self.rule_name, **self.rule_options),
-                device=self.device, chunk_size=self.chunk_size, seed=self.seed, dt=self.dt,
-                t_on=self.t_on, t_off=self.t_off, f_max=self.f_max, f_boost=self.f_max / 2,
-                min_spikes=self.min_spikes, max_repeats=self.max_repeats,
-                w_target=self.w_target, w_init=self.w_init, w_exc_inh=self.w_exc_inh,
-                w_inh_exc=self.w_inh_exc, threads=self.threads, directory=self.directory)
-            state = self.network.get_state()
-            state["weights"], state["theta"] = self._weights.copy(), self._theta.copy()
-            self.network.set_state(state)
-        return self.network
+        if getattr(self, "network_", None) is None:
+            self._check_params()
+            weights, theta = self._state()
+            self.network_ = DiehlCookNetwork(
+                int(self.n_kernels), exc_model=self.exc_model, inh_model=self.inh_model,
+                n_inputs=self.n_inputs, rule=make_rule(self.rule, **(self.rule_options or {})),
+                device=self.device, chunk_size=int(self.chunk_size), seed=int(self.seed),
+                dt=self.dt, t_on=self.t_on, t_off=self.t_off, f_max=self.f_max,
+                f_boost=self.f_max / 2, min_spikes=int(self.min_spikes),
+                max_repeats=int(self.max_repeats), w_target=self.target_sum,
+                w_init=tuple(float(v) for v in self.w_init), w_exc_inh=float(self.w_exc_inh),
+                w_inh_exc=float(self.w_inh_exc), threads=int(self.threads),
+                directory=self.directory)
+            state = self.network_.get_state()
+            state["weights"], state["theta"] = weights.copy(), theta.copy()
+            self.network_.set_state(state)
+        return self.network_
 
     def sample_patches(self, x, n, rng):
         """``n`` patches ``(n, C*k*k)`` of ``x`` (n_img, C, H, W), non-blank ones preferred.
@@ -402,7 +428,7 @@ class ConvSTDPLayer:
         pats = extract_patches(x, self.kernel_size, self.stride, self.padding)
         pats = pats.reshape(-1, self.n_inputs)
         means = pats.mean(axis=1)
-        keep = means >= self.min_patch_mean * np.percentile(means, 99)
+        keep = means >= float(self.min_patch_mean) * np.percentile(means, 99)
         candidates = pats[keep] if keep.sum() >= max(1, min(n, 100)) else pats
         idx = rng.integers(0, len(candidates), size=int(n))
         return candidates[idx]
@@ -417,14 +443,18 @@ class ConvSTDPLayer:
         net = self.make_network()
         t0 = time.perf_counter()
         net.partial_fit(p, callback=callback)
-        self.timings["train"] += time.perf_counter() - t0
-        self.timings["compile"] = net.timings["compile"]
+        timings = self.timings
+        timings["train"] += time.perf_counter() - t0
+        timings["compile"] = net.timings["compile"]
+        self.timings_ = timings
         self._weights, self._theta = net.weights.copy(), net.theta.copy()
-        self.patches_presented += len(p)
+        self.patches_presented_ = self.patches_presented + len(p)
         return self
 
     def fit(self, x, y=None, callback=None):
-        """Learn the kernels on ``n_patches`` patches of ``x`` (n, C, H, W); labels ignored."""
+        """Learn the kernels on ``n_patches`` patches of images ``x`` (n, C, H, W) in [0, 1];
+        labels ignored; returns self."""
+        self._check_params()
         x = _check_inputs(x, (self.in_channels, *np.shape(x)[-2:]))
         self.output_shape(x.shape[1:])
         rng = np.random.default_rng([self.seed, 1])
@@ -432,12 +462,10 @@ class ConvSTDPLayer:
 
     def close(self):
         """Release the compiled Brian2 project of the learning network."""
-        if self.network is not None:
-            self.network.close()
+        if getattr(self, "network_", None) is not None:
+            self.network_.close()
 
 
-#: BackRes forms (``shared/PAPER.md``): re-entry y_r = B(y_(r-1)); additive y_r = B(y_(r-1) + x).
-BACKRES_FORMS = ("reentry", "additive")
 
 
 class BackResSTDPBlock:
@@ -632,14 +660,14 @@ class _TorchConvWTA(torch.nn.Module):
 
 
 def _pool(s, layer):
-    if layer.pool_kind == "avg":
+    if layer.pooling == "avg":
         return F.avg_pool2d(s, layer.pool)
-    if layer.pool_kind == "max":
+    if layer.pooling == "max":
         return F.max_pool2d(s, layer.pool)
     return s
 
 
-class SpikingConvStack:
+class SpikingConvStack(Params):
     """A stack of conv STDP stages (layers or BackRes blocks) with fast torch extraction.
 
     Parameters
@@ -670,46 +698,64 @@ class SpikingConvStack:
         Run each layer's step through :func:`torch.compile` (fused: 3.5x faster than
         eager for a 32-kernel layer on one CPU thread; about 20 s of compilation per layer
         shape).
+
+    The layers of every stage after the first are fed by spikes: :meth:`fit` sets their
+    ``f_max`` to ``1/dt`` (an input intensity is then spikes per step) and ``min_spikes`` to
+    0 (no boosted re-presentation: their thresholds must adapt to the rates that extraction
+    gives them). After :meth:`fit`: ``fit_seconds_``; after :meth:`run`: ``timings_``
+    (seconds of extraction) and ``images_per_second_``.
     """
 
     def __init__(self, stages, input_shape, t_on=None, torch_device="cpu",
                  dtype=torch.float32, batch_size=128, seed=0, f_in=None,
                  lateral_inhibition=True, compile=False):
-        self.stages = list(stages)
-        if not self.stages:
+        self.stages, self.input_shape = stages, input_shape
+        self.t_on, self.f_in = t_on, f_in
+        self.torch_device, self.dtype = torch_device, dtype
+        self.batch_size, self.seed = batch_size, seed
+        self.lateral_inhibition, self.compile = lateral_inhibition, compile
+
+    # -- derived values ---------------------------------------------------------------------
+    @property
+    def shapes(self):
+        """Shapes (C, H, W) of the input and of every stage's (pooled) output."""
+        if not len(self.stages):
             raise ConvSTDPError("a stack needs at least one stage")
-        self.input_shape = tuple(int(s) for s in input_shape)
-        if len(self.input_shape) != 3:
-            raise ConvSTDPError(f"input_shape must be (channels, height, width), got {input_shape}")
-        self.shapes = [self.input_shape]
+        shape = tuple(int(s) for s in self.input_shape)
+        if len(shape) != 3:
+            raise ConvSTDPError(f"input_shape must be (channels, height, width), got "
+                                f"{self.input_shape}")
+        shapes = [shape]
         for stage in self.stages:
             if not isinstance(stage, (ConvSTDPLayer, BackResSTDPBlock)):
                 raise ConvSTDPError(f"stages must be ConvSTDPLayer or BackResSTDPBlock, got {stage!r}")
-            self.shapes.append(stage.output_shape(self.shapes[-1]))
-        first = _stage_layer(self.stages[0])
-        self.dt = first.dt
-        for stage in self.stages:
-            if any(lay.dt != self.dt for lay in stage_layers(stage)):
-                raise ConvSTDPError("all stages must use the same dt")
-        self.t_on = t_on if t_on is not None else first.t_on
-        self.steps = int(round(float(self.t_on / self.dt)))
-        self.f_in = first.f_max if f_in is None else f_in
-        if b2.get_dimensions(self.f_in) != b2.Hz.dim or not float(self.f_in) >= 0:
-            raise ConvSTDPError(f"f_in must be a non-negative rate, got {self.f_in!r}")
-        self.lateral_inhibition = bool(lateral_inhibition)
-        self.compile = bool(compile)
-        self.torch_device = torch.device(torch_device)
-        self.dtype = dtype
-        self.batch_size = _positive_int(batch_size, "batch_size")
-        self.seed = int(seed)
-        self.timings = {"extract": 0.0}
-        self.images_per_second = None
-        # layers fed by spikes: intensity = spikes per step, and no boosted re-presentation
-        # (their thresholds must adapt to the rates that extraction will give them)
-        for stage in self.stages[1:]:
-            for lay in stage_layers(stage):
-                lay.f_max = 1.0 / self.dt
-                lay.min_spikes = 0
+            shapes.append(stage.output_shape(shapes[-1]))
+        return shapes
+
+    @property
+    def dt(self):
+        """The time step, the same in every stage."""
+        dt = _stage_layer(self.stages[0]).dt
+        if any(lay.dt != dt for stage in self.stages for lay in stage_layers(stage)):
+            raise ConvSTDPError("all stages must use the same dt")
+        return dt
+
+    @property
+    def presentation_time(self):
+        """Presentation time per image in extraction: ``t_on``, else the first layer's."""
+        return self.t_on if self.t_on is not None else _stage_layer(self.stages[0]).t_on
+
+    @property
+    def input_rate(self):
+        """Poisson rate of intensity 1 in extraction: ``f_in``, else the first layer's f_max."""
+        rate = _stage_layer(self.stages[0]).f_max if self.f_in is None else self.f_in
+        _check_quantity("f_in", rate, b2.Hz)
+        return rate
+
+    @property
+    def steps(self):
+        """Time steps per image in extraction."""
+        return int(round(float(self.presentation_time / self.dt)))
 
     @property
     def output_shape(self):
@@ -719,32 +765,47 @@ class SpikingConvStack:
     def n_parameters(self):
         return sum(s.n_parameters for s in self.stages)
 
+    def _spike_fed(self):
+        """Settings of the layers after the first stage, fed by spikes (see the class doc)."""
+        return {"f_max": 1.0 / self.dt, "min_spikes": 0}
+
     def config(self):
-        return {"input_shape": list(self.input_shape), "t_on_ms": float(self.t_on / b2.ms),
+        stages = [s.config() for s in self.stages]
+        fed = {"f_max_Hz": float(self._spike_fed()["f_max"] / b2.Hz), "min_spikes": 0}
+        for cfg in stages[1:]:
+            for layer_cfg in [cfg, *cfg.get("layers", [])]:
+                layer_cfg.update(fed)
+        return {"input_shape": [int(s) for s in self.input_shape],
+                "t_on_ms": float(self.presentation_time / b2.ms),
                 "dt_ms": float(self.dt / b2.ms), "steps": self.steps,
-                "f_in_Hz": float(self.f_in / b2.Hz), "batch_size": self.batch_size,
-                "lateral_inhibition": self.lateral_inhibition, "compile": self.compile,
-                "seed": self.seed, "stages": [s.config() for s in self.stages]}
+                "f_in_Hz": float(self.input_rate / b2.Hz), "batch_size": int(self.batch_size),
+                "lateral_inhibition": bool(self.lateral_inhibition),
+                "compile": bool(self.compile), "seed": int(self.seed), "stages": stages}
 
     # -- learning ---------------------------------------------------------------------------
     def stage_input_rates(self, x, stage_index, batch_size=None):
         """Input of stage ``stage_index`` as intensities: pixels for stage 0, else the spikes
         per step of the stage below's (pooled) output, shape (n, C, H, W)."""
-        x = _check_inputs(x, self.input_shape)
+        x = _check_inputs(x, self.shapes[0])
         if stage_index == 0:
             return x
-        counts = self.run(x, upto=stage_index, batch_size=batch_size)["output"]
+        counts = self._run(x, upto=stage_index, batch_size=batch_size)["output"]
         return counts / self.steps
 
     def fit(self, x, y=None, verbose=False, patch_callback=None, start=0):
         """Learn every stage's kernels in turn on images ``x`` (labels ignored).
 
         ``start`` skips the first stages (already trained, e.g. shared between stacks).
+        Images ``x`` (n, C, H, W) in [0, 1]; returns self.
         """
-        x = _check_inputs(x, self.input_shape)
+        t_start = time.perf_counter()
+        x = _check_inputs(x, self.shapes[0])
         for s, stage in enumerate(self.stages):
             if s < start:
                 continue
+            if s:
+                for lay in stage_layers(stage):
+                    lay.set_params(**self._spike_fed())
             layer = _stage_layer(stage)
             rng = np.random.default_rng([layer.seed, 1, s])
             t0 = time.perf_counter()
@@ -777,6 +838,7 @@ class SpikingConvStack:
                     print(f"  stage {s} ({layer.name}): learned {layer.n_kernels} kernels on "
                           f"{layer.n_patches} patches ({time.perf_counter() - t0:.1f} s)",
                           flush=True)
+        self.fit_seconds_ = time.perf_counter() - t_start
         return self
 
     def _block_pass_inputs(self, stage_index, block_input, n_passes):
@@ -795,11 +857,11 @@ class SpikingConvStack:
         """Pass ``p`` of stage ``stage_index`` alone, Poisson input from ``rates`` (spikes per
         step): the output spikes per step (n, K, H, W)."""
         sub = SpikingConvStack([_pass_layer(self.stages[stage_index], p)], rates.shape[1:],
-                               t_on=self.t_on, torch_device=self.torch_device, dtype=self.dtype,
-                               batch_size=self.batch_size, seed=self.seed + 7919 * (stage_index + 1),
+                               t_on=self.presentation_time, torch_device=self.torch_device,
+                               dtype=self.dtype, batch_size=self.batch_size,
+                               seed=self.seed + 7919 * (stage_index + 1), f_in=1.0 / self.dt,
                                lateral_inhibition=self.lateral_inhibition, compile=self.compile)
-        sub.f_in = 1.0 / self.dt
-        return sub.run(rates, batch_size=self.batch_size)["output"] / self.steps
+        return sub._run(rates)["output"] / self.steps
 
     # -- extraction -------------------------------------------------------------------------
     def _modules(self, upto):
@@ -812,11 +874,12 @@ class SpikingConvStack:
             per_layer = []
             for li, layer in enumerate(stage_layers(stage)):
                 hit = cache.get((si, li))
-                if (hit is None or hit[0] != key or not np.array_equal(hit[1], layer._weights)
-                        or not np.array_equal(hit[2], layer._theta) or hit[3].layer is not layer):
-                    mod = _TorchConvWTA(layer, self.dtype, inhibition=self.lateral_inhibition,
-                                        compile=self.compile).to(self.torch_device)
-                    hit = cache[(si, li)] = (key, layer._weights.copy(), layer._theta.copy(), mod)
+                weights, theta = layer._state()
+                if (hit is None or hit[0] != key or not np.array_equal(hit[1], weights)
+                        or not np.array_equal(hit[2], theta) or hit[3].layer is not layer):
+                    mod = _TorchConvWTA(layer, self.dtype, inhibition=bool(self.lateral_inhibition),
+                                        compile=bool(self.compile)).to(self.torch_device)
+                    hit = cache[(si, li)] = (key, weights.copy(), theta.copy(), mod)
                 per_layer.append(hit[3])
             passes = _stage_passes(stage)
             mods.append(per_layer * passes if len(per_layer) == 1 else per_layer)
@@ -871,21 +934,24 @@ class SpikingConvStack:
     def poisson_input(self, x, generator):
         """Bernoulli input spikes ``(T, B, C, H, W)``: probability ``x * f_in * dt`` per step."""
         p = torch.as_tensor(x, dtype=self.dtype, device=self.torch_device)
-        p = torch.clamp(p * float(self.f_in * self.dt), 0, 1)
+        p = torch.clamp(p * float(self.input_rate * self.dt), 0, 1)
         u = torch.rand((self.steps, *p.shape), generator=generator, device=self.torch_device,
                        dtype=self.dtype)
         return (u < p).to(self.dtype)
 
     def run(self, x, upto=None, batch_size=None, callback=None):
-        """Simulate images ``x`` (n, C, H, W) batch by batch with seeded Poisson input.
+        """Simulate images ``x`` (n, C, H, W), intensities in [0, 1], batch by batch with
+        seeded Poisson input.
 
         Returns numpy arrays: ``output`` (n, K, H, W) spike counts of the last stage's pooled
         output, ``stage_outputs`` (a list: every stage's pooled output counts), and ``rates`` a list per stage of per-pass mean spikes per neuron per step.
         """
-        x = np.asarray(x, dtype=np.float32)
-        if x.ndim == 3:
-            x = x[:, None]
-        bs = batch_size or self.batch_size
+        return self._run(_check_inputs(x, self.shapes[0]), upto, batch_size, callback)
+
+    def _run(self, x, upto=None, batch_size=None, callback=None):
+        """:meth:`run` on checked input (also rates above 1: a block's input plus a pass's
+        output, whose firing probability per step is clipped to 1)."""
+        bs = _positive_int(batch_size or self.batch_size, "batch_size")
         gen = torch.Generator(device=self.torch_device).manual_seed(self.seed)
         outs, stage_outs, rate_sums, n_done = [], [], None, 0
         t0 = time.perf_counter()
@@ -901,9 +967,10 @@ class SpikingConvStack:
             if callback is not None:
                 callback(n_done, len(x), time.perf_counter() - t0)
         seconds = time.perf_counter() - t0
-        self.timings["extract"] += seconds
+        self.timings_ = {"extract": getattr(self, "timings_", {"extract": 0.0})["extract"]
+                         + seconds}
         if len(x):
-            self.images_per_second = len(x) / max(seconds, 1e-9)
+            self.images_per_second_ = len(x) / max(seconds, 1e-9)
         rates = [[v / max(n_done, 1) for v in st] for st in (rate_sums or [])]
         shape = self.shapes[len(self.stages) if upto is None else upto]
         output = np.concatenate(outs) if outs else np.zeros((0, *shape), np.float32)
@@ -912,8 +979,8 @@ class SpikingConvStack:
 
     def transform(self, x, batch_size=None, callback=None):
         """Features of images ``x``: the last stage's pooled spike counts, flattened (n, F)."""
-        x = _check_inputs(x, self.input_shape)
-        return self.run(x, batch_size=batch_size, callback=callback)["output"].reshape(len(x), -1)
+        x = _check_inputs(x, self.shapes[0])
+        return self._run(x, batch_size=batch_size, callback=callback)["output"].reshape(len(x), -1)
 
     def fit_transform(self, x, y=None, **kwargs):
         return self.fit(x, **kwargs).transform(x)
@@ -1031,9 +1098,9 @@ def brian2_stack_spikes(stack: SpikingConvStack, input_spikes):
         monitors.append(stage_mons)
         layer = _stage_layer(stage)
         if layer.pool > 1:
-            if layer.pool_kind != "avg":
+            if layer.pooling != "avg":
                 raise ConvSTDPError("the Brian2 reference supports only 'avg' pooling between "
-                                    f"stages, stage {si} uses {layer.pool_kind!r}")
+                                    f"stages, stage {si} uses {layer.pooling!r}")
             pre_pool = layer.pool
     net = b2.Network(*objects)
     net.run(T * dt, namespace={})
@@ -1061,7 +1128,20 @@ def brian2_stack_spikes(stack: SpikingConvStack, input_spikes):
 READOUTS = ("linear", "mlp", "spiking", "conv")
 
 
-class FeatureScaler:
+def _features(features):
+    """Spike-count features: finite and >= 0 (any shape)."""
+    arr = np.asarray(features)
+    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise ConvSTDPError(f"features must be spike counts (numbers), got dtype {arr.dtype}")
+    if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+        raise ConvSTDPError("features hold NaN or infinite values; expected spike counts")
+    if arr.size and arr.min() < 0:
+        raise ConvSTDPError(f"features hold negative values (min {arr.min()}); expected "
+                            "spike counts >= 0")
+    return arr
+
+
+class FeatureScaler(Params):
     """Scales spike-count features into [0, 1] (``fit`` on training features only).
 
     ``x / scale`` clipped to 1, where ``scale`` is the ``percentile`` of the positive
@@ -1069,21 +1149,24 @@ class FeatureScaler:
     """
 
     def __init__(self, percentile=99.5):
-        self.percentile = float(percentile)
-        self.scale_ = None
+        self.percentile = percentile
 
     def fit(self, features, y=None):
-        features = np.asarray(features)
+        """Learn ``scale_`` from training features (finite, >= 0); returns self."""
+        if not 0 < float(self.percentile) <= 100:
+            raise ConvSTDPError(f"percentile must be in (0, 100], got {self.percentile!r}")
+        features = _features(features)
         # only the positive entries are copied (to float64): all of them would not fit the
         # memory with 100,000 images of 12,544 counts
         self.scale_ = positive_percentile(features[features > 0].astype(np.float64),
-                                          self.percentile)
+                                          float(self.percentile))
         return self
 
     def transform(self, features):
-        if self.scale_ is None:
+        if not hasattr(self, "scale_"):
             raise ConvSTDPError("FeatureScaler: call fit() on the training features first")
-        return np.clip(np.asarray(features, dtype=np.float32) / self.scale_, 0, 1).astype(np.float32)
+        features = _features(features)
+        return np.clip(features.astype(np.float32) / self.scale_, 0, 1).astype(np.float32)
 
     def fit_transform(self, features, y=None):
         return self.fit(features).transform(features)
@@ -1139,7 +1222,7 @@ def stack_energy(stack: SpikingConvStack, x, run_result, e_ac=None):
     e_ac = E_AC if e_ac is None else e_ac
     x = np.asarray(x, dtype=np.float64)
     # first layer: Poisson input, expected spikes per pixel = p * f_in * t_on
-    in_spikes = float(x.mean()) * float(stack.f_in * stack.dt) * stack.steps
+    in_spikes = float(x.mean()) * float(stack.input_rate * stack.dt) * stack.steps
     out, shape = {}, stack.input_shape
     for si, stage in enumerate(stack.stages):
         layer = _stage_layer(stage)
