@@ -426,3 +426,150 @@ def test_negative_parameters_keep_operator_precedence():
     _, state = neuron(neuron.initial_state((1, 1), dtype=torch.float64),
                       torch.ones(1, 1, dtype=torch.float64))
     assert state["v"].item() == 4.25
+
+
+# -- Brian2's semantics, construct by construct -------------------------------------------------
+
+def _versus_brian2(model, steps=200, n=20, dt=DT, **values):
+    """Run ``model`` for ``steps`` on both engines from the same per-neuron values (no input);
+    return (torch spikes, brian2 spikes, torch final state, brian2 final state)."""
+    neuron = TorchNeuron(model, dt=dt)
+    state = neuron.initial_state((1, n), dtype=torch.float64, **values)
+    spikes = []
+    with torch.no_grad():
+        for _ in range(steps):
+            s, state = neuron(state)
+            spikes.append(s[0].numpy().astype(bool))
+    with device_session("runtime"):
+        b2.prefs.codegen.target = "numpy"
+        group = model.neuron_group(n, dt=dt)
+        for k, v in values.items():
+            setattr(group, k, v)
+        mon = b2.SpikeMonitor(group)
+        b2.Network(group, mon).run(steps * dt, namespace={})
+        ref = np.zeros((steps, n), dtype=bool)
+        ref[np.round(np.asarray(mon.t / dt)).astype(int), np.asarray(mon.i)] = True
+        final = {k: np.asarray(getattr(group, k)[:]) for k in model.state_variables()}
+    return np.array(spikes), ref, {k: v[0].numpy() for k, v in state.items()}, final
+
+
+def _assert_same(model, **kw):
+    spikes, ref, state, final = _versus_brian2(model, **kw)
+    assert spikes.any(), "no spike: a weak test"
+    assert np.array_equal(spikes, ref), f"{(spikes != ref).sum()} spike decisions differ"
+    for name, value in final.items():
+        np.testing.assert_array_equal(state[name].astype(value.dtype), value, err_msg=name)
+    return spikes
+
+
+def test_float64_initial_values_are_not_rounded_through_float32():
+    neuron = TorchNeuron(LIF.replace(initial={"v": 0.1}))
+    assert neuron.initial_state((1, 1), dtype=torch.float64)["v"].item() == 0.1
+    assert neuron.initial_state((1, 2), dtype=torch.float64, v=0.1)["v"].tolist() == [[0.1, 0.1]]
+    assert neuron.initial_state((1, 2), dtype=torch.float64,
+                                v=np.array([0.1, 0.2]))["v"].tolist() == [[0.1, 0.2]]
+    # an exact tie: IF from half its threshold, inputs of half the threshold (0.35 + 0.35 = 0.7)
+    model = IF.replace(name="if_half", parameters={"theta": 0.7}, initial={"v": "0.5*theta"},
+                       equations="dv/dt = I / second : 1\nI : 1")
+    spikes = _assert_same(model, steps=20, n=1, dt=1 * b2.second, I=0.35)
+    assert spikes[0, 0]
+
+
+def test_reset_is_applied_to_spiking_neurons_only():
+    """theta += 0.5/count is inf/nan for the silent neuron (count = 0): it must not reach it."""
+    m = NeuronModel(name="c", equations="dv/dt = -v/tau : 1\ntheta : 1\ncount : 1",
+                    threshold="v >= theta", reset="v = 0\ncount += 1\ntheta += 0.5/count",
+                    parameters={"tau": 20 * b2.ms}, initial={"theta": 1.0, "count": 0.0})
+    neuron = TorchNeuron(m)
+    _, state = neuron(neuron.initial_state((1, 2), dtype=torch.float64),
+                      torch.tensor([[1.5, 0.2]], dtype=torch.float64))
+    assert state["theta"].tolist() == [[1.5, 1.0]] and state["count"].tolist() == [[1.0, 0.0]]
+    sqrt_reset = NeuronModel(name="sq", equations="dv/dt = (I - v)/(10*ms) : 1\nI : 1\nw : 1",
+                             threshold="v > 1", reset="v = 0; w += 0.1*sqrt(v - 1)")
+    spikes = _assert_same(sqrt_reset, I=np.linspace(0.5, 3, 20))
+    assert spikes.sum() > 50
+
+
+def test_differentiated_reset_keeps_the_masked_gradient():
+    """detach_reset=False: d v_after / d s = new - v, as for v*(1 - s) + s*new."""
+    neuron = TorchNeuron(LIF.replace(reset="v = 0.25"), detach_reset=False)
+    current = torch.tensor([[1.2]], dtype=torch.float64, requires_grad=True)
+    _, state = neuron(neuron.initial_state((1, 1), dtype=torch.float64), current)
+    state["v"].sum().backward()
+    # v = I; s = H(I - 1) with g(0.2) = 0.8; v_after = v(1 - s) + 0.25 s -> dv/dI = 0 + (0.25 - 1.2) 0.8
+    assert state["v"].item() == 0.25
+    assert current.grad.item() == pytest.approx((0.25 - 1.2) * 0.8, abs=1e-12)
+
+
+def test_semicolon_separated_reset():
+    model = LIF.extend(equations="dw/dt = -w / (50*ms) : 1").replace(
+        name="semi", reset="v = 0; w += 0.1", equations="dv/dt = (I - v - w) / tau_m : 1\n"
+                                                         "dw/dt = -w / (50*ms) : 1\nI : 1")
+    _assert_same(model, I=np.linspace(0.8, 3, 20))
+
+
+def test_infinite_parameter_renders():
+    model = LIF.with_parameters(v_max=np.inf, v_min=-np.inf).replace(
+        name="clipped", equations="dv/dt = (I - v) / tau_m : 1\nI : 1",
+        threshold="v >= theta and v < v_max", reset="v = clip(-v_max, v_min, 0)")
+    assert "_bs_inf" in TorchNeuron(model).source
+    _assert_same(model, I=np.linspace(0.8, 3, 20))
+
+
+def test_chaotic_model_matches_brian2_numpy_bit_for_bit_over_thousands_of_steps():
+    """Izhikevich with v**2 at dt = 1 ms (sensitive to the order of operations): 3,000 steps."""
+    from brainsnn.catalogue import IZHIKEVICH
+    spikes = _assert_same(IZHIKEVICH, steps=3000, n=100, dt=1 * b2.ms,
+                          I=np.random.default_rng(0).uniform(0, 15, 100))
+    assert spikes.sum() > 1000
+
+
+def test_torch_step_follows_brian2s_order_of_operations():
+    from brainsnn.catalogue import IZHIKEVICH
+    source = TorchNeuron(IZHIKEVICH, dt=1 * b2.ms).source
+    # Brian2's own statement: 140 + I + 0.04 v**2 + 5 v - u, grouped as Brian2 groups it
+    assert "(140.0 + ((I + (0.04 * (v ** 2))) + (5.0 * v))) - u" in source
+
+
+@pytest.mark.parametrize("threshold", ["v > 1 or w > 0.5", "v > 0.5 and w > 0.2"])
+def test_thresholds_joined_by_or_and_and(threshold):
+    model = NeuronModel(name="two", equations="dv/dt = (I - v)/(10*ms) : 1\n"
+                        "dw/dt = (J - w)/(30*ms) : 1\nI : 1\nJ : 1", threshold=threshold,
+                        reset="v = 0; w = 0")
+    rng = np.random.default_rng(0)
+    _assert_same(model, I=rng.uniform(0, 2, 20), J=rng.uniform(0, 1, 20))
+    # gradients: each comparison gets its surrogate where it decides the spike; the input
+    # goes to v. v = 0.9 (x_v = v - 0.5 or v - 1), w = J after one step of its decay
+    neuron = TorchNeuron(model, dt=DT)
+    state = neuron.initial_state((1, 2), dtype=torch.float64, w=np.array([0.1, 0.6]))
+    x = torch.tensor([[0.9, 0.9]], dtype=torch.float64, requires_grad=True)
+    s, _ = neuron(state, x)
+    s.sum().backward()
+    if "or" in threshold:   # v > 1 decides only where w > 0.5 is false (neuron 0)
+        assert s.tolist() == [[0.0, 1.0]] and x.grad.tolist() == [[1 - 0.1, 0.0]]
+    else:                   # v > 0.5 decides only where w > 0.2 is true (neuron 1)
+        assert s.tolist() == [[0.0, 1.0]] and x.grad.tolist() == [[0.0, 1 - 0.4]]
+
+
+def test_reset_temporaries_integer_boolean_index_and_constant_over_dt():
+    model = NeuronModel(
+        name="constructs",
+        equations="""dv/dt = (I + bias - v) / (10*ms) : 1
+                     I : 1
+                     count : integer
+                     fired : boolean
+                     bias = 0.05 * i / N : 1 (constant over dt)""",
+        threshold="v > 1", reset="excess = v - 1\nv = excess / 2\ncount += 1\nfired = True")
+    spikes = _assert_same(model, I=np.linspace(0.9, 3, 20))
+    neuron = TorchNeuron(model)
+    assert neuron.compiled.integer == {"count"} and "fired" in neuron.compiled.boolean
+    assert spikes.sum() > 20
+
+
+def test_refused_constructs_name_the_construct_and_where():
+    noisy = LIF.replace(name="noisy_reset", reset="v = 0.1 * randn()")
+    with pytest.raises(UnsupportedConstructError, match=r"random function randn\(\) in the reset"):
+        TorchNeuron(noisy)
+    with pytest.raises(UnsupportedConstructError, match="stochastic term 'xi' in the equation for v"):
+        TorchNeuron(LIF.replace(name="xi", method="euler",
+                                equations="dv/dt = -v / tau_m + xi / sqrt(tau_m) : 1"))

@@ -924,8 +924,9 @@ class TorchNeuron(nn.Module):
 
         Values come from ``model.initial`` (numbers with units, or expressions of parameters
         and earlier state variables), else 0 (``lastspike`` -1e4 s and ``not_refractory``
-        True, as in Brian2). ``values`` overrides them (SI floats or tensors broadcastable to
-        the shape of the variable). ``(shared)`` variables have shape ``(batch, 1, ..., 1)``.
+        True, as in Brian2). ``values`` overrides them (SI numbers, numpy arrays or tensors
+        broadcastable to the shape of the variable; numbers and arrays are converted to the
+        state's dtype directly, without a float32 detour). ``(shared)`` variables have shape ``(batch, 1, ..., 1)``.
         """
         shape = tuple(int(s) for s in (shape if isinstance(shape, (tuple, list, torch.Size))
                                         else (shape,)))
@@ -959,7 +960,8 @@ class TorchNeuron(nn.Module):
     def _initial(self, name, value, like):
         """``value`` (a number in SI units or a tensor) as the state tensor ``like``."""
         if not isinstance(value, torch.Tensor):
-            value = _si(value, f"initial value of {name}")
+            value = (np.asarray(value, dtype=np.float64) if np.ndim(value) > 0
+                     else _si(value, f"initial value of {name}"))
         tensor = torch.as_tensor(value, dtype=like.dtype, device=like.device)
         if name in self.compiled.integer:
             tensor = torch.trunc(tensor)
