@@ -190,3 +190,21 @@ def test_converted_network_export_reproduces_spikes():
         assert 0.01 < ref.mean() < 0.7, f"{name}: rate {ref.mean()} makes a weak test"
         assert np.array_equal(ref, out.spikes[name]), name
     np.testing.assert_allclose(out.logits, logits.numpy(), rtol=1e-9, atol=1e-12)
+
+
+def test_model_with_its_own_w_exports():
+    """AdEx names its adaptation current w: the export's weight must not clash with it."""
+    from brainsnn.brian.export import synaptic_weight_name
+    from brainsnn.catalogue import ADEX
+    assert synaptic_weight_name(ADEX) == "w_syn"
+    assert synaptic_weight_name(ADEX.extend(equations="w_syn : 1")) == "w_syn1"
+    drive = ADEX.extend(parameters={"I_0": 0.5 * b2.nA}).substitute("I", "I = I_0 : amp")
+    torch.manual_seed(0)
+    lin = nn.Linear(10, 8, bias=False)
+    with torch.no_grad():
+        lin.weight.uniform_(0, 4e-3)                       # volts per input spike
+    layers = [lin, TorchNeuron(drive, dt=0.1 * b2.ms)]
+    spikes = (np.random.default_rng(0).random((200, 1, 10)) < 0.1).astype(float)
+    ref = run_torch_layers(layers, spikes)["layer1"]
+    out = _numpy_runtime(to_brian2(layers, input_shape=(10,)), spikes)
+    assert ref.sum() > 5 and np.array_equal(ref, out.spikes["layer1"])

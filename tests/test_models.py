@@ -116,3 +116,53 @@ def test_models_are_immutable():
         LIF.threshold = "v > 2"  # noqa
     assert isinstance(LIF.with_parameters(theta=2.0), NeuronModel)
     assert LIF.parameters["theta"] == 1.0
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda: LIF.replace(reset="V = 0"), "assigns to 'V', which is not a state variable"),
+    (lambda: LIF.replace(reset="theta = 0"), "writes to the parameter 'theta'"),
+    (lambda: LIF.replace(threshold="v + 1"), "threshold 'v \\+ 1' is not a condition"),
+    (lambda: LIF.replace(method="magic"), "unknown integration method 'magic'"),
+    (lambda: LIF.replace(name=""), "model name '' must be a non-empty identifier"),
+    (lambda: LIF.replace(name="my lif"), "model name 'my lif'"),
+    (lambda: LIF.replace(equations="dv/dt = -v / tau_m : 1 (unles refractory)",
+                         refractory=2 * b2.ms), "flag\\(s\\) 'unles refractory' on v"),
+    (lambda: SynapseModel(name="syn", equations="w : 1", on_pre="v_post += (w"),
+     "on_pre statement 'v_post \\+= \\(w' does not parse"),
+    (lambda: LIF.with_parameters(stim=b2.TimedArray([1.0, 2.0], dt=b2.ms)),
+     "parameter 'stim' is a function \\(TimedArray\\)"),
+])
+def test_mistakes_are_refused_when_the_model_is_made(make, message):
+    with pytest.raises(ModelError, match=message):
+        make()
+
+
+def test_reset_typo_would_have_run_wrong_in_brian2(runtime):
+    """Why the typo check matters: Brian2 takes 'V' for a temporary and never resets v."""
+    group = b2.NeuronGroup(1, "dv/dt = 1/ms : 1", threshold="v >= 1", reset="V = 0",
+                           method="euler")
+    b2.run(5 * DT)
+    assert float(group.v[0]) > 1                      # never reset
+    assert LIF.replace(reset="excess = v - theta; v = excess").reset   # a real temporary
+
+
+def test_substitute_replaces_one_equation_line():
+    model = LIF.extend(equations="I : 1").replace(name="driven")
+    by_name = model.substitute("v", "dv/dt = (I - v) / tau_m : 1")
+    by_line = model.substitute("dv/dt = -v/tau_m : 1", "dv/dt = (I - v) / tau_m : 1")
+    assert by_name == by_line
+    assert [l.strip() for l in by_name.equations.splitlines()] == [
+        "dv/dt = (I - v) / tau_m : 1", "I : 1"]
+    with pytest.raises(ModelError, match="(?s)no equation line .u. to substitute.*dv/dt = -v / tau_m"):
+        model.substitute("u", "du/dt = -u / tau_m : 1")
+    with pytest.raises(ModelError, match="units"):            # validated like a new model
+        model.substitute("v", "dv/dt = I - v : 1")
+
+
+def test_diff_shows_what_differs():
+    other = LIF.substitute("v", "dv/dt = (0.5 - v) / tau_m : 1").with_parameters(theta=2.0)
+    diff = LIF.diff(other).splitlines()
+    assert "-equations: dv/dt = -v / tau_m : 1" in diff
+    assert "+equations: dv/dt = (0.5 - v) / tau_m : 1" in diff
+    assert "-parameters: theta = 1.0" in diff and "+parameters: theta = 2.0" in diff
+    assert LIF.diff(LIF) == ""
