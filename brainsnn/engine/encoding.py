@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from brainsnn.brian.encoding import EncodingError
+from brainsnn.errors import EncodingError
 
 __all__ = ["EncodingError", "PoissonEncoder", "DirectEncoder", "make_encoder"]
 
