@@ -21,7 +21,7 @@ install: $(STAMP)
 
 # The main job: Diehl & Cook STDP network on MNIST at its default scale.
 run: $(STAMP)
-	$(PY) protocols/diehl_cook.py
+	$(VENV)/bin/brainsnn run diehl_cook
 
 # Fast tests (the default; what CI runs).
 test: $(STAMP)

@@ -35,7 +35,7 @@ log = logging.getLogger("brainsnn")
 
 #: Settings that may differ between a run and its resumption (they do not change the result).
 RESUME_FREE = frozenset({"threads", "quiet", "verbose", "resume", "force", "plot", "out",
-                         "out_dir", "command", "data"})
+                         "out_dir", "command"})
 
 
 class RunInterrupted(Exception):
