@@ -19,9 +19,10 @@ $(STAMP): setup.py
 
 install: $(STAMP)
 
-# The main job: Diehl & Cook STDP network on MNIST at its default scale.
+# The main job: Diehl & Cook STDP network on MNIST at its default scale (--resume: a second
+# `make run` finds the run complete; an interrupted one continues).
 run: $(STAMP)
-	$(VENV)/bin/brainsnn run diehl_cook
+	$(VENV)/bin/brainsnn run diehl_cook --resume
 
 # Fast tests (the default; what CI runs).
 test: $(STAMP)

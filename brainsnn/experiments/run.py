@@ -231,7 +231,7 @@ class Run:
             self.already_complete = old.is_complete
             return
         if args.resume:
-            log.warning(f"--resume: {path} does not exist; starting a new run")
+            log.info(f"--resume: {path} does not exist; starting a new run")
         self.rec = RunResults(self.protocol, self.config, seed=args.seed, device=self.device)
 
     # ------------------------------------------------------------------ interruption
