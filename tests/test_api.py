@@ -17,8 +17,9 @@ from brainsnn.stdp.labels import LabelAssignment  # noqa: E402
 from brainsnn.stdp.preprocessing import OnOffWhitening  # noqa: E402
 
 
-def check_contract(est, *fit_args, classifier=False):
-    """The scikit-learn contract on ``est`` (unfitted), fitted on ``fit_args``."""
+def check_contract(est, *fit_args, classifier=False, state=()):
+    """The scikit-learn contract on ``est`` (unfitted), fitted on ``fit_args``; ``state``:
+    names of a network's simulation state, which exists before ``fit`` too."""
     names = [p for p in inspect.signature(type(est).__init__).parameters if p != "self"]
     params = est.get_params(deep=False)
     assert list(params) == names
@@ -33,12 +34,12 @@ def check_contract(est, *fit_args, classifier=False):
         est.set_params(no_such_thing=1)
     before = set(vars(est))
     assert est.fit(*fit_args) is est
-    learned = {k for k in set(vars(est)) - before if not k.startswith("_")}
+    learned = {k for k in set(vars(est)) - before if not k.startswith("_") and k not in state}
     assert learned and all(k.endswith("_") for k in learned), learned
     if classifier:
         assert hasattr(est, "classes_")
     unfitted = sklearn_base.clone(est)
-    assert not any(k.endswith("_") and not k.startswith("_") for k in vars(unfitted))
+    assert not any(k.endswith("_") and not k.startswith("_") or k in state for k in vars(unfitted))
     return est
 
 
@@ -242,3 +243,51 @@ def test_feature_scaler_contract_and_bad_features(rng):
     counts[2, 3] = np.nan
     with pytest.raises(ConvSTDPError, match="NaN"):
         scaler.transform(counts)
+
+
+# --------------------------------------------------------------------------- WTA network
+
+@pytest.mark.filterwarnings("ignore::brainsnn.errors.SilentNetworkWarning")
+def test_diehl_cook_network_contract_and_protocol_defaults(mnist_small):
+    import brian2 as b2
+
+    from brainsnn.brian.defaults import ETA_FINAL, NU_POST
+    from brainsnn.brian.wta import _STATE, DiehlCookNetwork
+
+    default = DiehlCookNetwork()
+    assert default.rule.name == "triplet_stdp" and default.rule.traces == "neuron"
+    assert default.rule.parameters["nu_post"] == NU_POST["triplet"]
+    assert default.eta_final == ETA_FINAL["triplet"]
+    net = DiehlCookNetwork(3, device="runtime", codegen_target="numpy", chunk_size=2,
+                           t_on=20 * b2.ms, t_off=10 * b2.ms, min_spikes=0)
+    assert set(vars(net)) == set(net.get_params(deep=False))     # no state before use
+    check_contract(net, mnist_small[0][:2], state=_STATE + ("timings",))
+    assert net.position == 0 and net.passes == 1 and net.fit_seconds_ > 0
+
+
+def test_diehl_cook_set_state_refuses_nan_weights():
+    from brainsnn.brian.wta import DiehlCookNetwork, STDPError
+
+    net = DiehlCookNetwork(3, device="runtime")
+    state = net.get_state()
+    state["weights"][5, 1] = np.nan
+    with pytest.raises(STDPError, match=r"saved weights holds 1 NaN or infinite values \(first "
+                                        r"at index \(5, 1\)"):
+        net.set_state(state)
+    state = net.get_state()
+    state["theta"][0] = np.inf
+    with pytest.raises(STDPError, match="saved theta holds 1 NaN"):
+        net.set_state(state)
+
+
+def test_diehl_cook_compiles_into_the_cache_folder_of_its_hash(tmp_path, monkeypatch):
+    from brainsnn.brian.wta import DiehlCookNetwork, config_hash
+
+    monkeypatch.setenv("BRAINSNN_CACHE", str(tmp_path))
+    net = DiehlCookNetwork(4)
+    folder = net._project_directory()
+    cfg = {k: v for k, v in net.config().items() if k != "seed"}
+    assert folder == str(tmp_path / "standalone" / f"dc4_cpp_standalone_{config_hash(cfg)}")
+    assert DiehlCookNetwork(4, seed=7)._project_directory() == folder     # the seed is run-time
+    assert DiehlCookNetwork(5)._project_directory() != folder
+    assert not list(tmp_path.iterdir())                   # nothing made before compilation

@@ -13,10 +13,13 @@ import pytest
 
 from brainsnn.brian import devices
 from brainsnn.models import DIEHL_COOK_EXCITATORY, ModelError
+from brainsnn.brian.plasticity import diehl_cook_stdp
 from brainsnn.brian.wta import DiehlCookNetwork, STDPError, chunk_seed
 
+# the invariants below are hand-computed for the power-law rule at constant plasticity
 FAST = dict(device="runtime", codegen_target="numpy", t_on=30 * b2.ms, t_off=10 * b2.ms,
-            f_max=255 * b2.Hz, min_spikes=0)
+            f_max=255 * b2.Hz, min_spikes=0, rule=diehl_cook_stdp(traces="neuron"),
+            eta_final=1.0)
 
 
 def tiny(n=5, chunk_size=3, seed=1, **kw):
@@ -85,7 +88,7 @@ def test_plasticity_schedule_falls_linearly_to_eta_final():
     np.testing.assert_allclose(tiny().plasticity([0, 7, 9], 10), 1.0)
     for bad in (0.0, 1.5, -1):
         with pytest.raises(STDPError, match="eta_final"):
-            tiny(eta_final=bad)
+            tiny(eta_final=bad).reset_state()
 
 
 @pytest.fixture(scope="module")
@@ -290,18 +293,18 @@ def test_bad_images_raise(bad, match):
 
 def test_bad_configuration_raises():
     with pytest.raises(devices.DeviceError, match="unknown device"):
-        DiehlCookNetwork(10, device="tpu")
+        DiehlCookNetwork(10, device="tpu").reset_state()
     with pytest.raises(STDPError, match="n_neurons"):
-        DiehlCookNetwork(0)
+        DiehlCookNetwork(0).reset_state()
     with pytest.raises(STDPError, match="whole number of time steps"):
-        DiehlCookNetwork(10, t_on=350.2 * b2.ms)
+        DiehlCookNetwork(10, t_on=350.2 * b2.ms).reset_state()
     from brainsnn.models import LIF
     with pytest.raises(STDPError, match="plastic"):
-        DiehlCookNetwork(10, exc_model=LIF)
+        DiehlCookNetwork(10, exc_model=LIF).reset_state()
     with pytest.raises(STDPError, match="saved weights"):
         tiny().set_state({**tiny().get_state(), "weights": np.zeros((3, 3))})
     with pytest.raises(STDPError, match="integration"):
-        tiny(integration="rk4")
+        tiny(integration="rk4").reset_state()
 
 
 def test_unit_error_in_extended_neuron_raises():

@@ -49,7 +49,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 import time
 import warnings
 from collections import deque
@@ -60,8 +59,12 @@ import brian2 as b2
 from brainsnn.brian import devices
 from brainsnn.brian.encoding import EncodingError, flatten_images, gate_expression, steps_per
 from brainsnn.models import DIEHL_COOK_EXCITATORY, DIEHL_COOK_INHIBITORY, ModelError, NeuronModel
-from brainsnn.brian.plasticity import SynapseModel, diehl_cook_stdp
+from brainsnn import paths
+from brainsnn.brian.defaults import ETA_FINAL, NU_POST
+from brainsnn.brian.plasticity import SynapseModel, triplet_stdp
 from brainsnn.errors import STDPError, SilentNetworkWarning  # noqa: F401
+from brainsnn.params import Params
+from brainsnn.validation import check_finite
 
 __all__ = ["STDPError", "SilentNetworkWarning", "DiehlCookNetwork", "chunk_seed",
            "stable_neuron_model", "W_FLUSH"]
@@ -153,8 +156,24 @@ def _q(value, unit):
     return float(value / unit)
 
 
-class DiehlCookNetwork:
-    """Unsupervised WTA STDP layer with a scikit-learn-like interface.
+#: The default STDP rule: the triplet rule of Diehl & Cook's code with presynaptic traces on
+#: the input neurons, at the learning rates of the ``diehl_cook`` protocol.
+PROTOCOL_RULE = triplet_stdp(nu_pre=0.0001, nu_post=NU_POST["triplet"], traces="neuron")
+
+#: The training state (see :meth:`DiehlCookNetwork.get_state`) and its bookkeeping: made from
+#: the seed at first use (or by :meth:`~DiehlCookNetwork.reset_state`), not by ``__init__``.
+_STATE = ("weights", "theta", "v_exc", "v_inh", "position", "passes", "train_runs", "pending",
+          "images_presented", "silent_chunks")
+
+
+class DiehlCookNetwork(Params):
+    """Unsupervised WTA STDP layer with the scikit-learn interface (``fit``/``transform``,
+    ``get_params``/``set_params``).
+
+    The defaults are those of the ``diehl_cook`` protocol: the triplet rule
+    (:data:`PROTOCOL_RULE`) and plasticity falling to ``eta_final`` = 0.125 over a pass.
+    The parameters are stored as given and checked at first use; the state (``weights``,
+    ``theta``, ...) is made from ``seed`` at first use.
 
     Parameters
     ----------
@@ -165,10 +184,10 @@ class DiehlCookNetwork:
         ``plastic`` gate: 0 with learning off, the plasticity factor in (0, 1] during
         training) and inhibitory neuron models.
     rule : SynapseModel
-        STDP rule of the input synapses (:mod:`brainsnn.brian.plasticity`), gated by ``plastic_post``
-        (default ``diehl_cook_stdp(traces="neuron")``, PAPER.md's rule; Diehl & Cook's code
-        uses ``triplet_stdp``, far more accurate, and ``protocols/diehl_cook.py`` uses
-        ``triplet_stdp(nu_post=0.08, traces="neuron")`` with ``eta_final=0.125``).
+        STDP rule of the input synapses (:mod:`brainsnn.brian.plasticity`), gated by
+        ``plastic_post`` (default :data:`PROTOCOL_RULE`: ``triplet_stdp(nu_pre=0.0001,
+        nu_post=0.08, traces="neuron")``, the rule of Diehl & Cook's code at the protocol's
+        rates; ``diehl_cook_stdp(traces="neuron")`` is the power-law rule).
     device : {"runtime", "cpp_standalone", "cuda_standalone"}
     chunk_size : int
         Images per long run (the compiled program's length).
@@ -198,6 +217,8 @@ class DiehlCookNetwork:
         OpenMP threads of cpp_standalone.
     directory : str, optional
         Standalone project directory (reusing one with the same network skips compilation).
+        Default: the cache folder of the network's hash (:func:`brainsnn.paths.standalone_dir`),
+        the folder the ``diehl_cook`` protocol uses, so a network is compiled once.
     codegen_target : {None, "cython", "numpy"}
         Runtime device only: Brian2's code generation target (None: Brian2's default;
         "numpy" needs no compiler, for tiny networks in tests).
@@ -211,63 +232,89 @@ class DiehlCookNetwork:
         Plasticity at the end of a training pass. During training the ``plastic`` gate
         (which multiplies every STDP weight change and the threshold growth) falls linearly
         from 1 at the first image of the pass to ``eta_final`` at the last one; weight
-        normalisation is unaffected. 1 (default): constant plasticity, as Diehl & Cook.
+        normalisation is unaffected. 0.125 (default, with the triplet rule's rates); 1:
+        constant plasticity, as Diehl & Cook.
     """
 
     def __init__(self, n_neurons=100, *, exc_model: NeuronModel = DIEHL_COOK_EXCITATORY,
-                 inh_model: NeuronModel = DIEHL_COOK_INHIBITORY, rule: SynapseModel | None = None,
+                 inh_model: NeuronModel = DIEHL_COOK_INHIBITORY,
+                 rule: SynapseModel = PROTOCOL_RULE,
                  device="cpp_standalone", chunk_size=1000, seed=0, dt=0.5 * b2.ms,
                  t_on=350 * b2.ms, t_off=150 * b2.ms, f_max=63.75 * b2.Hz,
                  f_boost=31.875 * b2.Hz, min_spikes=5, max_repeats=10, w_target=78.0,
                  w_init=(0.003, 0.303), w_exc_inh=10.4, w_inh_exc=17.0,
                  inhibitory_variable="gi", n_inputs=784, threads=1, directory=None,
-                 codegen_target=None, integration="stable", eta_final=1.0):
-        self.n_neurons = self._positive_int(n_neurons, "n_neurons")
-        self.n_inputs = self._positive_int(n_inputs, "n_inputs")
-        self.chunk_size = self._positive_int(chunk_size, "chunk_size")
-        self.device = devices.check_device_name(device)
-        self.seed = int(seed)
-        for label, value, unit in (("dt", dt, b2.second), ("t_on", t_on, b2.second),
-                                   ("t_off", t_off, b2.second), ("f_max", f_max, b2.Hz),
-                                   ("f_boost", f_boost, b2.Hz)):
+                 codegen_target=None, integration="stable", eta_final=ETA_FINAL["triplet"]):
+        self.n_neurons, self.exc_model, self.inh_model, self.rule = (n_neurons, exc_model,
+                                                                     inh_model, rule)
+        self.device, self.chunk_size, self.seed = device, chunk_size, seed
+        self.dt, self.t_on, self.t_off, self.f_max, self.f_boost = dt, t_on, t_off, f_max, f_boost
+        self.min_spikes, self.max_repeats = min_spikes, max_repeats
+        self.w_target, self.w_init = w_target, w_init
+        self.w_exc_inh, self.w_inh_exc = w_exc_inh, w_inh_exc
+        self.inhibitory_variable, self.n_inputs = inhibitory_variable, n_inputs
+        self.threads, self.directory, self.codegen_target = threads, directory, codegen_target
+        self.integration, self.eta_final = integration, eta_final
+
+    def __getattr__(self, name):
+        # called only for attributes not set yet: the state, made at first use
+        if name in _STATE:
+            self.reset_state()
+            return self.__dict__[name]
+        if name == "timings":
+            self.timings = {"compile": 0.0, "train": 0.0, "inference": 0.0}
+            return self.timings
+        if name == "_built":    # standalone: dict of the compiled project's Brian2 objects
+            return None
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    @property
+    def period(self):
+        """Presentation plus rest time of one image."""
+        return self.t_on + self.t_off
+
+    @property
+    def steps_per_image(self):
+        try:
+            return steps_per(self.period, self.dt)
+        except EncodingError as exc:
+            raise STDPError(str(exc)) from exc
+
+    @property
+    def gate(self):
+        """Brian2 expression: 1 during ``t_on`` of each period, else 0."""
+        try:
+            return gate_expression(self.t_on, self.period, self.dt)
+        except EncodingError as exc:
+            raise STDPError(str(exc)) from exc
+
+    # -- checks -----------------------------------------------------------------------
+    def _check_params(self):
+        """Check every parameter (at first use; ``__init__`` only stores them)."""
+        for label in ("n_neurons", "n_inputs", "chunk_size"):
+            self._positive_int(getattr(self, label), label)
+        devices.check_device_name(self.device)
+        for label, unit in (("dt", b2.second), ("t_on", b2.second), ("t_off", b2.second),
+                            ("f_max", b2.Hz), ("f_boost", b2.Hz)):
+            value = getattr(self, label)
             if b2.get_dimensions(value) != unit.dim or float(value) < 0:
                 raise STDPError(f"{label} must be a non-negative quantity in units of "
                                 f"{unit!r}, got {value!r}")
-        self.dt, self.t_on, self.t_off, self.f_max, self.f_boost = dt, t_on, t_off, f_max, f_boost
-        self.period = t_on + t_off
-        try:
-            self.steps_per_image = steps_per(self.period, dt)
-            self.gate = gate_expression(t_on, self.period, dt)
-        except EncodingError as exc:
-            raise STDPError(str(exc)) from exc
-        self.min_spikes = int(min_spikes)
-        self.max_repeats = int(max_repeats)
-        self.w_target = float(w_target)
-        self.w_init = (float(w_init[0]), float(w_init[1]))
-        if not 0 <= self.w_init[0] <= self.w_init[1]:
-            raise STDPError(f"w_init must be a range (low, high) with 0 <= low <= high, got {w_init}")
-        self.w_exc_inh, self.w_inh_exc = float(w_exc_inh), float(w_inh_exc)
-        self.inhibitory_variable = inhibitory_variable
-        self.threads = int(threads)
-        self.directory = directory
-        if codegen_target not in (None, "cython", "numpy"):
-            raise STDPError(f"codegen_target must be None, 'cython' or 'numpy', got {codegen_target!r}")
-        self.codegen_target = codegen_target
-        if integration not in ("stable", "model"):
-            raise STDPError(f"integration must be 'stable' or 'model', got {integration!r}")
-        self.integration = integration
-        if not 0 < float(eta_final) <= 1:
-            raise STDPError(f"eta_final must be in (0, 1], got {eta_final!r}")
-        self.eta_final = float(eta_final)
-        self.exc_model = exc_model
-        self.inh_model = inh_model
-        self.rule = rule if rule is not None else diehl_cook_stdp(traces="neuron")
+        self.steps_per_image, self.gate  # noqa: B018  (whole numbers of time steps)
+        lo, hi = (float(v) for v in self.w_init)
+        if not 0 <= lo <= hi:
+            raise STDPError(f"w_init must be a range (low, high) with 0 <= low <= high, got "
+                            f"{self.w_init}")
+        if self.codegen_target not in (None, "cython", "numpy"):
+            raise STDPError(f"codegen_target must be None, 'cython' or 'numpy', got "
+                            f"{self.codegen_target!r}")
+        if self.integration not in ("stable", "model"):
+            raise STDPError(f"integration must be 'stable' or 'model', got "
+                            f"{self.integration!r}")
+        if not 0 < float(self.eta_final) <= 1:
+            raise STDPError(f"eta_final must be in (0, 1], got {self.eta_final!r}")
         self._check_models()
-        self.timings = {"compile": 0.0, "train": 0.0, "inference": 0.0}
-        self._built = None  # standalone: dict of Brian2 objects
-        self.reset_state()
 
-    # -- checks -----------------------------------------------------------------------
     @staticmethod
     def _positive_int(value, name):
         if isinstance(value, bool) or int(value) != value or int(value) < 1:
@@ -291,16 +338,18 @@ class DiehlCookNetwork:
 
     def config(self) -> dict:
         """The network's configuration as a JSON-able dict (units in the key names)."""
+        self._check_params()
         return {
-            "n_neurons": self.n_neurons, "n_inputs": self.n_inputs, "chunk_size": self.chunk_size,
-            "device": self.device, "seed": self.seed, "dt_ms": _q(self.dt, b2.ms),
+            "n_neurons": int(self.n_neurons), "n_inputs": int(self.n_inputs),
+            "chunk_size": int(self.chunk_size), "device": self.device, "seed": int(self.seed),
+            "dt_ms": _q(self.dt, b2.ms),
             "t_on_ms": _q(self.t_on, b2.ms), "t_off_ms": _q(self.t_off, b2.ms),
             "f_max_Hz": _q(self.f_max, b2.Hz), "f_boost_Hz": _q(self.f_boost, b2.Hz),
-            "min_spikes": self.min_spikes, "max_repeats": self.max_repeats,
-            "w_target": self.w_target, "w_init": list(self.w_init),
-            "w_exc_inh": self.w_exc_inh, "w_inh_exc": self.w_inh_exc,
-            "threads": self.threads, "integration": self.integration,
-            "eta_final": self.eta_final,
+            "min_spikes": int(self.min_spikes), "max_repeats": int(self.max_repeats),
+            "w_target": float(self.w_target), "w_init": [float(v) for v in self.w_init],
+            "w_exc_inh": float(self.w_exc_inh), "w_inh_exc": float(self.w_inh_exc),
+            "threads": int(self.threads), "integration": self.integration,
+            "eta_final": float(self.eta_final),
             "exc_model": _model_dict(self.exc_model), "inh_model": _model_dict(self.inh_model),
             "rule": _model_dict(self.rule),
         }
@@ -308,8 +357,9 @@ class DiehlCookNetwork:
     # -- state ------------------------------------------------------------------------
     def reset_state(self):
         """Initial weights (seeded numpy uniform in ``w_init``), thresholds and potentials."""
+        self._check_params()
         rng = np.random.default_rng(self.seed)
-        lo, hi = self.w_init
+        lo, hi = (float(v) for v in self.w_init)
         self.weights = lo + (hi - lo) * rng.random((self.n_inputs, self.n_neurons))
         ns = self.exc_model.namespace()
         self.theta = np.full(self.n_neurons, self._initial_value(self.exc_model, "theta", 0.0))
@@ -342,15 +392,14 @@ class DiehlCookNetwork:
 
     def set_state(self, state: dict):
         """Restore a state from :meth:`get_state` (e.g. read back from a results file)."""
-        w = np.asarray(state["weights"], dtype=np.float64)
+        self._check_params()
+        w = check_finite(state["weights"], "saved weights", error=STDPError)
         if w.shape != (self.n_inputs, self.n_neurons):
             raise STDPError(f"saved weights have shape {w.shape} but this network needs "
                             f"{(self.n_inputs, self.n_neurons)}")
         self.weights = w.copy()
         for name in ("theta", "v_exc", "v_inh"):
-            arr = np.asarray(state[name], dtype=np.float64)
-            if arr.shape != (self.n_neurons,):
-                raise STDPError(f"saved {name} has shape {arr.shape}, expected ({self.n_neurons},)")
+            arr = check_finite(state[name], f"saved {name}", (self.n_neurons,), STDPError)
             setattr(self, name, arr.copy())
         for name in ("position", "passes", "train_runs", "images_presented"):
             setattr(self, name, int(np.asarray(state[name])))
@@ -427,9 +476,12 @@ class DiehlCookNetwork:
         objs["inh"].v = self.v_inh * b2.volt
 
     def _project_directory(self):
+        """``directory``, else the cache folder keyed by the network's hash (one compilation
+        per network, shared with the ``diehl_cook`` protocol)."""
         if self.directory:
             return self.directory
-        return tempfile.mkdtemp(prefix=f"brainsnn_dc{self.n_neurons}_")
+        key = config_hash({k: v for k, v in self.config().items() if k != "seed"})
+        return str(paths.standalone_dir(f"dc{self.n_neurons}_{self.device}_{key}"))
 
     def compile(self, generate_only=False):
         """Generate and compile the standalone project (once; no-op on the runtime device).
@@ -595,9 +647,13 @@ class DiehlCookNetwork:
         return pixels
 
     def fit(self, images, y=None, callback=None, max_images=None):
-        """Reset the state and train on one pass over ``images`` (labels ``y`` are ignored)."""
+        """Reset the state and train on one pass over ``images`` (labels ``y`` are ignored);
+        returns self, with ``fit_seconds_``."""
+        t0 = time.perf_counter()
         self.reset_state()
-        return self.partial_fit(images, callback=callback, max_images=max_images)
+        self.partial_fit(images, callback=callback, max_images=max_images)
+        self.fit_seconds_ = time.perf_counter() - t0
+        return self
 
     def partial_fit(self, images, y=None, callback=None, max_images=None, max_chunks=None):
         """Continue the current pass over ``images`` from :attr:`position` (resumable).

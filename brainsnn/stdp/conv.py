@@ -411,7 +411,7 @@ class ConvSTDPLayer(Params):
                 max_repeats=int(self.max_repeats), w_target=self.target_sum,
                 w_init=tuple(float(v) for v in self.w_init), w_exc_inh=float(self.w_exc_inh),
                 w_inh_exc=float(self.w_inh_exc), threads=int(self.threads),
-                directory=self.directory)
+                directory=self.directory, eta_final=1.0)     # constant plasticity
             state = self.network_.get_state()
             state["weights"], state["theta"] = weights.copy(), theta.copy()
             self.network_.set_state(state)
