@@ -235,3 +235,155 @@ def test_config_differences_lists_every_changed_setting():
     assert config_differences(old, new) == ["d: '<absent>' in the file, None now",
                                             "network.n: 4 in the file, 5 now"]
     assert config_differences(old, new, may_change={"network", "d"}) == []
+
+
+# -- the convolutional STDP protocols (conv_stdp, backres_stdp, bench_extraction, bench_stdp) --
+
+STDP_PROTOCOLS = ("conv_stdp", "backres_stdp", "bench_extraction", "bench_stdp")
+#: a tiny conv_stdp run on the runtime device: 40 patches, 40 + 20 images, batches of 10
+TINY_CONV = ["--scale", "smoke", "--train-images", "40", "--test-images", "20",
+             "--stdp-images", "20", "--patches", "40", "--chunk-size", "40", "--epochs", "2",
+             "--batch-size", "10", "-q"]
+
+
+def _status(name, argv):
+    """``run_protocol(name, argv)``'s exit status, whether returned or raised (parser)."""
+    try:
+        return run_protocol(name, argv)
+    except SystemExit as stop:
+        return stop.code
+
+
+def test_stdp_protocols_parse_help_before_heavy_imports():
+    code = ("import sys\nfrom brainsnn.experiments.registry import run_protocol\n"
+            f"for name in {STDP_PROTOCOLS!r}:\n"
+            "    try:\n        run_protocol(name, ['--help'])\n    except SystemExit:\n        pass\n"
+            "print(sorted(m for m in ('torch', 'brian2', 'h5py') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert [f"usage: brainsnn run {name}" in out.stdout for name in STDP_PROTOCOLS] == [True] * 4
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["conv_stdp", "--train-images", "0"], "--train-images must be in 1..60000"),
+    (["conv_stdp", "--epochs", "0"], "--epochs must be in >= 1, got 0"),
+    (["conv_stdp", "--scale", "smoke", "--stdp-images", "500"],
+     "--stdp-images must be in 1..200 (the training images read), got 500"),
+    (["conv_stdp", "--kernels", "8,x"], "--kernels must be comma-separated integers"),
+    (["conv_stdp", "--kernels", "8,16", "--kernel-sizes", "5,5,5"],
+     "--kernel-sizes needs 2 values (one per layer)"),
+    (["conv_stdp", "--w-per-input", "-0.1"], "--w-per-input must be a finite number > 0"),
+    (["conv_stdp", "--t-on", "nan"], "--t-on must be a finite number > 0"),
+    (["conv_stdp", "--extract-f-in", "0"], "--extract-f-in must be a finite number > 0"),
+    (["conv_stdp", "--lr", "-1"], "--lr must be a finite number > 0"),
+    (["conv_stdp", "--label-smoothing", "1"], "--label-smoothing must be in [0, 1)"),
+    (["conv_stdp", "--readout", "svm"], "unknown readout 'svm'"),
+    (["conv_stdp", "--backres-R", "-1"], "--backres-R must be >= 0"),
+    (["conv_stdp", "--dataset", "fashion"], "invalid choice: 'fashion'"),
+    (["conv_stdp", "--device", "runtime"], "unrecognized arguments: --device"),
+    (["backres_stdp", "--Rs", "1,0"], "--Rs must hold integers >= 1"),
+    (["backres_stdp", "--resume"], "backres_stdp keeps no checkpoint"),
+    (["bench_extraction", "--images", "0"], "--images must be in 1..60000"),
+    (["bench_extraction", "--threads", "0"], "--threads must be >= 1"),
+    (["bench_stdp", "--scale", "smoke", "--images", "10", "20"],
+     "--images needs one number per N (1) or one for all, got 2"),
+    (["bench_stdp", "--neurons", "0"], "--neurons must be in >= 1, got 0"),
+])
+def test_stdp_protocol_bad_arguments_are_one_line_and_exit_2(argv, message, capsys, tmp_path,
+                                                            monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert _status(argv[0], argv[1:] + ["--data", str(tmp_path / "no_data")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "results").exists()
+
+
+def test_conv_stdp_errors_found_after_parsing_come_before_the_data(capsys, tmp_path,
+                                                                   monkeypatch):
+    """--torch-device cuda on a machine without a GPU, and a --neuron file that is not there:
+    one line, status 2, before the (absent) data folder is read."""
+    import torch
+
+    monkeypatch.chdir(tmp_path)
+    nowhere = ["--scale", "smoke", "--data", str(tmp_path / "no_data")]
+    if not torch.cuda.is_available():
+        assert run_protocol("conv_stdp", nowhere + ["--torch-device", "cuda"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "finds no CUDA GPU" in err and len(err.splitlines()) == 1
+    assert run_protocol("conv_stdp", nowhere + ["--neuron", "nowhere.py:X"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no file 'nowhere.py'" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "results").exists()
+
+
+CONV_USER_MODELS = '''
+import brian2 as b2
+from brainsnn.models import DIEHL_COOK_INHIBITORY
+from brainsnn.stdp.conv import CONV_EXCITATORY
+
+SLOW_CONV = CONV_EXCITATORY.replace(
+    name="slow_conv", parameters={**CONV_EXCITATORY.parameters, "tau_m": 150 * b2.ms})
+QUICK_INHIBITION = DIEHL_COOK_INHIBITORY.replace(
+    name="quick_inh", parameters={**DIEHL_COOK_INHIBITORY.parameters, "tau_m": 5 * b2.ms})
+'''
+
+
+def test_conv_stdp_runs_user_neuron_models_from_a_file(tmp_path, data_dir, tmp_cache):
+    from brainsnn.io.results import RunResults
+
+    (tmp_path / "my_models.py").write_text(CONV_USER_MODELS)
+    proc = _run(["run", "conv_stdp", *TINY_CONV, "--data", str(data_dir),
+                 "--neuron", "my_models.py:SLOW_CONV",
+                 "--inhibitory-neuron", "my_models.py:QUICK_INHIBITION"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    rec = RunResults.load(tmp_path / "results" / "conv_stdp_smoke_seed0.h5")
+    assert rec.is_complete and rec.get("metrics/test_accuracy") is not None
+    assert rec.config["neuron"] == "my_models.py:SLOW_CONV"
+    assert rec.config["inhibitory_neuron"] == "my_models.py:QUICK_INHIBITION"
+    layer = rec.config["stack"]["stages"][0]             # what the STDP layer ran
+    assert layer["exc_model"]["name"] == "slow_conv"
+    assert layer["exc_model"]["parameters"]["tau_m"].startswith("150.")
+    assert layer["inh_model"]["name"] == "quick_inh"
+    assert layer["inh_model"]["parameters"]["tau_m"].startswith("5.")
+
+
+@pytest.mark.slow
+def test_conv_stdp_ctrl_c_in_extraction_resumes_without_learning_again(
+        tmp_path, data_dir, monkeypatch):
+    """A Ctrl-C during extraction exits 130 after the checkpoint of the learned kernels; the
+    resumed run does not learn again and ends with the results of an uninterrupted run."""
+    from brainsnn.experiments import stdp_pipeline
+    from brainsnn.io.results import RunResults
+    from brainsnn.stdp.conv import SpikingConvStack
+
+    argv = ["run", "conv_stdp", *TINY_CONV, "--data", str(data_dir)]
+    assert _run(argv + ["--out", "whole.h5"], cwd=tmp_path).returncode == 0
+    real = stdp_pipeline.cached_run
+
+    def ctrl_c_then_extract(*a, **k):
+        os.kill(os.getpid(), signal.SIGINT)
+        return real(*a, **k)
+
+    monkeypatch.setattr(stdp_pipeline, "cached_run", ctrl_c_then_extract)
+    proc = _run(argv + ["--out", "cut.h5"], cwd=tmp_path)
+    assert proc.returncode == 130, proc.stderr
+    resume_cmd = proc.stderr.strip().splitlines()[-1].split()
+    assert resume_cmd[:3] == ["brainsnn", "run", "conv_stdp"] and "--resume" in resume_cmd
+    cut = RunResults.load(tmp_path / "cut.h5")
+    assert not cut.is_complete and cut["checkpoint/phase"] == "learned"
+    monkeypatch.setattr(stdp_pipeline, "cached_run", real)
+
+    def no_learning(*a, **k):
+        raise AssertionError("learned again although the kernels are in the checkpoint")
+
+    monkeypatch.setattr(SpikingConvStack, "fit", no_learning)
+    resumed = _run(resume_cmd[1:], cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = RunResults.load(tmp_path / "whole.h5"), RunResults.load(tmp_path / "cut.h5")
+    assert b.is_complete and "checkpoint/phase" not in b
+    np.testing.assert_array_equal(a["layers/conv1/kernels"], b["layers/conv1/kernels"])
+    for key in ("metrics/test_accuracy", "metrics/train_accuracy", "features/mean_count"):
+        assert a[key] == b[key], key
+    np.testing.assert_array_equal(a["readouts/linear/ops.linear0.weight"],
+                                  b["readouts/linear/ops.linear0.weight"])

@@ -164,7 +164,7 @@ def build_stack(args, input_shape, models=None, layer_specs=None, backres_R=None
 
 def set_build_dirs(args, stack):
     """Give every layer of ``stack`` without one a standalone project folder keyed by what
-    is compiled into it (its configuration but the seed, and the threads), under
+    is compiled into it (its settings as the stack runs it, but the seed; the threads), under
     ``--build-dir`` or the cache (``<cache>/standalone``): runs of the same layer reuse the
     compiled project, other layers never share it."""
     from brainsnn.brian.wta import config_hash
@@ -172,12 +172,12 @@ def set_build_dirs(args, stack):
 
     base = Path(args.build_dir) if getattr(args, "build_dir", None) else \
         paths.cache_dir() / "standalone"
-    for stage in stack.stages:
-        for layer in stage_layers(stage):
+    for stage, seen in zip(stack.stages, stack.config()["stages"]):
+        for layer, cfg in zip(stage_layers(stage), seen.get("layers", [seen])):
             if layer.directory is None:
-                cfg = {k: v for k, v in layer.config().items() if k not in ("seed", "name")}
-                cfg["threads"] = layer.threads
-                layer.directory = str(base / f"conv_stdp_{layer.name}_{config_hash(cfg)}")
+                key = {k: cfg[k] for k in layer.config() if k not in ("seed", "name")}
+                key["threads"] = layer.threads
+                layer.directory = str(base / f"conv_stdp_{layer.name}_{config_hash(key)}")
 
 
 def extract_compile(args):
@@ -242,7 +242,8 @@ def learn(run, stack, x, start=0):
                    unit="patch")
 
     def on_chunk(info):
-        name = next((lay.name for lay in layers if getattr(lay, "network_", None) is info["network"]), "?")
+        name = next((lay.name for lay in layers
+                     if getattr(lay, "network_", None) is info["network"]), "?")
         bar.update(len(info["indices"]), layer=name)
         stop_if_asked(run)
 
@@ -400,20 +401,20 @@ def learn_and_extract(args, run, stack, x_train, x_test, split, prefix="", log_n
     images, then extract the features of ``x_train`` and ``x_test`` (the ``split``: 'test'
     or 'validation'); records kernels, thresholds, timings and spike rates under ``prefix``.
 
-    ``checkpoint``: save a checkpoint once the kernels are learned (``state/phase`` =
+    ``checkpoint``: save a checkpoint once the kernels are learned (``checkpoint/phase`` =
     'learned'); a resumed run with such a checkpoint takes its kernels instead of learning,
     and a Ctrl-C during extraction exits with the resume command.
     Returns ``(f_train, f_test, map_shape, res_test)``."""
     rec = run.rec
     torch_device = str(stack.torch_device)
-    if checkpoint and run.resumed and rec.get(f"{prefix}state/phase") == "learned":
+    if checkpoint and run.resumed and rec.get("checkpoint/phase") == "learned":
         restore_kernels(rec, stack, prefix)
         log.info(f"{log_name}resumed: kernels and thresholds learned before the interruption")
     else:
         learn(run, stack, x_train[:args.stdp_images], start=start)
         record_kernels(rec, stack, prefix)
         if checkpoint:
-            rec.set(f"{prefix}state/phase", "learned")
+            rec.set("checkpoint/phase", "learned")
             run.checkpoint()
     log.info(f"{log_name}extracting features ({stack.steps} steps per image, torch device "
              f"{torch_device})")

@@ -1,9 +1,8 @@
-#!/usr/bin/env python
 """Training speed of the Diehl & Cook STDP network: one long run per chunk vs the naive loop.
 
 For each N, in the same run of this script:
 
-* fast: brainsnn.brian.wta.DiehlCookNetwork on --device (default cpp_standalone, 1 thread):
+* fast: brainsnn.brian.wta.DiehlCookNetwork on --brian-device (default cpp_standalone, 1 thread):
   compiled once, then one long run of K MNIST training images with learning on
   (350 ms + 150 ms per image, dt 0.5 ms); images per second of that run (Python overhead of
   writing the inputs and reading the results back included; compilation excluded and
@@ -15,62 +14,62 @@ For each N, in the same run of this script:
   normalised from Python between runs (as Diehl & Cook's original code does). Measured on a
   few images after one warm-up image (which pays the Cython compilation).
 
-Prints both rates and their ratio; writes one HDF5 file (benchmark/n<N>/...).
+Prints both rates and their ratio; writes one HDF5 file (benchmark/n<N>/...). The projects
+are compiled into a fresh folder under the cache (a cold compilation), removed at the end.
+
+Example:
+  brainsnn run bench_stdp --scale smoke
 """
 from __future__ import annotations
 
-import argparse
+import logging
 import os
-import sys
-import tempfile
 import time
-from pathlib import Path
 
-import numpy as np
+from brainsnn.experiments import options
 
-
+PROTOCOL = "bench_stdp"
 SCALES = {
     "smoke": dict(neurons=[20], images=[20], naive_images=1),
     "small": dict(neurons=[100, 400], images=[300, 200], naive_images=2),
     "full": dict(neurons=[100, 400, 1600], images=[1000, 500, 200], naive_images=3),
 }
-PROTOCOL = "bench_stdp"
+log = logging.getLogger("brainsnn")
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="bench_stdp.py", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="Scales: " + "; ".join(f"{k}: {v}" for k, v in SCALES.items()))
-    p.add_argument("--scale", choices=sorted(SCALES), default="full",
-                   help="which N and how many images (default: full = N 100, 400, 1600)")
-    p.add_argument("--device", default="cpp_standalone",
-                   choices=["runtime", "cpp_standalone", "cuda_standalone"],
-                   help="device of the fast path (default cpp_standalone)")
-    p.add_argument("--out", default=None, help="results file (default results/bench_stdp_<scale>_seed<seed>.h5)")
-    p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
-    p.add_argument("--data", default=None, help="data directory holding mnist/")
+def build_parser():
+    p = options.protocol_parser(PROTOCOL, __doc__, SCALES, default_scale="full",
+                                datasets=("mnist",), brian_device="cpp_standalone",
+                                torch_device=False, images=False)
     p.add_argument("--neurons", type=int, nargs="+", default=None, help="the N to measure")
     p.add_argument("--images", type=int, nargs="+", default=None,
                    help="images of the fast run, one number per N (or one for all)")
     p.add_argument("--naive-images", type=int, default=None,
                    help="images of the naive loop (after one warm-up image)")
-    p.add_argument("--threads", type=int, default=1, help="OpenMP threads (cpp_standalone)")
     p.add_argument("--skip-naive", action="store_true", help="measure the fast path only")
     p.add_argument("--rule", default="triplet", choices=["diehl_cook", "triplet", "pair"],
-                   help="STDP rule of both paths (default triplet, the default of "
-                        "protocols/diehl_cook.py; diehl_cook is PAPER.md's power-law rule)")
-    args = p.parse_args(argv)
-    scale = SCALES[args.scale]
-    args.neurons = args.neurons or scale["neurons"]
-    images = args.images or scale["images"]
-    if len(images) == 1:
-        images = images * len(args.neurons)
-    if len(images) != len(args.neurons):
-        p.error(f"--images needs one number per N ({len(args.neurons)}) or one for all")
-    args.images = images
-    args.naive_images = args.naive_images or scale["naive_images"]
-    if args.out is None:
-        args.out = str(Path("results") / f"{PROTOCOL}_{args.scale}_seed{args.seed}.h5")
+                   help="STDP rule of both paths (default triplet, the diehl_cook protocol's "
+                        "default; diehl_cook is the power-law rule)")
+    return p
+
+
+def parse_args(argv=None):
+    p = build_parser()
+    args = options.parse(p, SCALES, argv)
+    if args.resume:
+        p.error(f"--resume: {PROTOCOL} keeps no checkpoint; run it again (--force replaces "
+                "the file)")
+    for n in args.neurons:
+        options.check_count(p, "--neurons", n)
+    if len(args.images) == 1:
+        args.images = args.images * len(args.neurons)
+    if len(args.images) != len(args.neurons):
+        p.error(f"--images needs one number per N ({len(args.neurons)}) or one for all, "
+                f"got {len(args.images)}")
+    options.check_count(p, "--naive-images", args.naive_images)
+    for k in args.images:
+        options.check_count(p, "--images", k, 60000 - args.naive_images - 1,
+                            "MNIST training images, the naive loop's included")
     return args
 
 
@@ -79,7 +78,7 @@ def fast_rate(n, images, args, build_root):
     from brainsnn.brian.wta import DiehlCookNetwork
 
     directory = os.path.join(build_root, f"dc{n}_{len(images)}")
-    net = DiehlCookNetwork(n, rule=bench_rule(args), device=args.device, chunk_size=len(images),
+    net = DiehlCookNetwork(n, rule=bench_rule(args), device=args.brian_device, chunk_size=len(images),
                            seed=args.seed, min_spikes=0, threads=args.threads,
                            directory=directory)
     t0 = time.perf_counter()
@@ -89,7 +88,7 @@ def fast_rate(n, images, args, build_root):
     net.partial_fit(images)
     run_s, cpu_s = time.perf_counter() - t0, _child_cpu() - c0
     net.close()
-    again = DiehlCookNetwork(n, rule=bench_rule(args), device=args.device,
+    again = DiehlCookNetwork(n, rule=bench_rule(args), device=args.brian_device,
                              chunk_size=len(images), seed=args.seed, min_spikes=0,
                              threads=args.threads, directory=directory)
     t0 = time.perf_counter()
@@ -102,7 +101,7 @@ def fast_rate(n, images, args, build_root):
     out = {"compile_s": compile_s, "recompile_s": recompile_s, "run_s": run_s,
            "run2_s": run2_s, "images": len(images),
            "images_per_second": len(images) / min(run_s, run2_s)}
-    if args.device != "runtime":  # the simulation runs in a child process (./main)
+    if args.brian_device != "runtime":  # the simulation runs in a child process (./main)
         out["cpu_s"] = min(cpu_s, cpu2_s)
         out["images_per_cpu_second"] = len(images) / out["cpu_s"]
     return out
@@ -110,8 +109,8 @@ def fast_rate(n, images, args, build_root):
 
 def bench_rule(args):
     """The STDP rule of both paths: ``--rule`` with the protocol's learning rates."""
+    from brainsnn.brian.defaults import NU_POST  # the diehl_cook protocol's learning rates
     from brainsnn.brian.plasticity import make_rule
-    from brainsnn.brian.plasticity import NU_POST  # the protocol's learning rates
 
     return make_rule(args.rule, nu_post=NU_POST[args.rule], traces="neuron")
 
@@ -126,6 +125,8 @@ def _child_cpu():
 def naive_rate(n, images, args):
     """Diehl & Cook's original way: one run() per presentation and rest, on runtime."""
     import brian2 as b2
+    import numpy as np
+
     from brainsnn.brian import devices
     from brainsnn.models import DIEHL_COOK_EXCITATORY, DIEHL_COOK_INHIBITORY
     from brainsnn.brian.wta import stable_neuron_model
@@ -167,8 +168,8 @@ def naive_rate(n, images, args):
         net.run(150 * b2.ms, namespace={})
         times.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)
-        print(f"    naive N={n} image {k}: {times[-1]:.2f} s{' (warm-up, compiles)' if k == 0 else ''}",
-              flush=True)
+        log.info(f"    naive N={n} image {k}: {times[-1]:.2f} s"
+                 f"{' (warm-up, compiles)' if k == 0 else ''}")
     devices._reset_brian2()
     measured = times[1:] if len(times) > 1 else times
     measured_cpu = cpu[1:] if len(cpu) > 1 else cpu
@@ -180,71 +181,82 @@ def naive_rate(n, images, args):
 
 def main(argv=None):
     args = parse_args(argv)
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    from brainsnn.brian import devices
-    from brainsnn.io.datasets import DatasetError, load_mnist
-    from brainsnn.io.results import RunResults
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    import tempfile
 
-    try:
-        devices.check_device(args.device)
-    except devices.DeviceError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    try:
-        x, _ = load_mnist("train", data_dir=args.data, n=max(args.images) + args.naive_images + 1)
-    except DatasetError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    rec = RunResults(PROTOCOL, vars(args), seed=args.seed, device=args.device)
-    build_root = tempfile.mkdtemp(prefix="brainsnn_bench_")
-    rows = []
-    for n, k in zip(args.neurons, args.images):
-        print(f"N={n}: fast path on {args.device}, {k} images in one run ...", flush=True)
-        fast = fast_rate(n, x[:k], args, build_root)
-        print(f"    compile {fast['compile_s']:.1f} s, second build {fast['recompile_s']:.1f} s, "
-              f"{fast['images_per_second']:.1f} images/s", flush=True)
-        for key, value in fast.items():
-            rec.set(f"benchmark/n{n}/fast/{key}", value)
-        naive = None
+    import numpy as np
+
+    from brainsnn import paths
+    from brainsnn.brian import devices
+    from brainsnn.experiments.run import Run
+    from brainsnn.io.datasets import load_mnist
+
+    devices.check_device(args.brian_device)
+    x, _ = load_mnist("train", data_dir=args.data, n=max(args.images) + args.naive_images + 1)
+    config = {k: v for k, v in vars(args).items() if k != "protocol"}
+    with Run(args, config, name=f"{PROTOCOL}_{args.scale}_seed{args.seed}",
+             device=args.brian_device, argv=argv) as run:
+        rec = run.rec
+        build_base = paths.cache_dir() / "standalone"
+        build_base.mkdir(parents=True, exist_ok=True)
+        rows = []
+        with tempfile.TemporaryDirectory(prefix="bench_stdp_", dir=build_base) as build_root:
+            for n, k in zip(args.neurons, args.images):
+                cold = "" if args.brian_device == "runtime" else \
+                    " (compiled first, from scratch: a minute or two)"
+                log.info(f"N={n}: fast path on {args.brian_device}, {k} images in one run{cold} ...")
+                with run.shielded():
+                    fast = fast_rate(n, x[:k], args, build_root)
+                log.info(f"    compile {fast['compile_s']:.1f} s, second build "
+                         f"{fast['recompile_s']:.1f} s, {fast['images_per_second']:.1f} images/s")
+                for key, value in fast.items():
+                    rec.set(f"benchmark/n{n}/fast/{key}", value)
+                naive = None
+                if not args.skip_naive:
+                    log.info(f"N={n}: naive loop on runtime, {args.naive_images} images ...")
+                    with run.shielded():
+                        naive = naive_rate(n, x[:args.naive_images + 1], args)
+                    for key, value in naive.items():
+                        rec.set(f"benchmark/n{n}/naive/{key}", value)
+                    rec.set(f"benchmark/n{n}/speedup",
+                            fast["images_per_second"] / naive["images_per_second"])
+                rows.append((n, fast, naive))
+                if run.poll_interrupt():
+                    log.warning(f"stopped after N={n}: the benchmark keeps no checkpoint")
+                    raise KeyboardInterrupt
+        report(rec, rows)
+        rec.set("benchmark/neurons", np.asarray(args.neurons))
+        rec.set("benchmark/fast_images_per_second",
+                np.asarray([f["images_per_second"] for _, f, _ in rows]), units="1/s")
         if not args.skip_naive:
-            print(f"N={n}: naive loop on runtime, {args.naive_images} images ...", flush=True)
-            naive = naive_rate(n, x[:args.naive_images + 1], args)
-            for key, value in naive.items():
-                rec.set(f"benchmark/n{n}/naive/{key}", value)
-            rec.set(f"benchmark/n{n}/speedup", fast["images_per_second"] / naive["images_per_second"])
-        rows.append((n, fast, naive))
-        rec.save(args.out, complete=False)
-    print(f"\nwall clock (1-min load average now {os.getloadavg()[0]:.1f} on "
-          f"{os.cpu_count()} cores; the machine may be shared):")
-    print("   N   fast img/s   naive img/s   speed-up   compile s   second build s")
-    for n, fast, naive in rows:
-        nr = f"{naive['images_per_second']:11.2f}" if naive else "          -"
-        sp = f"{fast['images_per_second'] / naive['images_per_second']:9.1f}x" if naive else "         -"
-        print(f"{n:5d} {fast['images_per_second']:11.1f}  {nr}  {sp}  {fast['compile_s']:10.1f}"
-              f"  {fast['recompile_s']:14.1f}")
-    if all("images_per_cpu_second" in f for _, f, _ in rows):
-        print("per CPU second of the simulating process (independent of other load):")
-        print("   N   fast img/cpu-s   naive img/cpu-s   speed-up")
-        for n, fast, naive in rows:
-            nr = f"{naive['images_per_cpu_second']:15.2f}" if naive else "              -"
-            sp = (f"{fast['images_per_cpu_second'] / naive['images_per_cpu_second']:9.1f}x"
-                  if naive else "        -")
-            print(f"{n:5d} {fast['images_per_cpu_second']:15.1f}  {nr}  {sp}")
-            if naive:
-                rec.set(f"benchmark/n{n}/speedup_cpu",
-                        fast["images_per_cpu_second"] / naive["images_per_cpu_second"])
-    rec.set("benchmark/neurons", np.asarray(args.neurons))
-    rec.set("benchmark/fast_images_per_second", np.asarray([f["images_per_second"] for _, f, _ in rows]),
-            units="1/s")
-    if not args.skip_naive:
-        rec.set("benchmark/naive_images_per_second",
-                np.asarray([nv["images_per_second"] for _, _, nv in rows]), units="1/s")
-    rec.set("machine/load_average_1min", os.getloadavg()[0],
-            description="1-min load average at the end (the machine is shared)")
-    rec.save(args.out, complete=True)
-    print(f"wrote {args.out}")
+            rec.set("benchmark/naive_images_per_second",
+                    np.asarray([nv["images_per_second"] for _, _, nv in rows]), units="1/s")
+        rec.set("machine/load_average_1min", os.getloadavg()[0],
+                description="1-min load average at the end (the machine is shared)")
+        run.finish()
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def report(rec, rows):
+    """Log the table of rates (wall clock, and per CPU second where the fast path ran in a
+    child process); store the CPU-time speed-ups."""
+    log.info(f"wall clock (1-min load average now {os.getloadavg()[0]:.1f} on "
+             f"{os.cpu_count()} cores; the machine may be shared):")
+    log.info("   N   fast img/s   naive img/s   speed-up   compile s   second build s")
+    for n, fast, naive in rows:
+        nr = f"{naive['images_per_second']:11.2f}" if naive else "          -"
+        sp = f"{fast['images_per_second'] / naive['images_per_second']:9.1f}x" if naive else "         -"
+        log.info(f"{n:5d} {fast['images_per_second']:11.1f}  {nr}  {sp}  {fast['compile_s']:10.1f}"
+                 f"  {fast['recompile_s']:14.1f}")
+    if not all("images_per_cpu_second" in f for _, f, _ in rows):
+        return
+    log.info("per CPU second of the simulating process (independent of other load):")
+    log.info("   N   fast img/cpu-s   naive img/cpu-s   speed-up")
+    for n, fast, naive in rows:
+        nr = f"{naive['images_per_cpu_second']:15.2f}" if naive else "              -"
+        sp = (f"{fast['images_per_cpu_second'] / naive['images_per_cpu_second']:9.1f}x"
+              if naive else "        -")
+        log.info(f"{n:5d} {fast['images_per_cpu_second']:15.1f}  {nr}  {sp}")
+        if naive:
+            rec.set(f"benchmark/n{n}/speedup_cpu",
+                    fast["images_per_cpu_second"] / naive["images_per_cpu_second"])
