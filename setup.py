@@ -47,6 +47,12 @@ setup(
     ],
     extras_require={
         "gpu": ["brian2cuda==1.0b1"],
+        # brainsnn sweep: runs on a LocalCluster, a Dask scheduler or (with dask-jobqueue)
+        # SLURM/PBS
+        "cluster": ["dask[distributed]"],
+        # the ImageNet folder layout (brainsnn.io.imagefolder); pick the wheel built for the
+        # installed torch (the CPU one from the PyTorch index where torch is the CPU build)
+        "imagenet": ["torchvision"],
         "test": ["pytest", "scikit-learn"],
     },
     entry_points={"console_scripts": ["brainsnn=brainsnn.cli:main"]},
