@@ -1,6 +1,7 @@
 """The ``brainsnn`` command line.
 
     brainsnn run NAME [options]      run a protocol (brainsnn run NAME --help)
+    brainsnn sweep NAME --grid K=V1,V2 --seeds 0,1,2 [-- options]   a grid x seeds on Dask
     brainsnn inspect FILE [FILE...]  readable summary of results files (--json: JSON)
     brainsnn plot FILE [FILE...]     receptive fields, kernels and accuracy curves, from the file
     brainsnn table FILE [FILE...]    one row per results file, to compare runs (--csv, --markdown)
@@ -174,6 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="base URL holding the files under their official names, used instead "
                         "of the official addresses")
     p.set_defaults(func=_data)
+    sub.add_parser("sweep", add_help=False,
+                   help="run a protocol over a grid of settings and seeds on Dask, then "
+                        "mean +- sd per setting (brainsnn sweep --help)")
     return parser
 
 
@@ -182,6 +186,9 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["run"] and len(argv) >= 2 and argv[1] in PROTOCOLS:
         return run_protocol(argv[1], argv[2:])      # the protocol parses its own options
+    if argv[:1] == ["sweep"]:
+        from brainsnn.experiments.sweep import main as sweep_main
+        return sweep_main(argv[1:])                 # options after '--' go to every run
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
