@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import subprocess
+import sys
 import tempfile
 
 import brian2 as b2
@@ -17,7 +19,12 @@ from brainsnn.errors import DeviceError  # noqa: F401
 
 DEVICES = ("runtime", "cpp_standalone", "cuda_standalone")
 
+#: File of a standalone project folder that names the network compiled into it (its hash).
+NETWORK_HASH_FILE = ".brainsnn-network"
 
+#: What a standalone program prints on stderr when it cannot read one of its input files
+#: (it then runs on with the values compiled into it and exits normally).
+_READ_FAILURE = re.compile(r"^(?:Error reading|Could not read) '([^']*)'.*$", flags=re.M)
 
 
 def gpu_available() -> bool:
@@ -38,7 +45,19 @@ def check_device_name(name: str) -> str:
     return name
 
 
+#: Incremented whenever Brian2 is reset: objects built before belong to a forgotten device.
+_generation = 0
+
+
+def generation() -> int:
+    """How many times brainsnn has reset Brian2 (a compiled network built at another
+    generation must be built again)."""
+    return _generation
+
+
 def _reset_brian2():
+    global _generation
+    _generation += 1
     b2.device.reinit()
     b2.device.activate()
     b2.set_device("runtime")
@@ -132,6 +151,119 @@ def project_lock(directory):
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def record_network_hash(directory, network_hash: str):
+    """Write ``network_hash`` into the project ``directory`` (call under :func:`project_lock`,
+    right after compiling the network into it)."""
+    path = os.path.join(directory, NETWORK_HASH_FILE)
+    with open(path + ".tmp", "w") as handle:
+        handle.write(network_hash + "\n")
+    os.replace(path + ".tmp", path)
+
+
+def check_network_hash(directory, network_hash: str):
+    """Raise :class:`DeviceError` unless the project ``directory`` holds the network
+    ``network_hash`` (call under :func:`project_lock`, before running the program).
+
+    Another run that compiles a different network into the same folder replaces the program
+    between two chunks of this one, which would then run the other network's program."""
+    try:
+        with open(os.path.join(directory, NETWORK_HASH_FILE)) as handle:
+            found = handle.read().strip()
+    except FileNotFoundError:
+        found = "none recorded"
+    if found != network_hash:
+        raise DeviceError(
+            f"the standalone project {directory} no longer holds this network (it holds "
+            f"network {found}, this one is {network_hash}): another run compiled a different "
+            "network into the same folder. Give each configuration its own build directory "
+            "(or none: the default folder is keyed by the network) and resume this run")
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_run_inputs(directory):
+    """Remove the run inputs of a standalone project: ``static_arrays/init_*`` (Brian2 writes
+    ``run_args`` values there under content-hash names, and reuses a file of that name even
+    when an interrupted write left it truncated) and their ``.lock`` files; also the
+    ``results_<pid>/`` folders of processes that no longer exist. Call under
+    :func:`project_lock`."""
+    static = os.path.join(directory, "static_arrays")
+    with contextlib.suppress(FileNotFoundError):
+        for name in os.listdir(static):
+            if name.startswith("init_"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(os.path.join(static, name))
+    for name in os.listdir(directory):
+        match = re.fullmatch(r"results_(\d+)", name)
+        if match and not _process_alive(int(match.group(1))):
+            shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _stderr_to(handle):
+    """Send file descriptor 2 (this process's and its children's stderr) to ``handle``."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    os.dup2(handle.fileno(), 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def run_checked(run_args=None, directory=None):
+    """``device.run(run_args=...)`` of the built standalone project; raise
+    :class:`DeviceError` if the program could not read one of its input files.
+
+    The program's stderr is passed on unchanged; a line "Error reading '<file>'..." or
+    "Could not read '<file>'" (a truncated or missing input: the program would have run on
+    with the values compiled into it) is an error naming the file (in the project
+    ``directory``, when given)."""
+    with tempfile.TemporaryFile() as err:
+        with _stderr_to(err):
+            b2.device.run(run_args=run_args, with_output=False)
+        err.seek(0)
+        text = err.read().decode(errors="replace")
+    if text:
+        sys.stderr.write(text)
+    failure = _READ_FAILURE.search(text)
+    if failure:
+        name = os.path.join(directory or "", failure.group(1))
+        raise DeviceError(f"the standalone program could not read its input file "
+                          f"{name!r} ({failure.group(0).strip()}); its result "
+                          "would be wrong, so the run stops")
+
+
+@contextlib.contextmanager
+def standalone_run(directory, network_hash: str, run_args=None):
+    """Run the built standalone project in ``directory`` once, under its lock, and hold the
+    lock for the block (which reads the results: the next run overwrites them).
+
+    Before the run: check that the folder still holds ``network_hash``
+    (:func:`check_network_hash`) and remove stale inputs (:func:`remove_run_inputs`); the
+    run fails on an unreadable input (:func:`run_checked`); afterwards its inputs are
+    removed.
+    """
+    with project_lock(directory):
+        check_network_hash(directory, network_hash)
+        remove_run_inputs(directory)
+        try:
+            run_checked(run_args, directory)
+            yield
+        finally:
+            remove_run_inputs(directory)
 
 
 @contextlib.contextmanager

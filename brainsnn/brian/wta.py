@@ -42,13 +42,11 @@ round (the lowest one that reaches ``min_spikes`` counts).
 """
 from __future__ import annotations
 
-import contextlib
 import gc
 import hashlib
 import json
 import os
 import re
-import shutil
 import time
 import warnings
 from collections import deque
@@ -354,6 +352,12 @@ class DiehlCookNetwork(Params):
             "rule": _model_dict(self.rule),
         }
 
+    def network_hash(self) -> str:
+        """Hash of everything that goes into the compiled standalone program (the
+        configuration but the seed, which the program reads when it runs); recorded in the
+        project folder and checked before each chunk."""
+        return config_hash({k: v for k, v in self.config().items() if k != "seed"})
+
     # -- state ------------------------------------------------------------------------
     def reset_state(self):
         """Initial weights (seeded numpy uniform in ``w_init``), thresholds and potentials."""
@@ -489,6 +493,8 @@ class DiehlCookNetwork(Params):
         ``generate_only=True`` (cuda_standalone) writes the CUDA project without looking for
         a GPU and without compiling it: a check of the code generation on a CPU machine.
         """
+        if self._built is not None and self._built["generation"] != devices.generation():
+            self._built = None      # Brian2 was reset since (e.g. by another network): rebuild
         if self.device == "runtime" or self._built is not None:
             return self
         t0 = time.perf_counter()
@@ -510,7 +516,10 @@ class DiehlCookNetwork(Params):
         with devices.project_lock(directory):
             b2.device.build(directory=directory, compile=not generate_only, run=False,
                             with_output=False)
+            if not generate_only:
+                devices.record_network_hash(directory, self.network_hash())
         objs["directory"] = directory
+        objs["generation"] = devices.generation()
         if generate_only:
             devices._reset_brian2()
             self.timings["compile"] += time.perf_counter() - t0
@@ -522,8 +531,6 @@ class DiehlCookNetwork(Params):
     def close(self):
         """Forget the compiled project and return Brian2 to the runtime device."""
         if self._built is not None:
-            with contextlib.suppress(OSError):
-                shutil.rmtree(os.path.join(self._built["directory"], f"results_{os.getpid()}"))
             devices._reset_brian2()
             self._built = None
 
@@ -549,15 +556,17 @@ class DiehlCookNetwork(Params):
                         objs["exc"].v: self.v_exc * b2.volt,
                         objs["inh"].v: self.v_inh * b2.volt}
             os.environ["BRAINSNN_SEED"] = str(seed)  # read by _SEED_CODE in the program
-            # a results folder per process: runs of the same project may share its folder;
-            # their inputs in static_arrays/ are written, read and removed under the lock
-            with devices.project_lock(objs["directory"]):
-                b2.device.run(results_directory=f"results_{os.getpid()}", run_args=run_args,
-                              with_output=False)
-                for name in list(b2.device.run_args_arrays):
-                    with contextlib.suppress(OSError):
-                        os.remove(os.path.join(objs["directory"], "static_arrays", name))
-        # copies: the arrays of the runtime device are freed when Brian2 is reset below
+            # runs of the same project by several processes share its folder: inputs are
+            # written, the program run and its results read under the project's lock
+            with devices.standalone_run(objs["directory"], self.network_hash(), run_args):
+                return self._read_chunk(objs)
+        counts, final = self._read_chunk(objs)
+        devices._reset_brian2()
+        return counts, final
+
+    def _read_chunk(self, objs):
+        """Spike counts (chunk, N) and final state arrays of the chunk just run (copies: the
+        arrays of the runtime device are freed when Brian2 is reset)."""
         mon = objs["mon"]
         steps = np.round(np.array(mon.t[:] / self.dt)).astype(np.int64)
         image = np.minimum(steps // self.steps_per_image, self.chunk_size - 1)
@@ -567,8 +576,6 @@ class DiehlCookNetwork(Params):
                  "theta": np.array(objs["exc"].theta[:] / b2.volt, dtype=np.float64),
                  "v_exc": np.array(objs["exc"].v[:] / b2.volt, dtype=np.float64),
                  "v_inh": np.array(objs["inh"].v[:] / b2.volt, dtype=np.float64)}
-        if self.device == "runtime":
-            devices._reset_brian2()
         return counts, final
 
     def _rates(self, pixels, items):
