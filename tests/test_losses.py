@@ -100,3 +100,27 @@ def test_label_smoothing_matches_the_hand_computed_loss():
         SoftmaxCrossEntropy(label_smoothing=1.0)
     with pytest.raises(LossError, match="takes only label_smoothing"):
         make_loss("softmax", sigma=1.0)
+
+
+def test_stochmax_loss_and_gradient_by_hand_with_noise_and_temperature():
+    """sigma = 0.7, tau = 2 on fixed noise: the loss mean_b[log sum_k exp(p_bk) - p_by] with
+    p = (z + sigma g) / tau, g = -log(-log u), and its gradient (softmax(p) - onehot(y)) / (tau B),
+    both computed here element by element in Python floats."""
+    z = torch.tensor([[2.0, -1.0, 0.5], [0.3, 1.2, -0.4]], dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([2, 0])
+    sigma, tau, B, K = 0.7, 2.0, 2, 3
+    u = torch.rand((B, K), generator=torch.Generator().manual_seed(11), dtype=torch.float64)
+    loss = StochMax(sigma=sigma, tau=tau, generator=torch.Generator().manual_seed(11)).train()(z, y)
+    loss.backward()
+    zs, us, ys = z.detach().tolist(), u.tolist(), y.tolist()
+    hand, grad = 0.0, [[0.0] * K for _ in range(B)]
+    for b in range(B):
+        p = [(zs[b][k] + sigma * -math.log(-math.log(us[b][k]))) / tau for k in range(K)]
+        norm = sum(math.exp(v) for v in p)
+        hand += (math.log(norm) - p[ys[b]]) / B
+        for k in range(K):
+            grad[b][k] = (math.exp(p[k]) / norm - (k == ys[b])) / (tau * B)
+    assert float(loss) == pytest.approx(hand, rel=1e-12)
+    assert torch.allclose(z.grad, torch.tensor(grad, dtype=torch.float64), rtol=1e-10, atol=0)
+    # the noise matters: without it the loss is another number
+    assert float(StochMax(sigma=0.0, tau=tau).train()(z, y)) != pytest.approx(hand, rel=1e-3)
