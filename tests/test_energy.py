@@ -46,19 +46,40 @@ def test_two_layer_network_matches_hand_count():
     assert "total" in format_report(rep)
 
 
-def test_total_is_sum_of_layers_and_ann_is_all_mac():
+#: MACs per image of vgg_specs((4, "P", 8, "P"), fc=(16,)) on 1x12x12, counted by hand:
+#: 3x3 'same' convolutions, 2x2 pooling, 10 classes.
+HAND_MACS = {"conv0": 4 * 12 * 12 * 9 * 1, "conv2": 8 * 6 * 6 * 9 * 4,
+             "linear5": 8 * 3 * 3 * 16, "output": 16 * 10}
+
+
+def test_energies_match_the_hand_counted_macs():
+    """Per layer: an artificial layer or a layer fed analog values (the first one, or one
+    after an artificial layer) costs its hand-counted MACs x E_MAC, a spiking layer fed
+    spikes MACs x input spikes per neuron x E_AC; the ANN reference is the
+    hand-counted total (16,864 MACs) x E_MAC."""
     torch.manual_seed(0)
     x = torch.rand(6, 1, 12, 12)
+    assert sum(HAND_MACS.values()) == 16864
     for kinds in ("SSSS", "SASA", "AAAA", "ASAS"):
         net = Network(vgg_specs((4, "P", 8, "P"), fc=(16,), kinds=kinds), (1, 12, 12), T=3)
         rep = measure(net, x)
-        assert rep["total"] == pytest.approx(sum(e["energy"] for e in rep["layers"].values()))
-        assert rep["ann_total"] == pytest.approx(sum(ann_energy(net).values()))
+        assert {k: e["macs"] for k, e in rep["layers"].items()} == HAND_MACS
+        assert rep["ann_total"] == pytest.approx(16864 * E_MAC)
+        expected, spiking_inputs = 0.0, 0
+        for (name, macs), kind, before in zip(HAND_MACS.items(), kinds, "A" + kinds):
+            e = rep["layers"][name]
+            if kind == "A" or before == "A":          # analog input: its MACs are MACs
+                hand = macs * E_MAC
+            else:
+                hand = macs * e["input_spikes_per_neuron"] * E_AC
+                spiking_inputs += e["input_spikes_per_neuron"] > 0
+            assert e["energy"] == pytest.approx(hand, rel=1e-12), (kinds, name)
+            expected += hand
+        assert rep["total"] == pytest.approx(expected, rel=1e-12)
         if kinds == "AAAA":
-            assert rep["ratio_to_ann"] == pytest.approx(1.0)
-        for name, e in rep["layers"].items():
-            if e["kind"] == "artificial":
-                assert e["energy"] == pytest.approx(e["macs"] * E_MAC)
+            assert rep["total"] == pytest.approx(16864 * E_MAC)
+        if kinds == "SSSS":
+            assert spiking_inputs >= 1, "spikes reach a later layer: a test of E_AC"
 
 
 def test_pooled_spikes_count_as_events():
