@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from brainsnn.learn.conversion import (ANNToSNN, ConversionError, attach_batchnorm, fold_batchnorm,
-                                 from_torch, if_spike_count, percentile_scale, source_layers,
+                                 from_torch, if_spike_count, junction_sources, percentile_scale,
+                                 source_layers,
                                  with_kinds)
 from brainsnn.models import IF, LIF
 from brainsnn.engine.network import (BackRes, Network, Residual, backres_specs, flatten, linear,
@@ -199,7 +200,7 @@ def test_additive_backres_ties_the_block_input_scale():
     assert c.snn_.n_parameters() == ann.n_parameters()
 
 
-def test_residual_conversion_shapes_parameters_and_tied_scales():
+def test_residual_conversion_weighs_the_shortcut_by_the_ratio_of_scales():
     x = np.random.default_rng(2).random((5, 1, 8, 8)).astype(np.float32)
     torch.manual_seed(0)
     ann = Network(residual_specs(width=4, n_blocks=2, layers_per_block=2, kinds="artificial"),
@@ -207,14 +208,17 @@ def test_residual_conversion_shapes_parameters_and_tied_scales():
     sources, ties = source_layers(ann)
     # block res0 = conv1, conv2 (shortcut from stem); block res1 = conv4, conv5 (from conv2)
     assert sources["conv1"] == "stem" and sources["conv2"] == "conv1"
-    assert ("conv1", "stem") in ties
-    c = ANNToSNN(ann, method="percentile", percentile=99.5).fit(x)
-    assert c.snn_.n_parameters() == ann.n_parameters()
-    # the two summed spike trains (conv1 and the shortcut from stem) stand for equal scales
-    assert c.scales_["conv1"] == pytest.approx(c.scales_["stem"], rel=1e-6)
-    assert c.run(x, [16]).shape == (1, 5, 10)
-    cb = ANNToSNN(ann, method="balance", balance_T=8).fit(x)
-    assert set(cb.thresholds_) == set(cb.snn_.spiking_layer_names())
+    assert ties == []
+    assert junction_sources(ann) == {"conv2": "stem", "conv5": "conv2"}
+    for method in ("percentile", "balance"):
+        c = ANNToSNN(ann, method=method, percentile=99.5, balance_T=8).fit(x)
+        assert c.snn_.n_parameters() == ann.n_parameters()
+        assert set(c.thresholds_) == set(c.snn_.spiking_layer_names())
+        # the shortcut's spikes stand for lambda_stem, the block's own branch for lambda_conv1
+        assert c.shortcut_gains_["conv2"] == pytest.approx(c.scales_["stem"] / c.scales_["conv1"])
+        assert c.shortcut_gains_["conv5"] == pytest.approx(c.scales_["conv2"] / c.scales_["conv4"])
+        assert c.snn_.shortcut_gains == c.shortcut_gains_
+        assert c.run(x, [16]).shape == (1, 5, 10)
 
 
 def test_hybrid_pattern_keeps_artificial_layers():

@@ -202,6 +202,14 @@ class _Activity:
         analog = None if self.analog is None else (mat @ self.analog).tocsr()
         return _Activity(out_shape, terms, const, analog)
 
+    def scaled(self, factor):
+        """This activity times ``factor`` (a residual junction's shortcut gain)."""
+        if factor == 1.0:
+            return self
+        return _Activity(self.shape, {k: (m * factor).tocsr() for k, m in self.terms.items()},
+                         None if self.const is None else self.const * factor,
+                         None if self.analog is None else (self.analog * factor).tocsr())
+
     def __add__(self, other):
         if self.shape != other.shape:
             raise ExportError(f"cannot add activities of shapes {self.shape} and {other.shape}")
@@ -485,8 +493,10 @@ def _from_network(net, dt):
             raise ExportError(f"layer {ll.name!r} is artificial (ReLU); only all-spiking "
                               "networks can be exported to Brian2")
         cur = x.apply(op)
+        if ll.is_shortcut:          # projection: a current summed at the block's last layer
+            return cur
         if shortcut is not None:
-            cur = cur + shortcut
+            cur = cur + shortcut.scaled(net.shortcut_gain(ll.name))
         if ll.neuron_key is None:   # membrane readout
             layers.append(ExportedLayer(ll.name, READOUT_MODEL, {}, cur.shape, cur.terms,
                                         cur.const, cur.analog, readout=True))
@@ -496,24 +506,7 @@ def _from_network(net, dt):
                                     cur.terms, cur.const, cur.analog))
         return _Activity(cur.shape, {ll.name: sp.identity(cur.n, format="csr")})
 
-    for item in net._plan:
-        if item[0] == "layer":
-            act = layer(item[1], act)
-        elif item[0] == "backres":
-            spec, passes = item[1], item[2]
-            x0, y = act, act
-            for lls in passes:
-                if spec.form == "additive" and lls[0].pass_index > 0:
-                    y = y + x0
-                for ll in lls:
-                    y = layer(ll, y)
-            act = y
-        else:
-            lls = item[2]
-            x0, y = act, act
-            for k, ll in enumerate(lls):
-                y = layer(ll, y, shortcut=x0 if k == len(lls) - 1 else None)
-            act = y
+    net.walk(act, layer)
     return layers, dt
 
 

@@ -139,7 +139,10 @@ class BackRes:
         if self.form not in BACKRES_FORMS:
             raise NetworkError(f"BackRes form {self.form!r} unknown; expected 'reentry' or "
                                "'additive'")
-        if not any(s.weighted for s in self.layers):
+        if any(isinstance(s, BackRes) for s in self.layers):
+            raise NetworkError("BackRes blocks cannot be nested; put plain layers or Residual "
+                               "blocks (a residual stage) in a BackRes block")
+        if not any(isinstance(s, Residual) or s.weighted for s in self.layers):
             raise NetworkError("BackRes block needs at least one conv or linear layer")
 
     def to_dict(self):
@@ -149,18 +152,39 @@ class BackRes:
 
 @dataclasses.dataclass(frozen=True)
 class Residual:
-    """A forward residual block: input x is added to the input current of the last layer."""
+    """A forward residual block: its input, through the shortcut, is added to the input
+    current of its last layer (before that layer's neuron or ReLU), as in a ResNet basic block.
+
+    ``shortcut`` is None (identity: the block keeps the shape of its input) or a conv spec,
+    the projection (e.g. ``conv(out, kernel_size=1, stride=2, padding=0)``) that maps the block
+    input to the block's output shape; it has no neuron of its own (its output is a current)
+    and takes the kind of the block's last layer.
+    """
 
     layers: tuple
     name: str | None = None
+    shortcut: LayerSpec | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "layers", tuple(as_spec(s) for s in self.layers))
-        if not self.layers or not self.layers[-1].weighted:
+        if not self.layers or not all(isinstance(s, LayerSpec) for s in self.layers):
+            raise NetworkError("Residual block layers must be plain layer specs (conv, linear, "
+                               "avgpool, flatten)")
+        if not self.layers[-1].weighted:
             raise NetworkError("Residual block must end with a conv or linear layer")
+        if self.shortcut is not None:
+            short = as_spec(self.shortcut)
+            if not isinstance(short, LayerSpec) or not short.weighted:
+                raise NetworkError(f"Residual shortcut must be a conv or linear spec (the "
+                                   f"projection), got {self.shortcut!r}")
+            object.__setattr__(self, "shortcut",
+                               dataclasses.replace(short, kind=self.layers[-1].kind))
 
     def to_dict(self):
-        return {"op": "residual", "name": self.name, "layers": [s.to_dict() for s in self.layers]}
+        d = {"op": "residual", "name": self.name, "layers": [s.to_dict() for s in self.layers]}
+        if self.shortcut is not None:
+            d["shortcut"] = self.shortcut.to_dict()
+        return d
 
 
 def conv(out, kind="spiking", kernel_size=3, stride=1, padding=None, bias=False, name=None):
@@ -193,7 +217,8 @@ def as_spec(obj):
             return BackRes(tuple(as_spec(s) for s in d["layers"]), int(d.get("R", 2)),
                            d.get("form", "reentry"), d.get("name"))
         if op == "residual":
-            return Residual(tuple(as_spec(s) for s in d["layers"]), d.get("name"))
+            return Residual(tuple(as_spec(s) for s in d["layers"]), d.get("name"),
+                            as_spec(d["shortcut"]) if d.get("shortcut") else None)
         try:
             return LayerSpec(**d)
         except TypeError as exc:
@@ -383,6 +408,12 @@ class LogicalLayer:
     is_readout: bool = False
     pass_index: int = 0
     neuron_key: str | None = None
+    #: the projection of a Residual block: a current added at the block's last layer
+    #: (``junction``), no neuron or ReLU of its own
+    is_shortcut: bool = False
+    #: for the last layer of a Residual block: the name of its projection shortcut, or
+    #: ``'identity'``
+    shortcut: str | None = None
 
     @property
     def kind(self):
@@ -455,6 +486,9 @@ class Network(nn.Module):
         self._make_neurons({})
         if thresholds is not None:
             self.set_thresholds(thresholds)
+        #: {junction logical layer: factor of the shortcut current}; conversion sets it so
+        #: that both summed branches stand for the same activation scale
+        self.shortcut_gains: dict[str, float] = {}
         self.record = False
         #: optional callable probe(logical_layer, current, temporal), called with the input
         #: current of every weighted layer (shortcut included) before its ReLU / neuron / readout
@@ -464,6 +498,11 @@ class Network(nn.Module):
 
     # -- building --------------------------------------------------------------------------
     def _build(self):
+        """Create the weight modules and logical layers; returns the execution plan.
+
+        Plan items: ``('layer', ll)``, ``('backres', spec, [sub-plan per pass])`` and
+        ``('residual', spec, sub-plan, shortcut_ll or None)`` (see :meth:`walk`).
+        """
         weighted_idx = [i for i, s in enumerate(self.specs)
                         if (isinstance(s, LayerSpec) and s.weighted) or not isinstance(s, LayerSpec)]
         if not weighted_idx:
@@ -474,65 +513,126 @@ class Network(nn.Module):
                                "conv layer, not a BackRes/Residual block")
         if self.readout == "rate" and self.specs[last].kind != "spiking":
             raise NetworkError("readout='rate' needs a spiking output layer")
-        shape = self.input_shape
-        plan, counter = [], {"n": 0}
-
-        def add_layer(spec, shape, is_readout=False):
-            i = counter["n"]
-            counter["n"] += 1
-            name = spec.name or f"{spec.op}{i}"
-            if name in self.ops:
-                raise NetworkError(f"duplicate layer name {name!r}")
-            module = self._make_op(spec, shape, name)
-            self.ops[name] = module
-            out_shape = _out_shape(module, shape, name)
-            return name, out_shape
-
+        self._counter = 0
+        shape, plan = self.input_shape, []
         for idx, spec in enumerate(self.specs):
-            if isinstance(spec, LayerSpec):
-                name, out_shape = add_layer(spec, shape)
-                ll = LogicalLayer(name, spec, name, shape, out_shape, is_readout=(idx == last))
-                self.layers.append(ll)
-                plan.append(("layer", ll))
-                shape = out_shape
-            else:
-                block_in = shape
-                names, shapes = [], []
-                for s in spec.layers:
-                    name, out_shape = add_layer(s, shape)
-                    names.append(name)
-                    shapes.append((shape, out_shape))
-                    shape = out_shape
-                bname = spec.name or f"block{idx}"
-                if isinstance(spec, BackRes):
-                    if shape != block_in:
-                        raise NetworkError(
-                            f"BackRes block {bname!r}: output shape {shape} differs from its "
-                            f"input shape {block_in}; a block fed back into itself must keep the "
-                            "shape (same channels, stride 1, no pooling)")
-                    passes = []
-                    for r in range(int(spec.R)):
-                        lls = []
-                        for s, name, (i_sh, o_sh) in zip(spec.layers, names, shapes):
-                            ll = LogicalLayer(f"{name}_pass{r + 1}" if spec.R > 1 else name, s,
-                                              name, i_sh, o_sh, pass_index=r)
-                            self.layers.append(ll)
-                            lls.append(ll)
-                        passes.append(lls)
-                    plan.append(("backres", spec, passes))
-                else:  # Residual
-                    if shape != block_in:
-                        raise NetworkError(
-                            f"Residual block {bname!r}: output shape {shape} differs from its "
-                            f"input shape {block_in}; an identity shortcut needs equal shapes")
-                    lls = []
-                    for s, name, (i_sh, o_sh) in zip(spec.layers, names, shapes):
-                        ll = LogicalLayer(name, s, name, i_sh, o_sh)
-                        self.layers.append(ll)
-                        lls.append(ll)
-                    plan.append(("residual", spec, lls))
+            template, shape = self._template(spec, shape, idx)
+            plan += self._instantiate(template, suffix="", pass_index=0,
+                                      is_readout=(idx == last))
         self.output_shape = shape
         return plan
+
+    def _add_op(self, spec, shape, default_name=None):
+        i = self._counter
+        self._counter += 1
+        name = spec.name or default_name or f"{spec.op}{i}"
+        if name in self.ops:
+            raise NetworkError(f"duplicate layer name {name!r}")
+        module = self._make_op(spec, shape, name)
+        self.ops[name] = module
+        return name, _out_shape(module, shape, name)
+
+    def _template(self, spec, shape, idx):
+        """Make the weight modules of one spec (once, shared by BackRes passes); returns
+        ``(template, output shape)``, the template being what :meth:`_instantiate` unrolls."""
+        if isinstance(spec, LayerSpec):
+            name, out = self._add_op(spec, shape)
+            return ("layer", spec, name, shape, out), out
+        bname = spec.name or f"block{idx}"
+        if isinstance(spec, Residual):
+            block_in, body = shape, []
+            for s in spec.layers:
+                t, shape = self._template(s, shape, idx)
+                body.append(t)
+            short = None
+            if spec.shortcut is not None:
+                name, s_out = self._add_op(spec.shortcut, block_in, f"{bname}_shortcut")
+                if s_out != shape:
+                    raise NetworkError(
+                        f"Residual block {bname!r}: the shortcut makes shape {s_out} from the "
+                        f"block input {block_in}, the block's layers make {shape}; give the "
+                        "projection the block's output channels and stride")
+                short = ("layer", spec.shortcut, name, block_in, s_out)
+            elif shape != block_in:
+                raise NetworkError(
+                    f"Residual block {bname!r}: output shape {shape} differs from its "
+                    f"input shape {block_in}; an identity shortcut needs equal shapes (give a "
+                    "projection shortcut, e.g. shortcut=conv(out, kernel_size=1, stride=2, "
+                    "padding=0))")
+            return ("residual", spec, body, short), shape
+        block_in, body = shape, []
+        for s in spec.layers:
+            t, shape = self._template(s, shape, idx)
+            body.append(t)
+        if shape != block_in:
+            raise NetworkError(
+                f"BackRes block {bname!r}: output shape {shape} differs from its "
+                f"input shape {block_in}; a block fed back into itself must keep the "
+                "shape (same channels, stride 1, no pooling)")
+        return ("backres", spec, body), shape
+
+    def _instantiate(self, template, suffix, pass_index, is_readout=False):
+        """Logical layers (appended to ``self.layers`` in running order) and plan items."""
+        if template[0] == "layer":
+            _, spec, name, i_sh, o_sh = template
+            ll = LogicalLayer(name + suffix, spec, name, i_sh, o_sh, is_readout=is_readout,
+                              pass_index=pass_index)
+            self.layers.append(ll)
+            return [("layer", ll)]
+        if template[0] == "residual":
+            _, spec, body, short = template
+            short_ll = None
+            if short is not None:
+                _, s_spec, name, i_sh, o_sh = short
+                short_ll = LogicalLayer(name + suffix, s_spec, name, i_sh, o_sh,
+                                        pass_index=pass_index, is_shortcut=True)
+                self.layers.append(short_ll)
+            sub = []
+            for t in body:
+                sub += self._instantiate(t, suffix, pass_index)
+            sub[-1][1].shortcut = short_ll.name if short_ll is not None else "identity"
+            return [("residual", spec, sub, short_ll)]
+        _, spec, body = template
+        passes = []
+        for r in range(int(spec.R)):
+            sfx = f"{suffix}_pass{r + 1}" if spec.R > 1 else suffix
+            sub = []
+            for t in body:
+                sub += self._instantiate(t, sfx, r)
+            passes.append(sub)
+        return [("backres", spec, passes)]
+
+    def walk(self, act, visit, add=None, plan=None):
+        """Run ``act`` through the execution plan with a caller's layer function.
+
+        ``visit(ll, x, shortcut)`` returns the output of logical layer ``ll`` on ``x``;
+        ``shortcut`` is the block input (identity) or the projection's output, to be added
+        (times the junction's gain, :attr:`shortcut_gains`) to the current of the last layer
+        of a Residual block, else None; for a projection (``ll.is_shortcut``) it returns its
+        current. ``add(a, b)`` (default ``a + b``) sums the inputs of an additive BackRes pass.
+        The forward pass, the Brian2 export and conversion's source tracking all use it.
+        """
+        add = add or (lambda a, b: a + b)
+        for item in self._plan if plan is None else plan:
+            if item[0] == "layer":
+                act = visit(item[1], act, None)
+            elif item[0] == "backres":
+                spec, passes = item[1], item[2]
+                x0 = act
+                for r, sub in enumerate(passes):
+                    if spec.form == "additive" and r > 0:
+                        act = add(act, x0)
+                    act = self.walk(act, visit, add, sub)
+            else:
+                sub, short_ll = item[2], item[3]
+                shortcut = act if short_ll is None else visit(short_ll, act, None)
+                act = self.walk(act, visit, add, sub[:-1])
+                act = visit(sub[-1][1], act, shortcut)
+        return act
+
+    def shortcut_gain(self, name):
+        """The factor of the shortcut current at junction layer ``name`` (1 unless set)."""
+        return float(self.shortcut_gains.get(name, 1.0))
 
     def _make_op(self, spec, shape, name):
         if spec.op == "conv":
@@ -565,7 +665,7 @@ class Network(nn.Module):
 
         self.neurons = nn.ModuleDict()
         for ll in self.layers:
-            if not ll.spec.weighted or ll.kind != "spiking":
+            if not ll.spec.weighted or ll.kind != "spiking" or ll.is_shortcut:
                 ll.neuron_key = None
                 continue
             if ll.is_readout and self.readout == "membrane":
@@ -596,6 +696,7 @@ class Network(nn.Module):
                         self.alpha, self.readout, self.encoder)
         other.ops.load_state_dict(self.ops.state_dict())
         other.to(next(self.parameters()).device)
+        other.shortcut_gains = dict(self.shortcut_gains)
         if thresholds is not None:
             other.set_thresholds(thresholds)
         return other
@@ -670,6 +771,13 @@ class Network(nn.Module):
         if not spec.weighted:
             scale = x.scale * (spec.kernel_size ** 2 if spec.op == "avgpool" else 1)
             return Activity(_apply_op(op, x.value, x.temporal), x.temporal, x.analog, scale)
+        if ll.is_shortcut:  # projection: a current, summed at the block's last layer
+            self._note(ll, x, T)
+            return Activity(_apply_op(op, x.value, x.temporal), x.temporal, True)
+        if shortcut is not None and ll.name in self.shortcut_gains:
+            g = self.shortcut_gain(ll.name)
+            shortcut = Activity(shortcut.value * g, shortcut.temporal, shortcut.analog,
+                                shortcut.scale)
         if spec.kind == "artificial":
             inp = x.static()
             cur = op(inp)
@@ -704,23 +812,7 @@ class Network(nn.Module):
         if self.record:
             self.stats["T"] = T
             self.stats["images"] += x.shape[0]
-        for item in self._plan:
-            if item[0] == "layer":
-                act = self._layer(item[1], act, T)
-            elif item[0] == "backres":
-                spec, passes = item[1], item[2]
-                x0, y = act, act
-                for lls in passes:
-                    y = y + x0 if (spec.form == "additive" and lls[0].pass_index > 0) else y
-                    for ll in lls:
-                        y = self._layer(ll, y, T)
-                act = y
-            else:  # residual
-                lls = item[2]
-                x0, y = act, act
-                for k, ll in enumerate(lls):
-                    y = self._layer(ll, y, T, shortcut=x0 if k == len(lls) - 1 else None)
-                act = y
+        act = self.walk(act, lambda ll, x, shortcut: self._layer(ll, x, T, shortcut))
         return act.static()
 
     def _check_input(self, x):
@@ -783,7 +875,7 @@ class Network(nn.Module):
         """One line per logical layer: name, op, kind, shapes, MACs."""
         lines = []
         for ll in self.layers:
-            kind = ll.kind if ll.spec.weighted else "passive"
+            kind = "shortcut" if ll.is_shortcut else ll.kind if ll.spec.weighted else "passive"
             if ll.is_readout:
                 kind += f" readout({self.readout})"
             lines.append(f"{ll.name:<16} {ll.spec.op:<8} {kind:<28} {str(ll.in_shape):>14} -> "
@@ -847,6 +939,9 @@ def fold_batchnorm(net):
             if isinstance(s, LayerSpec):
                 name = _spec_names(net).get(id(s))
                 out.append(dataclasses.replace(s, bias=True) if name in folded else s)
+            elif isinstance(s, Residual) and s.shortcut is not None:
+                out.append(dataclasses.replace(s, layers=tuple(walk(s.layers)),
+                                               shortcut=walk([s.shortcut])[0]))
             else:
                 out.append(dataclasses.replace(s, layers=tuple(walk(s.layers))))
         return out
@@ -892,8 +987,6 @@ def _respec(specs, kind):
     for s in specs:
         if isinstance(s, LayerSpec):
             out.append(dataclasses.replace(s, kind=kind) if s.weighted else s)
-        elif isinstance(s, BackRes):
-            out.append(dataclasses.replace(s, layers=tuple(_respec(s.layers, kind))))
-        else:
+        else:  # BackRes or Residual (a projection takes the kind of the block's last layer)
             out.append(dataclasses.replace(s, layers=tuple(_respec(s.layers, kind))))
     return out

@@ -24,12 +24,18 @@ pass):
 
 Spikes are 0/1 events, so one spike of layer l stands for the ANN activation lambda_l
 (``scales_``). A layer's bias (from folded batch-norm) is therefore divided by the scale of its
-input, lambda_src(l), for the converted network. Residual (identity-shortcut) blocks add the
-block input's spikes to the current of the block's last layer; for ``'percentile'`` the scales
-of the two summed spike trains are made equal (the larger of the two percentiles; also for the
-additive BackRes form), for ``'balance'`` the measured maximum includes the shortcut but the
-two spike trains keep their own scales (a mismatch that, in this project's MNIST runs, cost
-residual networks much accuracy at T <= 256: prefer ``'percentile'`` for residual networks). In a
+input, lambda_src(l), for the converted network. A Residual block adds its input (identity
+shortcut, spikes of scale lambda_x) or its projection's current (scale lambda_x too: the
+projection's bias is divided by it) to the current of the block's last layer l, whose own
+branch has scale lambda_src(l). Both methods weigh the shortcut at that junction by the gain
+g_l = lambda_x / lambda_src(l) (``shortcut_gains_``, held by the converted network's
+``shortcut_gains`` and exported to Brian2 as scaled synaptic weights), so that the summed
+current is the ANN's sum in units of lambda_src(l); the junction's threshold is then set on
+that current (the maximum with the shortcut included for ``'balance'``, lambda_l / lambda_src(l)
+for ``'percentile'``). Without the gain the two trains, whose scales differ, would be added as
+if equal, which is where residual conversions lose most of their accuracy. The additive
+BackRes form sums its two trains with equal weights: for ``'percentile'`` their scales are
+made equal (the larger of the two percentiles). In a
 hybrid conversion an artificial layer is computed once, on the rates of its input (see
 :mod:`brainsnn.engine.network`), and carries the scale of its input.
 
@@ -70,7 +76,7 @@ from brainsnn.validation import check_labels, check_T, positive_int, validate_im
 
 __all__ = [
     "ConversionError", "ANNToSNN", "if_spike_count", "percentile_scale",
-    "source_layers", "with_kinds", "attach_batchnorm", "fold_batchnorm", "train_ann",
+    "source_layers", "junction_sources", "with_kinds", "attach_batchnorm", "fold_batchnorm", "train_ann",
     "from_torch", "METHODS",
 ]
 
@@ -181,38 +187,39 @@ def source_layers(net):
     """Sources and scale ties of the weighted logical layers of a Network.
 
     Returns ``(sources, ties)``: ``sources[name]`` is the weighted logical layer whose output
-    feeds layer ``name`` (through passive ops), None for the input image; ``ties`` lists pairs
-    of layers (or None) whose spike trains are summed (residual shortcut, additive BackRes),
-    so that their scales must be equal for rates to add up like the ANN activations.
+    feeds layer ``name`` (through passive ops), None for the input image (a projection
+    shortcut's source is its block's input); ``ties`` lists pairs of layers (or None) whose
+    spike trains an additive BackRes pass sums with equal weights, so that their scales must
+    be equal for rates to add up like the ANN activations. (Residual junctions weigh their
+    shortcut instead: :func:`junction_sources`.)
     """
-    sources, ties = {}, []
-    cur = None
-
-    def visit(ll, cur):
-        if ll.spec.weighted:
-            sources[ll.name] = cur
-            return ll.name
-        return cur
-
-    for item in net._plan:  # the Network's execution plan: ('layer'|'backres'|'residual', ...)
-        if item[0] == "layer":
-            cur = visit(item[1], cur)
-        elif item[0] == "backres":
-            spec, passes = item[1], item[2]
-            x_src = cur
-            for r, lls in enumerate(passes):
-                if spec.form == "additive" and r > 0:
-                    ties.append((cur, x_src))
-                for ll in lls:
-                    cur = visit(ll, cur)
-        else:
-            lls = item[2]
-            x_src = cur
-            for k, ll in enumerate(lls):
-                if k == len(lls) - 1:
-                    ties.append((cur, x_src))
-                cur = visit(ll, cur)
+    sources, ties, _ = _topology(net)
     return sources, ties
+
+
+def junction_sources(net):
+    """{last layer of a Residual block: the layer (or None, the image) whose output its
+    shortcut adds}: the block input's source (identity) or the projection itself."""
+    return _topology(net)[2]
+
+
+def _topology(net):
+    sources, ties, junctions = {}, [], {}
+
+    def visit(ll, cur, shortcut):
+        if not ll.spec.weighted:
+            return cur
+        sources[ll.name] = cur
+        if ll.shortcut is not None:
+            junctions[ll.name] = shortcut
+        return ll.name
+
+    def add(a, b):
+        ties.append((a, b))
+        return a
+
+    net.walk(None, visit, add)
+    return sources, ties, junctions
 
 
 # ---------------------------------------------------------------------------------------------
@@ -407,7 +414,7 @@ class ANNToSNN(Params):
         self.classes_ = _output_classes(ann)
         self._bias = {name: (op.bias.detach().clone() if getattr(op, "bias", None) is not None
                              else None) for name, op in ann.ops.items()}
-        sources, ties = source_layers(snn)
+        sources, ties, junctions = _topology(snn)
         kind = {ll.name: ll.kind for ll in snn.layers if ll.spec.weighted}
         spiking = set(snn.spiking_layer_names())
         order = [ll.name for ll in snn.layers if ll.spec.weighted]
@@ -416,7 +423,8 @@ class ANNToSNN(Params):
             scales = self._percentile_scales(ann, X, sources, ties, spiking, order)
         else:
             scales = None
-        self.scales_, self.thresholds_ = {}, {}
+        self.scales_, self.thresholds_, self.shortcut_gains_ = {}, {}, {}
+        snn.shortcut_gains = {}
         gen = torch.Generator().manual_seed(self.seed)
 
         def src_scale(name):
@@ -427,6 +435,14 @@ class ANNToSNN(Params):
             name = ll.name
             lam_src = src_scale(name)
             self._scale_bias(snn, ll, lam_src)
+            if name in junctions:
+                # the shortcut's spikes (or projection current) stand for the activation scale
+                # of their own source; weigh them so that both summed branches are in units of
+                # lam_src, the scale of the block's own branch, like the ANN's sum
+                short = junctions[name]
+                gain = (1.0 if short is None else self.scales_[short]) / lam_src
+                snn.shortcut_gains[name] = gain
+                self.shortcut_gains_[name] = gain
             if name not in spiking:  # artificial layer or readout: carries its input's scale
                 self.scales_[name] = lam_src
                 continue
