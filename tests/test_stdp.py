@@ -338,28 +338,6 @@ def test_project_lock_excludes_other_processes(tmp_path):
 
 
 @pytest.mark.slow
-def test_cpp_standalone_chunks_run_under_the_project_lock(images, tmp_path, monkeypatch):
-    """Processes sharing a project must not run at once: each removes its inputs from the
-    shared static_arrays/ (the race that fed one run missing files)."""
-    from brian2.devices.device import get_device
-
-    directory = str(tmp_path / "p")
-    net = tiny(device="cpp_standalone", directory=directory, codegen_target=None).compile()
-    device, seen = get_device(), []
-    real_run = device.run
-
-    def run(*args, **kwargs):
-        seen.append(_lock_state(directory))
-        return real_run(*args, **kwargs)
-
-    monkeypatch.setattr(device, "run", run)
-    net.transform(images[0][:3])
-    net.close()
-    assert seen and set(seen) == {"held"}
-    assert _lock_state(directory) == "free"
-
-
-@pytest.mark.slow
 def test_cpp_standalone_deterministic_and_same_statistics_as_runtime(images, tmp_path):
     """Brian2 does not promise the same random numbers on runtime and cpp_standalone, so
     the two devices are compared by statistics; each device is exactly reproducible."""
@@ -375,13 +353,21 @@ def test_cpp_standalone_deterministic_and_same_statistics_as_runtime(images, tmp
     r1 = rt.transform(x)
     # mean spikes per image agree within Poisson noise
     assert abs(c1.sum(1).mean() - r1.sum(1).mean()) < 4 * np.sqrt(r1.sum(1).mean() / len(x)) + 2
-    # learning: weight sums are normalised identically on both devices
+    # learning: the weight changes made by STDP (from the first normalisation on, which
+    # alone gives untrained weights a correlation of 0.95) agree: measured 1.0 between the
+    # devices (Brian2 2.10 draws the same numbers on both), 0.87 between two runtime seeds,
+    # 0.03 with training on other images
     cpp = tiny(device="cpp_standalone", directory=str(tmp_path / "a"), **kw)
+    start = cpp.weights * cpp.w_target / cpp.weights.sum(axis=0)
     cpp.fit(x[:6])
-    rt = tiny(**kw)
-    rt.fit(x[:6])
-    assert np.corrcoef(cpp.weights.ravel(), rt.weights.ravel())[0, 1] > 0.9
     cpp.close()
+    rt, other = tiny(**kw), tiny(**kw)
+    rt.fit(x[:6])
+    other.fit(x[6:12])
+    changes = [net.weights - start for net in (cpp, rt, other)]
+    agree = np.corrcoef(changes[0].ravel(), changes[1].ravel())[0, 1]
+    assert agree > 0.5 > np.corrcoef(changes[0].ravel(), changes[2].ravel())[0, 1]
+    assert 0.5 < np.abs(changes[0]).sum() / np.abs(changes[1]).sum() < 2
 
 
 # -- protocols -------------------------------------------------------------------------------
