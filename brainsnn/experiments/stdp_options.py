@@ -9,6 +9,13 @@ from brainsnn.experiments import options
 READOUTS = ("linear", "mlp", "spiking", "conv")
 
 
+def add_options(p):
+    """The learning, extraction and readout options (below) of a conv STDP protocol."""
+    add_learning_options(p)
+    add_extraction_options(p)
+    add_readout_options(p)
+
+
 def add_learning_options(p):
     """--stdp-images, --t-on, --t-off, --f-in, --chunk-size, --build-dir, --inhibitory-neuron
     (``--neuron`` comes from :func:`options.protocol_parser`)."""
@@ -94,3 +101,20 @@ def check(p, args):
     for kind in args.readout.split(","):
         if kind not in READOUTS:
             p.error(f"--readout: unknown readout {kind!r}; expected {', '.join(READOUTS)}")
+
+
+def refuse_resume(p, args):
+    """``p.error`` on ``--resume`` for a protocol that saves no checkpoint."""
+    if args.resume:
+        p.error(f"--resume: {args.protocol} keeps no checkpoint; run it again (--force "
+                "replaces the file)")
+
+
+def run_name(args) -> str:
+    """The default file name: ``<protocol>_<scale>[_<dataset>][_val<V>]_seed<seed>``."""
+    name = f"{args.protocol}_{args.scale}"
+    if args.dataset != "mnist":
+        name += f"_{args.dataset}"
+    if args.validation:
+        name += f"_val{args.validation}"
+    return f"{name}_seed{args.seed}"

@@ -56,6 +56,17 @@ def setup_torch(args):
     return torch
 
 
+def set_up(args):
+    """Check the devices (``--torch-device``, ``--brian-device``) and the user neuron models,
+    then load the images: ``(models, (x_train, y_train, x_test, y_test))``."""
+    from brainsnn.brian import devices
+
+    setup_torch(args)
+    devices.check_device(args.brian_device)
+    models = neuron_models(args)
+    return models, load_data(args)
+
+
 def neuron_models(args) -> dict:
     """The STDP layers' neuron models given with ``--neuron`` / ``--inhibitory-neuron``, as
     keyword arguments of :class:`~brainsnn.stdp.conv.ConvSTDPLayer` (none given: {})."""
@@ -250,8 +261,9 @@ def learn(run, stack, x, start=0):
     t0 = time.perf_counter()
     with bar, run.shielded():
         stack.fit(x, patch_callback=on_chunk, start=start)
-    log.info(f"STDP learning done: {', '.join(f'{lay.name} {lay.n_kernels} kernels' for lay in layers)}"
-             f" on {len(x)} images ({time.perf_counter() - t0:.1f} s)")
+    learned = ", ".join(f"{lay.name} {lay.n_kernels} kernels" for lay in layers)
+    log.info(f"STDP learning done: {learned} on {len(x)} images "
+             f"({time.perf_counter() - t0:.1f} s)")
 
 
 def record_kernels(rec, stack, prefix=""):
@@ -416,8 +428,10 @@ def learn_and_extract(args, run, stack, x_train, x_test, split, prefix="", log_n
         if checkpoint:
             rec.set("checkpoint/phase", "learned")
             run.checkpoint()
+    compiling = "; torch.compile first compiles the step, about 20 s per layer" \
+        if stack.compile else ""
     log.info(f"{log_name}extracting features ({stack.steps} steps per image, torch device "
-             f"{torch_device})")
+             f"{torch_device}{compiling})")
     if split == "validation":
         f_train, f_test, res_train, res_test, s_train, s_test = extract_with_validation(
             args, stack, x_train, x_test, run, checkpoint)

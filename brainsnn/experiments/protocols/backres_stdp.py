@@ -63,18 +63,14 @@ def build_parser():
     g.add_argument("--Rs", default=None, help="BackRes passes to compare, e.g. 1,2,3")
     g.add_argument("--depths", default=None,
                    help="depths of the separate-kernel stacks, e.g. 2,3 (0: none)")
-    stdp_options.add_learning_options(p)
-    stdp_options.add_extraction_options(p)
-    stdp_options.add_readout_options(p)
+    stdp_options.add_options(p)
     return p
 
 
 def parse_args(argv=None):
     p = build_parser()
     args = options.parse(p, SCALES, argv)
-    if args.resume:
-        p.error(f"--resume: {PROTOCOL} keeps no checkpoint; run it again (--force replaces "
-                "the file)")
+    stdp_options.refuse_resume(p, args)
     args.Rs = options.int_list(p, "--Rs", args.Rs)
     args.depths = () if str(args.depths) == "0" else options.int_list(p, "--depths", args.depths)
     options.check_count(p, "--kernels", args.kernels)
@@ -84,16 +80,6 @@ def parse_args(argv=None):
     args.features, args.backres_R = "last", 0
     stdp_options.check(p, args)
     return args
-
-
-def run_name(args) -> str:
-    """The default file name: ``backres_stdp_<scale>[_<dataset>][_val<V>]_seed<seed>``."""
-    name = f"{PROTOCOL}_{args.scale}"
-    if args.dataset != "mnist":
-        name += f"_{args.dataset}"
-    if args.validation:
-        name += f"_val{args.validation}"
-    return f"{name}_seed{args.seed}"
 
 
 def configurations(args):
@@ -108,15 +94,11 @@ def main(argv=None):
     import brian2 as b2
     import numpy as np
 
-    from brainsnn.brian import devices
     from brainsnn.experiments import stdp_pipeline as sp
     from brainsnn.experiments.run import Run, percent
     from brainsnn.stdp.conv import BackResSTDPBlock, ConvSTDPLayer, SpikingConvStack
 
-    sp.setup_torch(args)
-    devices.check_device(args.brian_device)
-    models = sp.neuron_models(args)
-    x_train, y_train, x_test, y_test = sp.load_data(args)
+    models, (x_train, y_train, x_test, y_test) = sp.set_up(args)
     split, shape, K = sp.split_name(args), x_train.shape[1:], args.kernels
 
     def layer(name, channels, k, pool, padding, seed):
@@ -135,7 +117,8 @@ def main(argv=None):
     configs = configurations(args)
     config = {k: v for k, v in vars(args).items() if k != "protocol"}
     config.update(configs=[c[0] for c in configs], conv1=first.config())
-    with Run(args, config, name=run_name(args), device=args.brian_device, argv=argv) as run:
+    with Run(args, config, name=stdp_options.run_name(args), device=args.brian_device,
+             argv=argv) as run:
         log.info(f"{args.dataset}: {len(x_train)} train, {len(x_test)} {split}; scale {args.scale}")
         rec = run.rec
         names, accs, params, depths = [], [], [], []

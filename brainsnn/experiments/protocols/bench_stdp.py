@@ -26,7 +26,7 @@ import logging
 import os
 import time
 
-from brainsnn.experiments import options
+from brainsnn.experiments import options, stdp_options
 
 PROTOCOL = "bench_stdp"
 SCALES = {
@@ -56,9 +56,7 @@ def build_parser():
 def parse_args(argv=None):
     p = build_parser()
     args = options.parse(p, SCALES, argv)
-    if args.resume:
-        p.error(f"--resume: {PROTOCOL} keeps no checkpoint; run it again (--force replaces "
-                "the file)")
+    stdp_options.refuse_resume(p, args)
     for n in args.neurons:
         options.check_count(p, "--neurons", n)
     if len(args.images) == 1:

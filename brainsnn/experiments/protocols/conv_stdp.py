@@ -15,9 +15,10 @@ Scales (every value can be overridden with the options; table below): smoke (1 l
 32 kernels, 3,000 / 1,000 images; the default) and full (32 and 64 kernels, every image; use
 --torch-device cuda: 785 img/s measured on an H200 with the earlier 200-step extraction).
 
-Feature extraction (brainsnn.experiments.stdp_pipeline.EXTRACTION; --extract-t-on, --extract-f-in, --extract-inhibition):
-the frozen stack runs on the torch engine for 50 ms (100 steps) per image with inputs at
-1 kHz per unit intensity and lateral inhibition on, thresholds frozen at the learned theta.
+Feature extraction (brainsnn.experiments.stdp_pipeline.EXTRACTION; --extract-t-on,
+--extract-f-in, --extract-inhibition): the frozen stack runs on the torch engine for 50 ms
+(100 steps) per image with inputs at 1 kHz per unit intensity and lateral inhibition on,
+thresholds frozen at the learned theta.
 These were chosen on MNIST training images with a validation split (2,000 / 1,000): one
 32-kernel layer + linear readout gave 96.2 % validation accuracy against 95.6 % with the
 learning settings (100 ms, 255 Hz) and 90.1 % with inhibition off (50 ms, 1 kHz); see
@@ -134,9 +135,7 @@ def build_parser():
     g.add_argument("--readout-augment", choices=["none", "shift"], default="none",
                    help="augmentation of the conv readout's training maps: shift translates "
                         "them by up to 2 map pixels (default none)")
-    stdp_options.add_learning_options(p)
-    stdp_options.add_extraction_options(p)
-    stdp_options.add_readout_options(p)
+    stdp_options.add_options(p)
     return p
 
 
@@ -180,33 +179,19 @@ def per_input(p, text) -> tuple[float, ...]:
     return values
 
 
-def run_name(args) -> str:
-    """The default file name: ``conv_stdp_<scale>[_<dataset>][_val<V>]_seed<seed>``."""
-    name = f"{PROTOCOL}_{args.scale}"
-    if args.dataset != "mnist":
-        name += f"_{args.dataset}"
-    if args.validation:
-        name += f"_val{args.validation}"
-    return f"{name}_seed{args.seed}"
-
-
 def main(argv=None):
     args = parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
-    from brainsnn.brian import devices
     from brainsnn.experiments import stdp_pipeline as sp
     from brainsnn.experiments.run import Run, percent
 
-    sp.setup_torch(args)
-    devices.check_device(args.brian_device)
-    models = sp.neuron_models(args)
-    x_train, y_train, x_test, y_test = sp.load_data(args)
+    models, (x_train, y_train, x_test, y_test) = sp.set_up(args)
     pre = sp.preprocessor(args)
     stack = sp.build_stack(args, sp.input_shape(pre, x_train), models)
     config = {k: v for k, v in vars(args).items() if k != "protocol"}
     config["stack"] = stack.config()
-    with Run(args, config, name=run_name(args), device=args.brian_device, argv=argv,
-             may_change=("features_cache", "build_dir")) as run:
+    with Run(args, config, name=stdp_options.run_name(args), device=args.brian_device,
+             argv=argv, may_change=("features_cache", "build_dir")) as run:
         if run.already_complete:
             log.info(f"{run.path} is already complete; nothing to resume")
             return 0
