@@ -135,6 +135,11 @@ def test_metric_values_label_array_elements():
     assert sweep.metric_values(rec) == {"test_accuracy": 0.9}
     with pytest.raises(ExperimentError, match="metric 'loss' is not in the file"):
         sweep.metric_values(rec, ["loss"])
+    rec.set("metrics/R", np.array([1, 2, 3]))
+    rec.set("metrics/accuracy_deep", [0.5, 0.6, 0.7])
+    assert sweep.metric_values(rec, ["accuracy_deep"]) == {"accuracy_deep[R=1]": 0.5,
+                                                          "accuracy_deep[R=2]": 0.6,
+                                                          "accuracy_deep[R=3]": 0.7}
 
 
 def test_compare_settings_and_metrics_pair_by_seed():

@@ -333,10 +333,18 @@ def _submit_and_wait(client, todo, retries, force, report, command, outcomes, to
 # ---------------------------------------------------------------------- reading the files
 def _axis_labels(rec, path, shape) -> list[list[str]]:
     """Per axis, a label per index: the ``labels`` attribute (axis 0), the dimension scale
-    (``T=4``), else the index."""
+    (``T=4``), for the last axis a capitalised integer metric of that length (``metrics/R``,
+    ``metrics/T``), else the index."""
     import numpy as np
 
-    scales = rec.scales(path)
+    scales = dict(rec.scales(path))
+    if shape and len(shape) - 1 not in scales:
+        for p in rec.keys():
+            name = p[len("metrics/"):]
+            if (p.startswith("metrics/") and name.isupper() and np.ndim(rec[p]) == 1
+                    and len(rec[p]) == shape[-1] and np.asarray(rec[p]).dtype.kind in "iu"):
+                scales[len(shape) - 1] = p
+                break
     labels_attr = rec.attrs(path).get("labels")
     out = []
     for axis, n in enumerate(shape):
@@ -470,7 +478,7 @@ def compare_metrics(settings, labels, values, first: str, second: str) -> list[C
     for s, setting in enumerate(settings):
         where = " ".join(f"{o.lstrip('-')}={v}" for o, v in setting)
         for i, j, suffix in pairs:
-            name = f"{second} - {first}{suffix}" + (f" [{where}]" if where else "")
+            name = f"{second}{suffix} - {first}{suffix}" + (f" [{where}]" if where else "")
             out.append(paired_difference(values[s, :, i], values[s, :, j], name))
     return out
 
