@@ -228,8 +228,8 @@ def test_extraction_comparison_can_fail(small_stack):
 
 
 def test_lateral_inhibition_is_per_position(small_stack):
-    """The winner of a position inhibits the other maps there: without the inh->exc weight
-    layer 1 fires more, and every map's count changes only where its position has spikes."""
+    """The winner of a position inhibits the other maps there, and only there: without the
+    inh->exc weight layer 1 fires more, and spikes at distant positions change nothing."""
     stack, spikes_in, res = small_stack
     l1 = stack.stages[0]
     saved = l1.w_inh_exc
@@ -243,6 +243,16 @@ def test_lateral_inhibition_is_per_position(small_stack):
     # positions where no map fires are unaffected by the inhibition of other positions
     silent = free.sum(1) == 0
     assert torch.all(with_inh.sum(1)[silent] == 0)
+    # input in two corners whose receptive fields do not overlap: corner B's spikes leave
+    # the spikes over corner A exactly as they are without B (global inhibition would not)
+    a, b = np.zeros((1, 1, 12, 12)), np.zeros((1, 1, 12, 12))
+    a[..., :4, :4], b[..., 8:, 8:] = 1.0, 1.0
+    spikes_a = stack.poisson_input(a, torch.Generator().manual_seed(1))
+    spikes_b = stack.poisson_input(b, torch.Generator().manual_seed(2))
+    only_a = stack.simulate(spikes_a, upto=1)["counts"][0][0]
+    both = stack.simulate(torch.maximum(spikes_a, spikes_b), upto=1)["counts"][0][0]
+    assert float(only_a[..., :4, :4].sum()) > 0 and float(both[..., 6:, 6:].sum()) > 0
+    assert torch.equal(both[..., :4, :4], only_a[..., :4, :4])
 
 
 def test_extraction_without_lateral_inhibition_equals_brian2_and_fires_more(small_stack):
@@ -276,8 +286,12 @@ def test_layer_learns_on_patches_and_second_layer_on_first_layer_spikes(mnist_sm
     assert l1.patches_presented == 60 and l2.patches_presented == 30
     assert not np.allclose(l1.kernels, k1_before)
     assert not np.allclose(l2.kernels, k2_before)         # layer 2 fired and learned
-    # normalisation: every kernel sums to w_target (at the start of the last patch)
+    # normalisation: every kernel sums to w_target at the start of each patch; the last
+    # patch's STDP moves the sums by a few per cent at most
     assert np.all(l1.kernels >= 0) and np.all(l1.kernels <= 1.0 + 1e-9)
+    for layer in (l1, l2):
+        sums = layer.kernels.reshape(layer.n_kernels, -1).sum(axis=1)
+        np.testing.assert_allclose(sums, layer.target_sum, rtol=0.05)
     assert float(l2.f_max) == pytest.approx(1 / 0.5e-3)        # fed by spikes: spikes per step
     rates = stack.stage_input_rates(x[:4], 1)
     assert rates.shape == (4, 4, 12, 12) and rates.max() <= 1.0 and rates.sum() > 0
