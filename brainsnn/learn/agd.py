@@ -20,11 +20,13 @@ comes from ``seed`` (torch, numpy and brian2 seeds are set by :meth:`fit`).
 from __future__ import annotations
 
 import math
+import os
 import time
 
 import numpy as np
 import torch
 
+from brainsnn.learn import distributed as ddp
 from brainsnn.learn.losses import make_loss
 from brainsnn.models import LIF
 from brainsnn.engine.network import Network, NetworkError, attach_batchnorm, fold_batchnorm
@@ -135,6 +137,19 @@ class AGDClassifier(Params):
         Before training, scale each spiking layer's initial weights so that it fires at about
         this rate (spikes per neuron per step) on 256 training images
         (:meth:`brainsnn.engine.network.Network.calibrate_rates`); useful for deep networks.
+    checkpoint : str or path, optional
+        A state file written after every epoch (network, optimizer, schedule, every random
+        number generator, epoch, history); when it exists at the start of :meth:`fit`, training
+        resumes from it and ends with the parameters of an uninterrupted run.
+
+    Data-parallel training: started by ``torchrun`` with an initialised process group
+    (:func:`brainsnn.learn.distributed.init_from_env`), :meth:`fit` wraps the network in
+    ``DistributedDataParallel`` and every process trains on its share of each global batch of
+    ``batch_size`` images (:mod:`brainsnn.learn.distributed`); the parameters after each step
+    are those of one process with the same seed and batch size, up to the rounding of the
+    gradient sum, for softmax training on direct-coded input without batch-norm (batch-norm
+    normalises per process, Poisson input and stochmax noise are drawn per process). Only
+    rank 0 writes the checkpoint.
 
     Attributes after :meth:`fit`
     ----------------------------
@@ -152,7 +167,8 @@ class AGDClassifier(Params):
                  readout="membrane", surrogate="triangle", alpha=1.0, loss="softmax",
                  loss_options=None, epochs=3, batch_size=64, lr=1e-3, weight_decay=0.0,
                  augment=None, max_minutes=None, device="cpu", seed=0, verbose=False,
-                 eval_batch_size=256, init_rate=None, optimizer="adam", batchnorm=False):
+                 eval_batch_size=256, init_rate=None, optimizer="adam", batchnorm=False,
+                 checkpoint=None):
         self.specs, self.network = specs, network
         self.T = T
         self.neuron, self.encoder, self.readout = neuron, encoder, readout
@@ -164,6 +180,7 @@ class AGDClassifier(Params):
         self.eval_batch_size = eval_batch_size
         self.init_rate = init_rate
         self.optimizer, self.batchnorm = optimizer, batchnorm
+        self.checkpoint = checkpoint
 
     def _check_params(self):
         if self.specs is None and self.network is None:
@@ -185,7 +202,7 @@ class AGDClassifier(Params):
                        error=TrainingError)
 
     def _device(self):
-        return torch.device(self.device)
+        return ddp.local_device(self.device)
 
     def _build(self, input_shape):
         net = self.network
@@ -249,16 +266,25 @@ class AGDClassifier(Params):
         yd = torch.from_numpy(y)
         if on_device:  # the whole training set on the GPU once
             Xd, yd = Xd.to(device), yd.to(device)
-        if self.init_rate:
+        self.history_, self.stopped_early_ = [], False
+        step, ref, epoch, done_seconds = 0, (0, 0.0), 0, 0.0
+        resumed = self._resume(net, opt, sched, rng, gen, plan)
+        if resumed is not None:
+            step, epoch, done_seconds = resumed
+        elif self.init_rate:
             sample = Xd[torch.from_numpy(rng.permutation(len(X))[:256]).to(Xd.device)]
             rates = net.calibrate_rates(sample.to(device), target_rate=self.init_rate)
             self._log("initial spike rates: " + ", ".join(f"{k} {v:.3f}" for k, v in rates.items()))
-        self.history_, self.stopped_early_ = [], False
-        start = time.perf_counter()
-        step, ref = 0, (0, 0.0)
+        world = ddp.world_size()
+        model = net
+        if world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            model = DistributedDataParallel(
+                net, device_ids=[device.index] if device.type == "cuda" else None)
+        start = time.perf_counter() - done_seconds
         verbose_every = self.verbose if isinstance(self.verbose, int) and self.verbose > 1 \
             else max(1, n_batches // 10)
-        epoch = 0
         while epoch < plan["epochs"]:
             net.train()
             self.loss_fn_.train()
@@ -280,16 +306,25 @@ class AGDClassifier(Params):
                     xb = augment_cutout(xb, generator=gen)
                 xb = xb.to(device, non_blocking=True)
                 yb = yb.to(device, non_blocking=True)
-                z = net(xb)
+                if world > 1:
+                    xb, yb, weight = self._share(xb, yb)
+                z = model(xb)
                 loss = self.loss_fn_(z, yb)
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                if world > 1:
+                    # DDP averages gradients over processes: weigh each share so that the
+                    # average is the gradient of the mean loss over the global batch
+                    (loss * weight).backward()
+                    if not weight:  # a stand-in image is not counted
+                        z, yb = z[:0], yb[:0]
+                else:
+                    loss.backward()
                 opt.step()
                 sched.step()
                 step += 1
-                loss_sum += loss.detach().double() * len(idx)
+                loss_sum += loss.detach().double() * len(yb)
                 correct += (z.detach().argmax(1) == yb).sum()
-                seen += len(idx)
+                seen += len(yb)
                 if self.verbose and (b + 1) % verbose_every == 0:
                     el = time.perf_counter() - start
                     self._log(f"  epoch {epoch + 1}/{plan['epochs']} batch {b + 1}/{n_batches} "
@@ -297,7 +332,7 @@ class AGDClassifier(Params):
                               f"{int(correct) / seen:.4f} "
                               f"({seen / (time.perf_counter() - t_epoch):.1f} img/s, {el:.0f} s)")
                 if self.max_minutes:
-                    elapsed = time.perf_counter() - start
+                    elapsed = ddp.broadcast_from_main([time.perf_counter() - start], device)[0]
                     if elapsed > 60 * self.max_minutes or step >= plan["total"]:
                         # out of time, or at the end of a schedule shortened to the budget
                         self.stopped_early_ = step < n_batches * epochs
@@ -312,12 +347,14 @@ class AGDClassifier(Params):
                         plan["total"] = max(step + 1, min(n_batches * epochs, fit))
                         plan["epochs"] = math.ceil(plan["total"] / n_batches)
             epoch += 1
-            rec = {"epoch": epoch, "train_loss": float(loss_sum) / seen,
+            loss_total, correct, seen = ddp.sum_over_processes([loss_sum, correct, seen], device)
+            rec = {"epoch": epoch, "train_loss": loss_total / seen,
                    "train_acc": int(correct) / seen,
                    "seconds": time.perf_counter() - start, "images": seen, "steps": step}
             if X_val is not None:
                 rec["val_acc"] = self.score(X_val, y_val)
             self.history_.append(rec)
+            self._save_checkpoint(net, opt, sched, rng, gen, plan, step, epoch, rec["seconds"])
             self._log(f"epoch {epoch}: " + ", ".join(
                 f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in rec.items()))
             if callback is not None:
@@ -333,6 +370,64 @@ class AGDClassifier(Params):
             self.network_ = net = fold_batchnorm(net)
         net.eval()
         return self
+
+    def _share(self, xb, yb):
+        """This process's images of a global batch and the weight of its mean loss."""
+        n = len(yb)
+        xs, ys = ddp.share(xb), ddp.share(yb)
+        if len(ys) == 0:  # fewer images than processes: run one, weigh it 0
+            return xb[:1], yb[:1], 0.0
+        return xs, ys, len(ys) * ddp.world_size() / n
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    #: settings a checkpoint must share with the run that resumes it
+    _RESUME_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "optimizer", "seed", "T",
+                    "augment", "loss", "batchnorm", "max_minutes")
+
+    def _resume_settings(self):
+        return {k: (None if getattr(self, k) is None else str(getattr(self, k)))
+                for k in self._RESUME_KEYS}
+
+    def _save_checkpoint(self, net, opt, sched, rng, gen, plan, step, epoch, seconds):
+        if self.checkpoint is None:
+            return
+        if ddp.is_main():
+            state = {"settings": self._resume_settings(), "epoch": epoch, "step": step,
+                     "seconds": seconds, "plan": dict(plan), "history": list(self.history_),
+                     "stopped_early": self.stopped_early_,
+                     "network": net.state_dict(), "optimizer": opt.state_dict(),
+                     "scheduler": sched.state_dict(), "numpy_rng": rng.bit_generator.state,
+                     "augment_rng": gen.get_state(), "torch_rng": torch.get_rng_state(),
+                     "cuda_rng": (torch.cuda.get_rng_state_all() if torch.cuda.is_available()
+                                  else None)}
+            path = os.fspath(self.checkpoint)
+            torch.save(state, path + ".tmp")
+            os.replace(path + ".tmp", path)   # atomic: a kill leaves the previous epoch's file
+        ddp.barrier()
+
+    def _resume(self, net, opt, sched, rng, gen, plan):
+        """Restore a checkpoint into the fresh training state; (step, epoch, seconds) or None."""
+        if self.checkpoint is None or not os.path.exists(self.checkpoint):
+            return None
+        state = torch.load(self.checkpoint, map_location="cpu", weights_only=False)
+        if state["settings"] != self._resume_settings():
+            changed = sorted(k for k in state["settings"]
+                             if state["settings"][k] != self._resume_settings()[k])
+            raise TrainingError(f"checkpoint {self.checkpoint} was written with other settings "
+                                f"({', '.join(changed)}); delete it or restore them")
+        net.load_state_dict(state["network"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        plan.update(state["plan"])
+        rng.bit_generator.state = state["numpy_rng"]
+        gen.set_state(state["augment_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.history_ = list(state["history"])
+        self.stopped_early_ = state["stopped_early"]
+        self._log(f"resumed from {self.checkpoint} after epoch {state['epoch']}")
+        return state["step"], state["epoch"], state["seconds"]
 
     @torch.no_grad()
     def predict_logits(self, X, T=None, batch_size=None):
