@@ -180,6 +180,11 @@ def int_list(parser, option: str, text) -> tuple[int, ...]:
     return values
 
 
+def split_name(args) -> str:
+    """Where accuracy is measured: ``'validation'`` with --validation, else ``'test'``."""
+    return "validation" if getattr(args, "validation", 0) else "test"
+
+
 def out_path(args, name: str) -> Path:
     """The results file: ``--out``, else ``--out-dir/<name>.h5`` (relative to the current
     folder)."""

@@ -249,7 +249,9 @@ class Run:
         if self.stop_requested:
             raise KeyboardInterrupt
         self.stop_requested = True
-        log.warning("interrupt: finishing the current chunk, then saving the checkpoint "
+        then = ("saving the checkpoint" if self.resumable else
+                "stopping (this protocol keeps no checkpoint)")
+        log.warning(f"interrupt: finishing the current step, then {then} "
                     "(Ctrl-C again aborts at once)")
 
     @contextlib.contextmanager

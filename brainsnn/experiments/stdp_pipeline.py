@@ -17,6 +17,7 @@ import numpy as np
 
 from brainsnn import paths
 from brainsnn.errors import ExperimentError
+from brainsnn.experiments.options import split_name
 from brainsnn.experiments.run import Progress, RunInterrupted, percent
 
 log = logging.getLogger("brainsnn")
@@ -25,11 +26,6 @@ log = logging.getLogger("brainsnn")
 #: frozen at the learned theta), chosen by measurement on training/validation images of
 #: MNIST (``--validation``), never on the test set; see the conv_stdp protocol.
 EXTRACTION = dict(t_on=50.0, f_in=1000.0, inhibition="on")
-
-
-def split_name(args) -> str:
-    """Where accuracy is measured: ``'validation'`` with --validation, else ``'test'``."""
-    return "validation" if getattr(args, "validation", 0) else "test"
 
 
 def load_data(args):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 
 from brainsnn.errors import DeviceError, ExperimentError
+from brainsnn.experiments.options import split_name  # noqa: F401  (the protocols import it here)
 
 log = logging.getLogger("brainsnn")
 
@@ -94,11 +95,6 @@ def load_data(args):
 
     return load_image_data(args.dataset, args.train_images, args.test_images,
                            data_dir=args.data, validation=args.validation)
-
-
-def split_name(args) -> str:
-    """Where accuracy is measured: ``'validation'`` with --validation, else ``'test'``."""
-    return "validation" if args.validation else "test"
 
 
 def store_network(rec, network):
