@@ -25,6 +25,7 @@ from brainsnn.brian import devices
 from brainsnn.brian.plasticity import triplet_stdp
 from brainsnn.brian.wta import DiehlCookNetwork
 from brainsnn.errors import DeviceError
+from test_stdp import _lock_state
 
 CONFIG = dict(n_inputs=16, chunk_size=3, t_on=20 * b2.ms, t_off=10 * b2.ms, f_max=2000 * b2.Hz,
               w_target=8.0, min_spikes=3, max_repeats=2)
@@ -181,17 +182,6 @@ def test_resume_from_results_file_with_pending_images_is_exact(compiled, binary_
 
 
 # -- the project folder: lock, inputs, leftovers, the network it holds -----------------------
-
-def _lock_state(directory):
-    """'held' or 'free': whether another process can take the project lock now."""
-    code = ("import fcntl, sys\n"
-            "f = open(sys.argv[1], 'a')\n"
-            "try:\n    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB); print('free')\n"
-            "except BlockingIOError:\n    print('held')\n")
-    out = subprocess.run([sys.executable, "-c", code, os.path.join(directory, ".brainsnn.lock")],
-                         capture_output=True, text=True, check=True)
-    return out.stdout.strip()
-
 
 def test_chunks_run_and_read_results_under_the_project_lock(project, compiled, graded_images,
                                                             monkeypatch):
