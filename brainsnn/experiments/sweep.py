@@ -58,10 +58,6 @@ class Task:
         grid = [part for option, value in self.setting for part in (option, value)]
         return [*self.options, *grid, "--seed", str(self.seed), "--out", str(self.path)]
 
-    @property
-    def setting_label(self) -> str:
-        return " ".join(f"{option.lstrip('-')}={value}" for option, value in self.setting) or "-"
-
 
 @dataclass
 class TaskOutcome:
@@ -322,10 +318,10 @@ def _submit_and_wait(client, todo, retries, force, report, command, outcomes, to
             report(f"[{done}/{total}] done  {task.path.name} ({seconds:.0f} s)")
         else:
             exc = fut.exception()
-            error = f"{type(exc).__name__}: {exc}" if not isinstance(exc, RuntimeError) else str(exc)
-            outcomes[task] = TaskOutcome(task, "failed",
-                                         f"{error} (after {1 + retries} attempt{'s' if retries else ''}; output in "
-                                         f"{task.path.with_suffix('.log')})")
+            error = str(exc) if isinstance(exc, RuntimeError) else f"{type(exc).__name__}: {exc}"
+            tries = f"{1 + retries} attempt{'s' if retries else ''}"
+            outcomes[task] = TaskOutcome(task, "failed", f"{error} (after {tries}; output in "
+                                                         f"{task.path.with_suffix('.log')})")
             report(f"[{done}/{total}] FAIL  {task.path.name}: {outcomes[task].error}")
         fut.release()
 
@@ -383,15 +379,17 @@ def metric_values(rec, names=None) -> dict[str, float]:
         path = f"metrics/{name}"
         value = rec.get(path)
         if value is None:
+            present = [p[len("metrics/"):] for p in rec.keys() if p.startswith("metrics/")]
             raise ExperimentError(f"metric {name!r} is not in the file (it has "
-                                  f"{', '.join(p[8:] for p in rec.keys() if p.startswith('metrics/'))})")
+                                  f"{', '.join(present) or 'no metric'})")
         arr = np.asarray(value, dtype=float)
         if arr.ndim == 0:
             out[name] = float(arr)
             continue
         labels = _axis_labels(rec, path, arr.shape)
         for index in np.ndindex(arr.shape):
-            out[f"{name}[{','.join(labels[a][i] for a, i in enumerate(index))}]"] = float(arr[index])
+            where = ",".join(labels[axis][i] for axis, i in enumerate(index))
+            out[f"{name}[{where}]"] = float(arr[index])
     return out
 
 
@@ -455,7 +453,7 @@ def compare_settings(settings, labels, values, option: str, a: str, b: str) -> l
             continue
         partner = tuple((o, b if o == option else v) for o, v in setting)
         j = settings.index(partner)
-        rest = " ".join(f"{o.lstrip('-')}={v}" for o, v in setting if o != option)
+        rest = _label(tuple(ov for ov in setting if ov[0] != option), "")
         for m, label in enumerate(labels):
             name = f"{option.lstrip('-')} {b} - {a}" + (f" [{rest}]" if rest else "") + f": {label}"
             out.append(paired_difference(values[s, :, m], values[j, :, m], name))
@@ -476,7 +474,7 @@ def compare_metrics(settings, labels, values, first: str, second: str) -> list[C
                               f"{', '.join(labels) or 'no metric'}")
     out = []
     for s, setting in enumerate(settings):
-        where = " ".join(f"{o.lstrip('-')}={v}" for o, v in setting)
+        where = _label(setting, "")
         for i, j, suffix in pairs:
             name = f"{second}{suffix} - {first}{suffix}" + (f" [{where}]" if where else "")
             out.append(paired_difference(values[s, :, i], values[s, :, j], name))
@@ -484,8 +482,9 @@ def compare_metrics(settings, labels, values, first: str, second: str) -> list[C
 
 
 # ---------------------------------------------------------------------- the summary
-def _label(setting) -> str:
-    return " ".join(f"{o.lstrip('-')}={v}" for o, v in setting) or "-"
+def _label(setting, empty: str = "-") -> str:
+    """``lr=1e-3 T=4``: a setting as the tables show it (``empty`` for no grid)."""
+    return " ".join(f"{o.lstrip('-')}={v}" for o, v in setting) or empty
 
 
 def _number(x: float, digits: int = 4) -> str:
