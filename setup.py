@@ -53,7 +53,8 @@ setup(
         # the ImageNet folder layout (brainsnn.io.imagefolder); pick the wheel built for the
         # installed torch (the CPU one from the PyTorch index where torch is the CPU build)
         "imagenet": ["torchvision"],
-        "test": ["pytest", "scikit-learn"],
+        # the test suite covers the optional parts too (sweeps, the ImageNet folder loader)
+        "test": ["pytest", "scikit-learn", "dask[distributed]", "torchvision"],
     },
     entry_points={"console_scripts": ["brainsnn=brainsnn.cli:main"]},
 )
