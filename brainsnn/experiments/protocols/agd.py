@@ -13,6 +13,8 @@ Examples:
   brainsnn run agd --dataset mnist --scale full                  # ~12 min, 1 CPU thread
   brainsnn run agd --dataset cifar10 --scale full --torch-device cuda --max-minutes 8.28 \\
       --optimizer sgd --lr 0.1 --weight-decay 5e-4
+  torchrun --standalone --nproc_per_node 4 -m brainsnn run agd --dataset cifar10 \\
+      --arch resnet20 --scale full --torch-device cuda       # one training on 4 GPUs
 """
 from __future__ import annotations
 
@@ -23,6 +25,8 @@ from brainsnn.experiments.training import (CIFAR_CAVEAT, add_vgg_options, apply_
                                            family)
 
 PROTOCOL = "agd"
+#: --arch: the table-driven VGG, then brainsnn.engine.architectures.ARCHITECTURES
+ARCHS = ("vgg", "resnet20", "resnet18", "resnet34", "vgg11", "vgg16")
 # Per dataset family and scale (chosen on training data / validation images, never on the
 # test set). train_images / test_images None: all of them.
 CONFIGS = {
@@ -81,6 +85,9 @@ def build_parser():
                    help="calibrate initial weights to this spike rate per step (default: 0.1 "
                         "for CIFAR-10 small, off otherwise; 0 turns it off)")
     g.add_argument("--eval-T", default="1,2,3,4,6,8", help="comma-separated T for accuracy_vs_T")
+    g.add_argument("--arch", choices=ARCHS, default="vgg",
+                   help="vgg: the --conv/--fc layers (default); or a named network: resnet20, "
+                        "resnet18, resnet34 (projection shortcuts, no max-pooling), vgg11, vgg16")
     add_vgg_options(p)
     return p
 
@@ -103,27 +110,30 @@ def parse_args(argv=None):
 
 
 def run_name(args) -> str:
-    return f"{PROTOCOL}_{args.dataset}_{args.scale}_seed{args.seed}"
+    arch = "" if args.arch == "vgg" else f"_{args.arch}"
+    return f"{PROTOCOL}_{args.dataset}{arch}_{args.scale}_seed{args.seed}"
 
 
 def config_of(args) -> dict:
     keys = ("dataset", "scale", "train_images", "test_images", "validation", "T", "epochs",
             "batch_size", "lr", "optimizer", "weight_decay", "batchnorm", "encoder", "loss",
             "sigma", "kinds", "max_minutes", "init_rate", "eval_T", "conv", "fc",
-            "label_smoothing", "augment", "torch_device", "neuron", "threads", "data")
+            "label_smoothing", "augment", "torch_device", "neuron", "threads", "data", "arch")
     config = {k: getattr(args, k) for k in keys}
     if args.dataset == "cifar10":
         config["caveat"] = CIFAR_CAVEAT
     return config
 
 
-def build_classifier(args):
+def build_classifier(args, input_size=32):
+    from brainsnn.engine.architectures import arch_specs
     from brainsnn.engine.network import vgg_specs
     from brainsnn.experiments.user_models import load_neuron_model
     from brainsnn.learn.agd import AGDClassifier
 
     neuron = {"neuron": load_neuron_model(args.neuron)} if args.neuron else {}
-    specs = vgg_specs(args.conv, fc=args.fc, kinds=args.kinds)
+    specs = (vgg_specs(args.conv, fc=args.fc, kinds=args.kinds) if args.arch == "vgg" else
+             arch_specs(args.arch, n_classes=10, input_size=input_size, kinds=args.kinds))
     loss_options = ({"sigma": args.sigma} if args.loss == "stochmax"
                     else {"label_smoothing": args.label_smoothing})
     return AGDClassifier(specs, T=args.T, encoder=args.encoder, loss=args.loss,
@@ -147,6 +157,13 @@ def main(argv=None):
                                                store_network, training_figure)
 
     setup_torch(args)
+    from brainsnn.learn import distributed as ddp
+
+    if ddp.init_from_env(args.torch_device) > 1 and not ddp.is_main():
+        # under torchrun: the other ranks train their shares; rank 0 writes the results file
+        x_train, y_train, _, _ = load_data(args)
+        build_classifier(args, input_size=x_train.shape[-1]).fit(x_train, y_train)
+        return 0
     split = split_name(args)
     with Run(args, config_of(args), name=run_name(args), device=args.torch_device,
              argv=argv, resumable=False) as run:
@@ -156,7 +173,7 @@ def main(argv=None):
         rec = run.rec
         log.info(f"loading {args.dataset} ...")
         x_train, y_train, x_test, y_test = load_data(args)
-        clf = build_classifier(args)
+        clf = build_classifier(args, input_size=x_train.shape[-1])
         log.info(f"AGD {args.dataset} {args.scale}: {len(x_train)} train / {len(x_test)} {split} "
                  f"images, T={args.T}, {args.epochs} epochs, device {args.torch_device}")
         bar = run.progress(args.epochs, "train", unit="epoch")

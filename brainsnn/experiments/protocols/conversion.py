@@ -14,7 +14,9 @@ Examples::
 Architectures (``--arch``): ``vgg`` (3x3 convolutions, average pooling, fully connected
 layers; batch-norm during training for CIFAR-10, folded into weights and biases before
 conversion), ``residual`` (identity-shortcut blocks) and ``backres`` (a block of shared
-convolutions run R times, one ANN per R in ``--R``, equal parameter counts). ``--kinds``
+convolutions run R times, one ANN per R in ``--R``, equal parameter counts), and the named
+``resnet20``, ``resnet18``, ``resnet34``, ``vgg11``, ``vgg16`` (projection shortcuts; each
+residual junction weighs its shortcut by the ratio of the two branches' scales). ``--kinds``
 gives a hybrid target pattern (S spiking, A artificial per weighted layer, readout last).
 
 ``--validation N`` holds out the last N training images and evaluates on them instead of the
@@ -40,7 +42,8 @@ from brainsnn.experiments.training import (CIFAR_CAVEAT, add_vgg_options, apply_
                                            family)
 
 PROTOCOL = "conversion"
-ARCHS = ("vgg", "residual", "backres")
+#: named architectures (brainsnn.engine.architectures.ARCHITECTURES) after the table-driven ones
+ARCHS = ("vgg", "residual", "backres", "resnet20", "resnet18", "resnet34", "vgg11", "vgg16")
 METHOD_CHOICES = ("balance", "percentile")
 log = logging.getLogger("brainsnn")
 
@@ -169,8 +172,12 @@ def run_name(args) -> str:
     return f"{PROTOCOL}_{args.dataset}{arch}_{args.scale}_seed{args.seed}"
 
 
-def make_specs(arch, cfg, R=1, block_layers=1):
+def make_specs(arch, cfg, R=1, block_layers=1, input_size=32):
+    from brainsnn.engine.architectures import ARCHITECTURES, arch_specs
     from brainsnn.engine.network import backres_specs, residual_specs, vgg_specs
+
+    if arch in ARCHITECTURES:
+        return arch_specs(arch, n_classes=10, input_size=input_size, kinds="artificial")
 
     if arch == "vgg":
         return vgg_specs(cfg["conv"], fc=cfg["fc"], kinds="artificial")
@@ -284,7 +291,8 @@ def convert(run, args, cfg, split, t_start, np, torch):
         label = f"R{R}" if args.arch == "backres" else (
             "mlp" if args.arch == "vgg" and not cfg["conv"] else args.arch)
         def make_ann():
-            net = Network(make_specs(args.arch, cfg, R, args.block_layers), x_train.shape[1:],
+            net = Network(make_specs(args.arch, cfg, R, args.block_layers,
+                                     input_size=x_train.shape[-1]), x_train.shape[1:],
                           T=1).to(args.torch_device)
             return attach_batchnorm(net) if cfg["batchnorm"] and not args.ann else net
 
