@@ -44,7 +44,8 @@ from brainsnn.experiments.training import (CIFAR_CAVEAT, add_vgg_options, apply_
 PROTOCOL = "conversion"
 #: named architectures (brainsnn.engine.architectures.ARCHITECTURES) after the table-driven ones
 ARCHS = ("vgg", "residual", "backres", "resnet20", "resnet18", "resnet34", "vgg11", "vgg16")
-METHOD_CHOICES = ("balance", "percentile")
+METHOD_CHOICES = ("balance", "percentile", "qcfs", "balance+calibration",
+                  "percentile+calibration", "qcfs+calibration")
 log = logging.getLogger("brainsnn")
 
 # Per dataset family and scale. Chosen on training data only (never tuned on the test set).
@@ -106,7 +107,14 @@ def build_parser():
                    help="convolutions per BackRes / residual block (default 1 / 2)")
     g.add_argument("--method", default="balance,percentile",
                    help="threshold methods, comma-separated: balance (Sengupta et al. 2019), "
-                        "percentile (Rueckauer et al. 2017); default both")
+                        "percentile (Rueckauer et al. 2017); default both; qcfs (an ANN "
+                        "trained with the quantised clip-floor-shift activation, Bu et al. "
+                        "2022); '+calibration' after any of them: layer-wise bias "
+                        "calibration for each T (Li et al. 2021)")
+    g.add_argument("--qcfs-L", type=int, default=4,
+                   help="quantisation steps L of the QCFS activation (default 4)")
+    g.add_argument("--calibration-images", type=int, default=None,
+                   help="training images for '+calibration' (default: the --n-fit images)")
     g.add_argument("--percentile", type=float, default=99.9,
                    help="activation percentile for --method percentile (default 99.9)")
     g.add_argument("--balance-percentile", type=float, default=100.0,
@@ -160,7 +168,11 @@ def parse_args(argv=None):
     args.R = options.int_list(p, "--R", args.R) if args.arch == "backres" else (1,)
     args.method = tuple(m.strip() for m in args.method.split(",") if m.strip())
     if not args.method or any(m not in METHOD_CHOICES for m in args.method):
-        p.error(f"--method must list balance and/or percentile, got {','.join(args.method)!r}")
+        p.error(f"--method must list some of {', '.join(METHOD_CHOICES)}, got "
+                f"{','.join(args.method)!r}")
+    options.check_count(p, "--qcfs-L", args.qcfs_L)
+    if args.calibration_images is not None:
+        options.check_count(p, "--calibration-images", args.calibration_images)
     apply_vgg_options(p, args)
     if args.arch != "vgg" or args.conv:
         args.eval_batch = min(args.eval_batch, 100)   # conv layers: (T, batch, C, H, W) memory
@@ -236,6 +248,76 @@ def fit_epochs(make_ann, x_train, y_train, cfg, minutes, args):
     return epochs, minutes
 
 
+def train_qcfs_model(rec, label, make_ann, x_train, y_train, x_test, y_test, cfg, args,
+                     split):
+    """The ANN with QCFS activations (the ReLU ANN's specs, training settings and seed)."""
+    import torch
+
+    from brainsnn.experiments.run import percent
+    from brainsnn.learn.conversion import ANNToSNN, attach_batchnorm, fold_batchnorm
+    from brainsnn.learn.qcfs import QCFSNetwork, train_qcfs
+
+    torch.manual_seed(args.seed)
+    plain = make_ann()
+    net = QCFSNetwork.from_network(fold_batchnorm(plain), L=args.qcfs_L)
+    if cfg["batchnorm"]:
+        attach_batchnorm(net)
+    log.info(f"{label}: training the QCFS ANN (L = {args.qcfs_L}, {cfg['epochs']} epochs)")
+    with rec.timer(f"train_{label}_qcfs"):
+        train_qcfs(net, x_train, y_train, epochs=cfg["epochs"], batch_size=cfg["batch_size"],
+                   lr=cfg["lr"], weight_decay=cfg.get("weight_decay", 0.0),
+                   augment=cfg["augment"], device=args.torch_device, seed=args.seed,
+                   optimizer=cfg.get("optimizer", "adam"), verbose=args.verbose > 0,
+                   loss_options={"label_smoothing": args.label_smoothing})
+    lambdas = net.lambda_values()
+    net = QCFSNetwork.from_network(fold_batchnorm(net), L=args.qcfs_L, lambdas=lambdas).eval()
+    store_model(rec, f"models/{label}/qcfs_ann", net)
+    for name, lam in lambdas.items():
+        rec.set(f"models/{label}/qcfs_ann/lambda/{name}", lam, units="1")
+    acc = ANNToSNN(net, batch_size=cfg["eval_batch"],
+                   device=args.torch_device).ann_accuracy(x_test, y_test)
+    rec.set(f"models/{label}/qcfs_ann_{split}_accuracy", acc, L=args.qcfs_L,
+            n_images=len(x_test))
+    log.info(f"{label}: QCFS ANN {split} accuracy {percent(acc)}")
+    return net
+
+
+def make_converter(method, ann, cfg, args):
+    """The converter of ``method`` ('<base>' or '<base>+calibration') for ``ann``."""
+    from brainsnn.learn.calibration import CalibratedConverter
+    from brainsnn.learn.conversion import ANNToSNN
+    from brainsnn.learn.qcfs import QCFSConverter
+
+    base, _, calibration = method.partition("+")
+    common = dict(kinds=args.kinds, encoder=args.encoder, batch_size=cfg["eval_batch"],
+                  device=args.torch_device, seed=args.seed, verbose=args.verbose > 0)
+    if base == "qcfs":
+        conv = QCFSConverter(ann, **common)
+    else:
+        conv = ANNToSNN(ann, method=base, percentile=args.percentile,
+                        balance_T=cfg["balance_T"], balance_percentile=args.balance_percentile,
+                        **common)
+    if calibration:
+        conv = CalibratedConverter(conv, n_images=args.calibration_images or cfg["n_fit"])
+    return conv
+
+
+def record_latency(rec, base, conv, x_test, acc, Ts, ann_acc, label, method, n_energy=1000):
+    """Energy per T (on the first ``n_energy`` evaluation images) and the first T within one
+    point of the ANN, with its energy."""
+    from brainsnn.learn.latency import energy_vs_T, first_T_within
+
+    energy = energy_vs_T(conv, x_test[:n_energy], Ts)
+    rec.set(f"{base}/energy_vs_T", energy, T=Ts, units="J/image",
+            n_images=min(n_energy, len(x_test)))
+    T1 = first_T_within(acc, Ts, ann_acc, tolerance=0.01)
+    rec.set(f"{base}/T_within_1_point", -1 if T1 is None else T1,
+            energy=float("nan") if T1 is None else float(energy[Ts.index(T1)]),
+            units="time steps (-1: none of the T evaluated)")
+    log.info(f"{label}/{method}: within 1 point of the ANN from T = {T1}; energy per T "
+             + ", ".join(f"{T}: {e:.3g} J" for T, e in zip(Ts, energy)))
+
+
 def main(argv=None):
     args = parse_args(argv)
     import numpy as np
@@ -254,6 +336,7 @@ def main(argv=None):
     config = {**cfg, **{k: getattr(args, k) for k in (
         "dataset", "scale", "train_images", "test_images", "validation", "arch", "R",
         "block_layers", "method", "percentile", "balance_percentile", "kinds", "encoder", "ann",
+        "qcfs_L", "calibration_images",
         "label_smoothing", "torch_device", "threads", "data")}}
     if args.dataset == "cifar10":
         config["caveat"] = CIFAR_CAVEAT
@@ -329,14 +412,17 @@ def convert(run, args, cfg, split, t_start, np, torch):
         store_model(rec, f"models/{label}/ann", ann)
         rec.set(f"models/{label}/n_parameters", int(ann.n_parameters()))
         rec.set(f"models/{label}/network_config_json", json.dumps(ann.config()))
+        qcfs_ann = None
         for method in methods:
-            conv = ANNToSNN(ann, method=method, kinds=args.kinds, percentile=args.percentile,
-                            balance_T=cfg["balance_T"], balance_percentile=args.balance_percentile, encoder=args.encoder,
-                            batch_size=cfg["eval_batch"], device=args.torch_device, seed=args.seed,
-                            verbose=args.verbose > 0)
+            if method.startswith("qcfs") and qcfs_ann is None:
+                qcfs_ann = train_qcfs_model(rec, label, make_ann, x_train, y_train, x_test,
+                                            y_test, cfg, args, split)
+            conv = make_converter(method, qcfs_ann if method.startswith("qcfs") else ann,
+                                  cfg, args)
             if method == methods[0]:
                 with rec.timer(f"ann_{split}_{label}"):
-                    ann_acc = conv.ann_accuracy(x_test, y_test)
+                    ann_acc = ANNToSNN(ann, batch_size=cfg["eval_batch"],
+                                       device=args.torch_device).ann_accuracy(x_test, y_test)
                 rec.set(f"models/{label}/ann_{split}_accuracy", ann_acc, n_images=len(x_test),
                         **({"caveat": CIFAR_CAVEAT} if fam == "cifar" else {}))
                 log.info(f"{label}: ANN {split} accuracy {percent(ann_acc)}")
@@ -376,6 +462,7 @@ def convert(run, args, cfg, split, t_start, np, torch):
                 f"{report['ratio_to_ann']:.3f} at T={Ts[-1]}")
             rec.set(f"{base}/gap_to_ann", np.array([gap[T] for T in Ts]), T=Ts,
                     units="accuracy points (fraction)")
+            record_latency(rec, base, conv, x_test, acc, Ts, ann_acc, label, method)
             run.checkpoint()  # a checkpoint survives a time-out of later steps
     rec.set("metrics/T", np.array(Ts))
     # one row per model and method; then one constant row per model: its ANN (reference line,
