@@ -157,9 +157,9 @@ def test_transform_re_presents_two_levels_per_round(images, monkeypatch):
     rates_seen = []
     real = DiehlCookNetwork._run_chunk
 
-    def spy(self, rates, learn, seed):
+    def spy(self, rates, learn, seed, *rest):
         rates_seen.append(rates.max(axis=1))
-        return real(self, rates, learn, seed)
+        return real(self, rates, learn, seed, *rest)
 
     monkeypatch.setattr(DiehlCookNetwork, "_run_chunk", spy)
     counts = net.transform(x[:2])

@@ -36,7 +36,11 @@ Images that make fewer than ``min_spikes`` excitatory spikes are shown again wit
 rate raised by ``f_boost`` (Diehl & Cook's rule), here chunk-wise: they are queued at the
 start of the next chunk (``min_spikes=0`` turns this off). When a pass over the training
 images has no new image left, the images still pending get one last chunk and are then not
-shown again (a chunk costs its full length however few images it holds). With learning off
+shown again. A chunk with fewer images than ``chunk_size`` (the re-presentations at the end
+of a pass or of an inference, the last images) stops one time step after the rest of its last
+image (cpp_standalone: a ``run_regularly`` sets Brian2's stop flag at the first blank image;
+runtime: a shorter run), so it costs what it simulates; its final potentials are those of that
+step. With learning off
 (:meth:`DiehlCookNetwork.transform`) an image is shown at two higher rates at once per
 round (the lowest one that reaches ``min_spikes`` counts).
 """
@@ -85,6 +89,19 @@ _SEED_CODE = """
 
 
 
+
+
+def _stop_at_blank_python(active):
+    return active    # the runtime device runs only the chunk's images instead
+
+
+#: ``stop_at_blank(active)``: 1 for an image of the chunk; at the first blank image (0) it
+#: sets the standalone program's stop flag, which ends the run after the current time step.
+_STOP_AT_BLANK = b2.Function(_stop_at_blank_python, arg_units=[1], return_unit=1)
+_STOP_AT_BLANK.implementations.add_implementation(
+    "cpp", "double _brainsnn_stop_at_blank(double active)\n"
+           "{ if (active == 0) Network::_globally_stopped = true; return active; }\n",
+    name="_brainsnn_stop_at_blank", compiler_kwds={"headers": ['"network.h"']})
 
 
 def chunk_seed(seed: int, counter: int, stream: int = 0) -> int:
@@ -416,17 +433,25 @@ class DiehlCookNetwork(Params):
         n, n_in = self.n_neurons, self.n_inputs
         stim = b2.TimedArray(rates * b2.Hz, dt=self.period, name="stimulus")
         learn_ta = b2.TimedArray(learn, dt=self.period, name="learn")
+        # 1 for the chunk's images, 0 for its blank padding (where the program stops)
+        active = b2.TimedArray(np.ones(self.chunk_size), dt=self.period, name="active")
         # Poisson inputs as a NeuronGroup (what PoissonGroup does), with the rule's
         # presynaptic traces when they live on the neurons
         rule_traces = getattr(self.rule, "traces", "synapse") == "neuron"
         trace_ns = dict(self.rule.trace_parameters or {}) if rule_traces else {}
+        stops = self.device == "cpp_standalone"
         inputs = b2.NeuronGroup(
             n_in, f"rates = stimulus(t, i) * {self.gate} : Hz\n"
+                  + ("running : 1 (shared)\n" if stops else "")
                   + (self.rule.pre_equations if rule_traces else ""),
             # "rates > 0 and": no random number for silent inputs (background pixels, rest)
             threshold="rates > 0*Hz and rand() < rates * dt",
             reset=(self.rule.pre_reset or None) if rule_traces else None,
-            method="exact", namespace={"stimulus": stim, **trace_ns}, name="inputs")
+            method="exact", namespace={"stimulus": stim, **trace_ns, "active": active,
+                                       "stop_at_blank": _STOP_AT_BLANK}, name="inputs")
+        if stops:
+            inputs.run_regularly("running = stop_at_blank(active(t))", dt=self.period,
+                                 when="start", order=-1, name="stop_at_blank")
         exc_model, inh_model = self.simulated_models()
         if rule_traces:
             exc_model = self.rule.post_neuron(exc_model)
@@ -457,7 +482,8 @@ class DiehlCookNetwork(Params):
         ie.connect(i=src, j=tgt)
         mon = b2.SpikeMonitor(exc, record=True, name="exc_spikes")
         net = b2.Network(inputs, exc, inh, syn, ei, ie, mon)
-        return {"net": net, "stim": stim, "learn": learn_ta, "inputs": inputs, "exc": exc,
+        return {"net": net, "stim": stim, "learn": learn_ta, "active": active,
+                "inputs": inputs, "exc": exc,
                 "inh": inh, "syn": syn, "mon": mon}
 
     def simulated_models(self):
@@ -535,8 +561,12 @@ class DiehlCookNetwork(Params):
             self._built = None
 
     # -- one chunk ----------------------------------------------------------------------
-    def _run_chunk(self, rates, learn, seed):
-        """Run one chunk; return spike counts (chunk, N) and the final state arrays."""
+    def _run_chunk(self, rates, learn, seed, n_images=None):
+        """Run one chunk; return spike counts (chunk, N) and the final state arrays.
+
+        ``n_images``: the chunk's images (its first rows; default all): the run stops one
+        time step into the first blank image after them."""
+        n_images = self.chunk_size if n_images is None else int(n_images)
         if self.device == "runtime":
             devices.select_device("runtime")
             if self.codegen_target:
@@ -545,11 +575,16 @@ class DiehlCookNetwork(Params):
             objs = self._objects(rates, learn)
             self._set_values(objs)
             b2.seed(seed)
-            objs["net"].run(self.chunk_size * self.period, namespace={})
+            duration = self.chunk_size * self.period
+            if n_images < self.chunk_size:   # as the standalone program stops
+                duration = n_images * self.period + self.dt
+            objs["net"].run(duration, namespace={})
         else:
             self.compile()
             objs = self._built
+            active = (np.arange(self.chunk_size) < n_images).astype(np.float64)
             run_args = {objs["stim"]: rates * b2.Hz, objs["learn"]: learn,
+                        objs["active"]: active,
                         objs["syn"].w: self.weights.reshape(-1),
                         objs["exc"].wsum: self.weights.sum(axis=0),
                         objs["exc"].theta: self.theta * b2.volt,
@@ -586,19 +621,32 @@ class DiehlCookNetwork(Params):
             rates[row] = pixels[idx] * (learn_rate + level * float(self.f_boost))
         return rates
 
-    def _infer(self, pixels, callback=None, levels_per_round=2):
+    def _infer(self, pixels, callback=None, levels_per_round=2, run_items=None,
+               capacity=None):
         """Spike counts of all images with learning off and the re-presentation rule.
 
         With learning off the presentations are independent, so an image that made fewer
         than ``min_spikes`` spikes is shown again at its next ``levels_per_round`` levels at
         once (in the next chunk); the lowest level that reaches ``min_spikes`` is kept.
+
+        ``run_items(items)`` (default: one Brian2 chunk) returns the spike counts
+        (len(items), N) of a list of (image index, level) presentations, at most
+        ``capacity`` (default ``chunk_size``) of them.
         """
+        capacity = self.chunk_size if capacity is None else int(capacity)
+        if run_items is None:
+            chunks = iter(range(2**62))
+
+            def run_items(items):
+                counts, _ = self._run_chunk(self._rates(pixels, items), np.zeros(self.chunk_size),
+                                            chunk_seed(self.seed, next(chunks), 1), len(items))
+                return counts
         out = np.zeros((len(pixels), self.n_neurons), dtype=np.int64)
         new = deque(range(len(pixels)))
         retry = deque()  # (index, level) presentations still to make
         candidates = {}  # index -> {level: counts} of the re-presentations so far
         waiting = {}     # index -> presentations of the current round not yet made
-        counter, done = 0, 0
+        done = 0
 
         def schedule(idx, first):
             levels = list(range(first, min(first + levels_per_round, self.max_repeats + 1)))
@@ -607,14 +655,12 @@ class DiehlCookNetwork(Params):
 
         while new or retry:
             items = []
-            while retry and len(items) < self.chunk_size:
+            while retry and len(items) < capacity:
                 items.append(retry.popleft())
-            while new and len(items) < self.chunk_size:
+            while new and len(items) < capacity:
                 items.append((new.popleft(), 0))
             t0 = time.perf_counter()
-            counts, _ = self._run_chunk(self._rates(pixels, items), np.zeros(self.chunk_size),
-                                        chunk_seed(self.seed, counter, 1))
-            counter += 1
+            counts = run_items(items)
             for row, (idx, level) in enumerate(items):
                 c = counts[row]
                 if level == 0:
@@ -689,7 +735,8 @@ class DiehlCookNetwork(Params):
             flags[:len(items)] = self.plasticity([idx for idx, _ in items], len(pixels))
             t0 = time.perf_counter()
             counts, final = self._run_chunk(self._rates(pixels, items), flags,
-                                            chunk_seed(self.seed, self.train_runs, 0))
+                                            chunk_seed(self.seed, self.train_runs, 0),
+                                            len(items))
             seconds = time.perf_counter() - t0
             self.train_runs += 1
             self.images_presented += len(items)
