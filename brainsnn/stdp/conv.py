@@ -105,6 +105,7 @@ from brainsnn.stdp.preprocessing import positive_percentile
 from brainsnn.brian.wta import DiehlCookNetwork, _model_dict
 from brainsnn.engine.network import BACKRES_FORMS
 from brainsnn.engine.neuron import TorchNeuron
+from brainsnn.stdp.frozen import frozen_wta
 from brainsnn.errors import ConvSTDPError  # noqa: F401
 from brainsnn.params import Params
 from brainsnn.validation import check_finite, positive_int, validate_images
@@ -659,6 +660,20 @@ class _TorchConvWTA(torch.nn.Module):
         return self._step(state, s_in)
 
 
+def _step_settings(layer):
+    """The layer's settings that a frozen step is built with (a new step when they change)."""
+    return (layer.exc_model, layer.inh_model, float(layer.dt), float(layer.w_exc_inh),
+            float(layer.w_inh_exc), layer.stride, layer.padding)
+
+
+def _wta_module(layer, dtype, inhibition, compile, steps):
+    """The frozen layer's step for presentations of ``steps`` steps: the specialised one
+    (:mod:`brainsnn.stdp.frozen`, the same spikes) where the layer allows it, else the
+    generic one."""
+    return (frozen_wta(layer, dtype, inhibition, compile, steps)
+            or _TorchConvWTA(layer, dtype, inhibition=inhibition, compile=compile))
+
+
 def _pool(s, layer):
     if layer.pooling == "avg":
         return F.avg_pool2d(s, layer.pool)
@@ -864,22 +879,27 @@ class SpikingConvStack(Params):
         return sub._run(rates)["output"] / self.steps
 
     # -- extraction -------------------------------------------------------------------------
-    def _modules(self, upto):
-        """Torch modules of the first ``upto`` stages, kept while kernels and settings are
-        unchanged (so that compiled steps are reused from batch to batch)."""
+    def _modules(self, upto, steps=None):
+        """Torch modules of the first ``upto`` stages for presentations of ``steps`` steps
+        (default :attr:`steps`), kept while kernels and settings are unchanged (so that
+        compiled steps are reused from batch to batch)."""
+        steps = self.steps if steps is None else steps
         cache = self.__dict__.setdefault("_module_cache", {})
-        key = (self.lateral_inhibition, self.compile, str(self.dtype), str(self.torch_device))
+        key = (self.lateral_inhibition, self.compile, str(self.dtype), str(self.torch_device),
+               int(steps))
         mods = []
         for si, stage in enumerate(self.stages[:upto]):
             per_layer = []
             for li, layer in enumerate(stage_layers(stage)):
                 hit = cache.get((si, li))
                 weights, theta = layer._state()
+                settings = _step_settings(layer)
                 if (hit is None or hit[0] != key or not np.array_equal(hit[1], weights)
-                        or not np.array_equal(hit[2], theta) or hit[3].layer is not layer):
-                    mod = _TorchConvWTA(layer, self.dtype, inhibition=bool(self.lateral_inhibition),
-                                        compile=bool(self.compile)).to(self.torch_device)
-                    hit = cache[(si, li)] = (key, weights.copy(), theta.copy(), mod)
+                        or not np.array_equal(hit[2], theta) or hit[3].layer is not layer
+                        or hit[4] != settings):
+                    mod = _wta_module(layer, self.dtype, bool(self.lateral_inhibition),
+                                      bool(self.compile), steps).to(self.torch_device)
+                    hit = cache[(si, li)] = (key, weights.copy(), theta.copy(), mod, settings)
                 per_layer.append(hit[3])
             passes = _stage_passes(stage)
             mods.append(per_layer * passes if len(per_layer) == 1 else per_layer)
@@ -895,9 +915,9 @@ class SpikingConvStack(Params):
         per pass of (T, B, K, H', W') bool tensors.
         """
         upto = len(self.stages) if upto is None else int(upto)
-        mods = self._modules(upto)
         x = torch.as_tensor(input_spikes).to(self.torch_device, self.dtype)
         T, B = x.shape[:2]
+        mods = self._modules(upto, T)
         states, counts, spikes, shape = [], [], [], tuple(x.shape[2:])
         for stage, passes in zip(self.stages[:upto], mods):
             conv = stage.layer.conv_shape(shape) if isinstance(stage, BackResSTDPBlock) \
