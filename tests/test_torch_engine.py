@@ -484,6 +484,12 @@ def test_reset_is_applied_to_spiking_neurons_only():
     _, state = neuron(neuron.initial_state((1, 2), dtype=torch.float64),
                       torch.tensor([[1.5, 0.2]], dtype=torch.float64))
     assert state["theta"].tolist() == [[1.5, 1.0]] and state["count"].tolist() == [[1.0, 0.0]]
+    # a neuron whose v overflowed resets to 0 (a select); with a graph recorded the masked
+    # form v*(1 - s) is used for constants (documented: differs only for an infinite state)
+    neuron = TorchNeuron(LIF)
+    with torch.no_grad():
+        _, state = neuron({"v": torch.tensor([[math.inf, 0.5]], dtype=torch.float64)})
+    assert state["v"].tolist() == [[0.0, 0.5 * math.exp(-1 / 20)]]
     sqrt_reset = NeuronModel(name="sq", equations="dv/dt = (I - v)/(10*ms) : 1\nI : 1\nw : 1",
                              threshold="v > 1", reset="v = 0; w += 0.1*sqrt(v - 1)")
     spikes = _assert_same(sqrt_reset, I=np.linspace(0.5, 3, 20))

@@ -28,6 +28,10 @@ masked where the other terms of the condition make it irrelevant.
 
 Resets are a select (``torch.where``): Brian2 evaluates reset statements for the spiking
 neurons only, so an expression that is infinite or NaN for a silent neuron does not reach it.
+Two exact shortcuts: ``var += k`` / ``var -= k`` with a finite constant ``k`` is
+``var + s*k``; ``var = k`` while a graph is recorded (training) is ``var*(1 - s) + s*k``,
+which a select would match except for a state that is already infinite at the spike (a
+select costs more in the backward pass).
 With ``detach_reset=True`` (the default) no gradient flows through the spike in the reset;
 with ``False`` the reset ``var -> new`` has the derivative ``new - var`` with respect to the
 spike, as for the masked form ``var*(1 - s) + s*new``.
@@ -650,14 +654,21 @@ class CompiledNeuronModel:
 
     def _reset_lines(self, renderer):
         """Reset statements applied where the neuron spiked (a select, as Brian2 evaluates
-        them for the spiking neurons only); temporaries are computed for all neurons."""
+        them for the spiking neurons only); temporaries are computed for all neurons.
+
+        ``_bs_r`` is the spike as a 0/1 mask (detached unless the reset is differentiated).
+        Adding or subtracting a finite constant is exact as ``var + r*k``; an assignment of a
+        finite constant, while a graph is recorded, is the masked form ``var*(1 - r) + r*k``
+        (a select costs more in the backward pass; the two differ only where the state is
+        already infinite at the spike); everything else is a select.
+        """
         model = self.model
         if not model.reset.strip():
-            return ["_bs_ds = None"]
+            return []
         block = self._statements(model.reset, "resetter")
         lines = self._scalar_lines(block, renderer)
-        lines.append("_bs_ds = None if _bs_detach or not _bs_s.requires_grad else "
-                     "_bs_s - _bs_s.detach()")
+        lines.append("_bs_r = _bs_s.detach() if _bs_detach or not _bs_s.requires_grad else _bs_s")
+        lines.append("_bs_ds = None if _bs_r is not _bs_s else _bs_s - _bs_s.detach()")
         for stmt in block.vector:
             if stmt.var not in self.state:
                 if stmt.var in self.tensor_parameters or stmt.var in ("t", "i", "N"):
@@ -671,18 +682,38 @@ class CompiledNeuronModel:
                 raise UnsupportedConstructError(
                     f"model {model.name!r}: the reset writes to the shared variable "
                     f"{stmt.var!r}; Brian2 would write it for all neurons whenever one spikes")
-            new = self._new_value(stmt, renderer)
-            lines.append(f"_bs_new = {new}")
-            if stmt.var in self.boolean:
-                lines.append(f"{stmt.var} = _bs_torch.where(_bs_c, _bs_new, {stmt.var})")
-                continue
-            # the surrogate-gradient path of a differentiated reset: d(var)/ds = new - var
-            lines.append(f"_bs_old = {stmt.var}")
-            lines.append(f"{stmt.var} = _bs_torch.where(_bs_c, _bs_new, {stmt.var})")
-            lines.append("if _bs_ds is not None:")
-            lines.append(f"    {stmt.var} = {stmt.var} + _bs_ds * "
-                         "_bs_torch.nan_to_num(_bs_new - _bs_old)")
+            lines += self._reset_statement(stmt, renderer)
         return lines
+
+    def _finite_constant(self, stmt, renderer):
+        """The statement's right-hand side when it is a finite number, else None."""
+        code = self._vector_code(stmt, renderer)
+        try:
+            value = float(eval(code, {"__builtins__": {}}, dict(_GENERATED_NAMESPACE)))
+        except Exception:           # a tensor expression: names unknown here
+            return None
+        return code if math.isfinite(value) and stmt.var not in self.integer else None
+
+    def _reset_statement(self, stmt, renderer):
+        var = stmt.var
+        const = None if var in self.boolean else self._finite_constant(stmt, renderer)
+        if const is not None and stmt.op in ("+=", "-="):
+            return [f"{var} = {var} {stmt.op[0]} _bs_r * {const}"]
+        if const is not None and stmt.op in (":=", "="):
+            masked = f"{var} * (1.0 - _bs_r)" + ("" if float(eval(const, dict(
+                _GENERATED_NAMESPACE))) == 0 else f" + _bs_r * {const}")
+            return ["if _bs_s.requires_grad:",
+                    f"    {var} = {masked}",
+                    "else:",
+                    f"    {var} = _bs_torch.where(_bs_c, {const}, {var})"]
+        lines = [f"_bs_new = {self._new_value(stmt, renderer)}"]
+        if var in self.boolean:
+            return lines + [f"{var} = _bs_torch.where(_bs_c, _bs_new, {var})"]
+        # the surrogate-gradient path of a differentiated reset: d(var)/ds = new - var
+        return lines + [f"_bs_old = {var}",
+                        f"{var} = _bs_torch.where(_bs_c, _bs_new, {var})",
+                        "if _bs_ds is not None:",
+                        f"    {var} = {var} + _bs_ds * _bs_torch.nan_to_num(_bs_new - _bs_old)"]
 
     # -- threshold ------------------------------------------------------------------------
     def _dynamic_names(self, block):
@@ -724,9 +755,6 @@ class CompiledNeuronModel:
                 "(a >= b, a > b, a <= b, a < b) of a variable that changes during the step; "
                 "the torch engine needs one for the surrogate gradient")
         lines.append(f"_bs_c = {renderer.render_expr(cond.expr)}")
-        lines.append("if not isinstance(_bs_c, _bs_torch.Tensor):")
-        lines.append(f"    _bs_c = _bs_torch.full_like({model.input_variable}, bool(_bs_c), "
-                     "dtype=_bs_torch.bool)")
         grads = []
         for comparison, context in terms:
             high, low = comparison.left, comparison.comparators[0]
@@ -736,12 +764,32 @@ class CompiledNeuronModel:
                  f"{renderer.render_element_parentheses(low)}")
             masks = [renderer.render_element_parentheses(n) if truth else
                      f"_bs_not({renderer.render_node(n)})" for n, truth in context]
-            grads.append(f"({x}, {' & '.join(masks) if masks else 'None'})")
+            grads.append(f"{x}, {' & '.join(masks) if masks else 'None'}")
         lines.append("if _bs_torch.is_grad_enabled():")
-        lines.append(f"    _bs_s = _bs_spike(_bs_c, [{', '.join(grads)}])")
+        if len(grads) == 1:
+            lines.append(f"    _bs_s = _bs_spike(_bs_c, {grads[0]})")
+        else:
+            pairs = ", ".join(f"({g})" for g in grads)
+            lines.append(f"    _bs_s = _bs_spike.several(_bs_c, [{pairs}])")
         lines.append("else:")
         lines.append("    _bs_s = _bs_c.to(_bs_dtype)")
         return lines
+
+
+class _ComparisonSpike(torch.autograd.Function):
+    """Spikes of a condition with one comparison ``x`` (see :class:`_ConditionSpike`)."""
+
+    @staticmethod
+    def forward(ctx, cond, x, mask, alpha, name):
+        ctx.save_for_backward(x)
+        ctx.alpha, ctx.name, ctx.mask = alpha, name, mask
+        return cond.to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (x,) = ctx.saved_tensors
+        g = grad_output * SURROGATES[ctx.name](x, ctx.alpha)
+        return None, (g if ctx.mask is None else g * ctx.mask.to(g.dtype)), None, None, None
 
 
 class _ConditionSpike(torch.autograd.Function):
@@ -894,16 +942,27 @@ class TorchNeuron(nn.Module):
         self._spike = self._make_spike()
 
     def _make_spike(self):
-        name, alpha, apply = self.surrogate, self.alpha, _ConditionSpike.apply
+        name, alpha = self.surrogate, self.alpha
+        one, several = _ComparisonSpike.apply, _ConditionSpike.apply
 
-        def spike_fn(cond, comparisons):
+        def spike_fn(cond, x, mask):
+            """One comparison ``x`` (the common case, kept lean)."""
+            if not x.requires_grad:
+                return cond.to(x.dtype)                # no graph: the condition alone
+            if x.shape != cond.shape:
+                x = torch.broadcast_to(x, cond.shape)
+            return one(cond, x, mask, alpha, name)
+
+        def several_fn(cond, comparisons):
             xs = [x for x, _ in comparisons]
             if not any(isinstance(x, torch.Tensor) and x.requires_grad for x in xs):
-                return cond.to(xs[0].dtype)                # no graph: the condition alone
+                return cond.to(xs[0].dtype)
             xs = [x if isinstance(x, torch.Tensor) and x.shape == cond.shape
                   else torch.broadcast_to(torch.as_tensor(x, dtype=xs[0].dtype), cond.shape)
                   for x in xs]
-            return apply(cond, alpha, name, [m for _, m in comparisons], *xs)
+            return several(cond, alpha, name, tuple(m for _, m in comparisons), *xs)
+
+        spike_fn.several = several_fn
         return spike_fn
 
     @property
