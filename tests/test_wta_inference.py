@@ -159,3 +159,21 @@ def test_standalone_chunk_stops_like_runtime(pixels, tmp_path):
     _, final_full = net._run_chunk(rates, np.zeros(4), 5)
     net.close()
     assert not np.allclose(final["v_exc"], final_full["v_exc"])
+
+
+def test_diehl_cook_protocol_labels_and_tests_on_torch(data_dir, tmp_path):
+    """--inference torch: the protocol's assignment and test run on the torch engine and the
+    file says so; the counts give an accuracy like any other (a number in [0, 1])."""
+    from brainsnn.experiments.protocols import diehl_cook
+    from brainsnn.io.results import RunResults
+
+    out = tmp_path / "dc.h5"
+    argv = ["--scale", "smoke", "--brian-device", "runtime", "--neurons", "4",
+            "--train-images", "6", "--assign-images", "6", "--test-images", "4",
+            "--chunk-size", "3", "--eval-every", "6", "-q", "--data", str(data_dir),
+            "--inference", "torch", "--inference-batch", "4", "--out", str(out)]
+    assert diehl_cook.main(argv) == 0
+    rec = RunResults.load(out)
+    assert str(rec["inference/engine"]) == "torch"
+    assert 0.0 <= float(rec["metrics/test_accuracy"]) <= 1.0
+    assert int(np.sum(rec["layers/exc/spikes_per_image"] >= 0)) == 4

@@ -65,6 +65,14 @@ def build_parser():
     p.add_argument("--max-silent-chunks", type=int, default=3,
                    help="stop (exit status 3, checkpoint kept) after this many training chunks "
                         "in a row without an excitatory spike (0: never)")
+    p.add_argument("--inference", default="brian2", choices=["brian2", "torch"],
+                   help="engine of label assignment and test (learning off): brian2 (default: "
+                        "the training network's chunks; faster on a CPU) or torch (batched, the "
+                        "same equations; for a GPU)")
+    p.add_argument("--inference-batch", type=int, default=1024,
+                   help="--inference torch: images simulated at once")
+    p.add_argument("--inference-device", default=None,
+                   help="--inference torch: torch device (default cuda when available, else cpu)")
     p.add_argument("--build-dir", default=None,
                    help="standalone project folder (default: the cache, keyed by the network)")
     return p
@@ -73,7 +81,7 @@ def build_parser():
 def parse_args(argv=None):
     p = build_parser()
     args = options.parse(p, SCALES, argv)
-    for option in ("neurons", "chunk_size", "eval_every"):
+    for option in ("neurons", "chunk_size", "eval_every", "inference_batch"):
         options.check_count(p, "--" + option.replace("_", "-"), getattr(args, option))
     options.check_count(p, "--assign-images", args.assign_images, 60000 - args.validation)
     if args.eta_final is None:
@@ -251,6 +259,17 @@ def evaluate(run, args, net, x_assign, y_assign, x_test, y_test):
     from brainsnn.stdp.labels import LabelAssignment, accuracy
 
     rec = run.rec
+    engine = net
+    if args.inference == "torch":
+        import torch
+
+        from brainsnn.stdp.wta_inference import TorchWTAInference
+
+        device = args.inference_device or ("cuda" if torch.cuda.is_available() else "cpu")
+        engine = TorchWTAInference(net, batch_size=args.inference_batch, device=device)
+        log.info(f"inference on the torch engine ({device}, {args.inference_batch} images at once)")
+    rec.set("inference/engine", args.inference,
+            description="engine of label assignment and test: brian2 or torch")
 
     def phase(name, x):
         bar = run.progress(len(x), name)
@@ -258,7 +277,7 @@ def evaluate(run, args, net, x_assign, y_assign, x_test, y_test):
         def cb(info):
             bar.update(info["done"] - bar.n)
         with bar, rec.timer(name), run.shielded():
-            return net.transform(x, callback=cb)
+            return engine.transform(x, callback=cb)
 
     counts_assign = phase("assign", x_assign)
     clf = LabelAssignment().fit(counts_assign, y_assign)

@@ -1,0 +1,132 @@
+"""Diehl & Cook inference speed: Brian2 cpp_standalone chunks against batched torch.
+
+One N (default 400) on one thread count (``--threads``; set OMP_NUM_THREADS to the same):
+
+1. phases of a short run (train, assign, test on ``--images`` images each, chunk 1,000), once
+   with re-presentation chunks at full length (as before chunks stopped after their
+   images) and once as they run now (a chunk stops after its last image); seconds per phase
+   and re-presentations;
+2. the trained network's inference on the torch engine (float64, ``--batch`` lanes) on the
+   first ``--torch-images`` test images: images/s, and the test accuracy with the labels
+   assigned from Brian2's counts, against Brian2's accuracy on the same images.
+
+Writes results/bench_wta_inference_n<N>_t<threads>.h5 (RunResults) and prints the figures.
+
+    OMP_NUM_THREADS=1 python tools/bench_wta_inference.py --threads 1
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy as np
+
+
+def phases(net, x_train, y_train, x_test, full_length_chunks):
+    """Seconds and presentations of train/assign/test; ``full_length_chunks`` runs every
+    chunk to its full length (the behaviour before chunks stopped after their images)."""
+    from brainsnn.brian.wta import DiehlCookNetwork
+
+    real = DiehlCookNetwork._run_chunk
+
+    def full_length(self, rates, learn, seed, n_images=None):
+        return real(self, rates, learn, seed)
+
+    if full_length_chunks:
+        DiehlCookNetwork._run_chunk = full_length
+    calls = {"n": 0}
+    counted = DiehlCookNetwork._run_chunk
+
+    def counting(self, *a, **k):
+        calls["n"] += 1
+        return counted(self, *a, **k)
+
+    DiehlCookNetwork._run_chunk = counting
+    try:
+        out = {}
+        t0 = time.perf_counter()
+        net.fit(x_train)
+        out["train_s"] = time.perf_counter() - t0
+        out["train_chunks"] = calls["n"]
+        out["train_re_presentations"] = net.images_presented - len(x_train)
+        for name, x in (("assign", x_train), ("test", x_test)):
+            calls["n"] = 0
+            t0 = time.perf_counter()
+            out[f"{name}_counts"] = net.transform(x)
+            out[f"{name}_s"] = time.perf_counter() - t0
+            out[f"{name}_chunks"] = calls["n"]
+        return out
+    finally:
+        DiehlCookNetwork._run_chunk = real
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--neurons", type=int, default=400)
+    p.add_argument("--images", type=int, default=1000)
+    p.add_argument("--torch-images", type=int, default=256)
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--data", default=os.environ.get("BRAINSNN_DATA"))
+    args = p.parse_args(argv)
+
+    import torch
+
+    from brainsnn import paths
+    from brainsnn.brian.wta import DiehlCookNetwork
+    from brainsnn.io.datasets import load_mnist
+    from brainsnn.io.results import RunResults
+    from brainsnn.stdp.labels import LabelAssignment, accuracy
+    from brainsnn.stdp.wta_inference import TorchWTAInference
+
+    torch.set_num_threads(args.threads)
+    x_train, y_train = load_mnist("train", data_dir=args.data, n=args.images)
+    x_test, y_test = load_mnist("test", data_dir=args.data, n=args.images)
+    net = DiehlCookNetwork(args.neurons, chunk_size=1000, threads=args.threads)
+    load = [os.getloadavg()[0]]
+    t0 = time.perf_counter()
+    net.compile()
+    compile_s = time.perf_counter() - t0
+    rec = RunResults("bench_wta_inference", vars(args), seed=0, device="cpp_standalone")
+    rec.set("benchmark/compile_s", compile_s, units="s")
+    runs = {}
+    for label, full in (("full_length_chunks", True), ("stopping_chunks", False)):
+        runs[label] = phases(net, x_train, y_train, x_test, full)
+        load.append(os.getloadavg()[0])
+        for key, value in runs[label].items():
+            if not key.endswith("_counts"):
+                rec.set(f"benchmark/{label}/{key}", value)
+        print(label, {k: (round(v, 2) if isinstance(v, float) else v)
+                      for k, v in runs[label].items() if not k.endswith("_counts")})
+    now = runs["stopping_chunks"]
+    clf = LabelAssignment().fit(now["assign_counts"], y_train)
+    k = args.torch_images
+    brian_rate = 2 * args.images / (now["assign_s"] + now["test_s"])
+    inference = TorchWTAInference(net, batch_size=args.batch)
+    t0 = time.perf_counter()
+    torch_counts = inference.transform(x_test[:k])
+    torch_s = time.perf_counter() - t0
+    load.append(os.getloadavg()[0])
+    torch_rate = k / torch_s
+    acc_brian = accuracy(clf.predict(now["test_counts"][:k]), y_test[:k])
+    acc_torch = accuracy(clf.predict(torch_counts), y_test[:k])
+    figures = {"brian2_inference_images_per_second": brian_rate,
+               "torch_inference_images_per_second": torch_rate,
+               "torch_over_brian2": torch_rate / brian_rate,
+               "brian2_test_accuracy": acc_brian, "torch_test_accuracy": acc_torch,
+               "brian2_spikes_per_image": float(now["test_counts"][:k].sum(1).mean()),
+               "torch_spikes_per_image": float(torch_counts.sum(1).mean())}
+    for key, value in figures.items():
+        rec.set(f"benchmark/{key}", value)
+    rec.set("machine/load_average_1min", np.asarray(load),
+            description="1-min load average at the start and after each part (shared machine)")
+    print({k: round(v, 4) for k, v in figures.items()}, "load", load)
+    out = paths.results_dir() / f"bench_wta_inference_n{args.neurons}_t{args.threads}.h5"
+    rec.save(out)
+    print("wrote", out)
+    net.close()
+
+
+if __name__ == "__main__":
+    main()
