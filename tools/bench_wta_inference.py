@@ -35,12 +35,16 @@ def phases(net, x_train, y_train, x_test, full_length_chunks):
 
     if full_length_chunks:
         DiehlCookNetwork._run_chunk = full_length
-    calls = {"n": 0}
+    calls = {"n": 0, "chunks": []}
     counted = DiehlCookNetwork._run_chunk
 
-    def counting(self, *a, **k):
+    def counting(self, rates, learn, seed, n_images=None):
         calls["n"] += 1
-        return counted(self, *a, **k)
+        t0 = time.perf_counter()
+        result = counted(self, rates, learn, seed, n_images)
+        calls["chunks"].append((self.chunk_size if n_images is None else n_images,
+                                time.perf_counter() - t0))
+        return result
 
     DiehlCookNetwork._run_chunk = counting
     try:
@@ -49,6 +53,8 @@ def phases(net, x_train, y_train, x_test, full_length_chunks):
         net.fit(x_train)
         out["train_s"] = time.perf_counter() - t0
         out["train_chunks"] = calls["n"]
+        out["train_chunk_images_seconds"] = np.asarray(calls["chunks"])
+        calls["chunks"] = []
         out["train_re_presentations"] = net.images_presented - len(x_train)
         for name, x in (("assign", x_train), ("test", x_test)):
             calls["n"] = 0
@@ -56,6 +62,8 @@ def phases(net, x_train, y_train, x_test, full_length_chunks):
             out[f"{name}_counts"] = net.transform(x)
             out[f"{name}_s"] = time.perf_counter() - t0
             out[f"{name}_chunks"] = calls["n"]
+            out[f"{name}_chunk_images_seconds"] = np.asarray(calls["chunks"])
+            calls["chunks"] = []
         return out
     finally:
         DiehlCookNetwork._run_chunk = real
@@ -90,6 +98,7 @@ def main(argv=None):
     compile_s = time.perf_counter() - t0
     rec = RunResults("bench_wta_inference", vars(args), seed=0, device="cpp_standalone")
     rec.set("benchmark/compile_s", compile_s, units="s")
+    print(f"compiled in {compile_s:.1f} s")
     runs = {}
     for label, full in (("full_length_chunks", True), ("stopping_chunks", False)):
         runs[label] = phases(net, x_train, y_train, x_test, full)
@@ -97,7 +106,7 @@ def main(argv=None):
         for key, value in runs[label].items():
             if not key.endswith("_counts"):
                 rec.set(f"benchmark/{label}/{key}", value)
-        print(label, {k: (round(v, 2) if isinstance(v, float) else v)
+        print(label, {k: (np.round(v, 2) if isinstance(v, (float, np.ndarray)) else v)
                       for k, v in runs[label].items() if not k.endswith("_counts")})
     now = runs["stopping_chunks"]
     clf = LabelAssignment().fit(now["assign_counts"], y_train)
