@@ -79,8 +79,7 @@ CONFIGS = {
                             fc=(512,), width=64, epochs=100, batch_size=128, lr=0.1,
                             optimizer="sgd", weight_decay=5e-4, batchnorm=True,
                             augment="crop_flip_cutout", label_smoothing=0.1,
-                            Ts=(32, 64, 128, 256), n_fit=512, balance_T=128, eval_batch=128,
-                            max_minutes=8.0, reserve_minutes=2.6),
+                            Ts=(32, 64, 128, 256), n_fit=512, balance_T=128, eval_batch=128),
 }
 
 
