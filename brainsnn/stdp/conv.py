@@ -666,6 +666,13 @@ def _step_settings(layer):
             float(layer.w_inh_exc), layer.stride, layer.padding)
 
 
+#: Images per torch thread simulated together on the CPU in extraction (a batch is run
+#: chunk by chunk, so that a chunk's state stays in the caches for all its steps). Measured
+#: on one thread, 32 5x5 kernels on 28x28 images: 16 images (about 9 MB of state) ran 2.2x
+#: faster than 256 (120 MB) and 1.1x faster than 32 or 8.
+CHUNK_IMAGES = 16
+
+
 def _wta_module(layer, dtype, inhibition, compile, steps):
     """The frozen layer's step for presentations of ``steps`` steps: the specialised one
     (:mod:`brainsnn.stdp.frozen`, the same spikes) where the layer allows it, else the
@@ -930,6 +937,9 @@ class SpikingConvStack(Params):
         stage_out = [None] * len(mods)
         additive = [_additive(stage) for stage in self.stages[:upto]]
         pool_layers = [_stage_layer(stage) for stage in self.stages[:upto]]
+        # the last stage's output, when pooling is linear ('avg', 'none'), is its counts
+        # pooled once at the end: the same numbers (multiples of 1/pool**2, exact in float)
+        deferred = len(mods) - 1 if pool_layers and pool_layers[-1].pooling != "max" else None
         for t in range(T):
             s = x[t]
             for si, passes in enumerate(mods):
@@ -941,8 +951,14 @@ class SpikingConvStack(Params):
                     counts[si][p] += s
                     if record:
                         spikes[si][p].append(s.bool().cpu())
+                if si == deferred:
+                    continue
                 s = _pool(s, pool_layers[si])
                 stage_out[si] = s.clone() if stage_out[si] is None else stage_out[si] + s
+        if T and deferred is not None:
+            total = counts[deferred][-1]
+            pooled = _pool(total, pool_layers[deferred])
+            stage_out[deferred] = pooled.clone() if pooled is total else pooled
         if T == 0:
             stage_out = [torch.zeros((B, *self.shapes[i + 1]), dtype=self.dtype,
                                      device=self.torch_device) for i in range(len(mods))]
@@ -950,6 +966,20 @@ class SpikingConvStack(Params):
         if record:
             result["spikes"] = [[torch.stack(p) for p in st] for st in spikes]
         return result
+
+    def _simulate_chunks(self, input_spikes, upto=None):
+        """:meth:`simulate` on chunks of :data:`CHUNK_IMAGES` images per torch thread of a
+        batch of input spikes, one after another (each chunk's state stays in the CPU caches
+        for all its steps; the images are independent: the same counts), concatenated."""
+        B, chunk = input_spikes.shape[1], CHUNK_IMAGES * torch.get_num_threads()
+        if str(self.torch_device) != "cpu" or B <= chunk:
+            return self.simulate(input_spikes, upto=upto)
+        parts = [self.simulate(input_spikes[:, i:i + chunk], upto=upto)
+                 for i in range(0, B, chunk)]
+        return {"output": torch.cat([p["output"] for p in parts]),
+                "stage_outputs": [torch.cat(o) for o in zip(*(p["stage_outputs"] for p in parts))],
+                "counts": [[torch.cat(c) for c in zip(*stage)]
+                           for stage in zip(*(p["counts"] for p in parts))]}
 
     def poisson_input(self, x, generator):
         """Bernoulli input spikes ``(T, B, C, H, W)``: probability ``x * f_in * dt`` per step."""
@@ -977,7 +1007,7 @@ class SpikingConvStack(Params):
         t0 = time.perf_counter()
         for i in range(0, len(x), bs):
             xb = x[i:i + bs]
-            res = self.simulate(self.poisson_input(xb, gen), upto=upto)
+            res = self._simulate_chunks(self.poisson_input(xb, gen), upto=upto)
             outs.append(res["output"].cpu().numpy())
             stage_outs.append([o.cpu().numpy() for o in res["stage_outputs"]])
             per = [[float(c.mean()) * len(xb) / self.steps for c in st] for st in res["counts"]]
