@@ -675,9 +675,9 @@ CHUNK_IMAGES = 16
 
 def _wta_module(layer, dtype, inhibition, compile, steps):
     """The frozen layer's step for presentations of ``steps`` steps: the specialised one
-    (:mod:`brainsnn.stdp.frozen`, the same spikes) where the layer allows it, else the
-    generic one."""
-    return (frozen_wta(layer, dtype, inhibition, compile, steps)
+    (:mod:`brainsnn.stdp.frozen`, the same spikes) where the layer allows it, else (or with
+    ``steps=None``) the generic one."""
+    return ((steps is not None and frozen_wta(layer, dtype, inhibition, compile, steps))
             or _TorchConvWTA(layer, dtype, inhibition=inhibition, compile=compile))
 
 
@@ -720,6 +720,10 @@ class SpikingConvStack(Params):
         Run each layer's step through :func:`torch.compile` (fused: 3.5x faster than
         eager for a 32-kernel layer on one CPU thread; about 20 s of compilation per layer
         shape).
+    frozen_step : bool
+        Run each layer with the specialised frozen step of :mod:`brainsnn.stdp.frozen` where
+        the layer allows it (the same spikes, bit for bit; 3-5x faster on the CPU); False runs
+        the generic torch-engine step (for comparison).
 
     The layers of every stage after the first are fed by spikes: :meth:`fit` sets their
     ``f_max`` to ``1/dt`` (an input intensity is then spikes per step) and ``min_spikes`` to
@@ -730,12 +734,13 @@ class SpikingConvStack(Params):
 
     def __init__(self, stages, input_shape, t_on=None, torch_device="cpu",
                  dtype=torch.float32, batch_size=128, seed=0, f_in=None,
-                 lateral_inhibition=True, compile=False):
+                 lateral_inhibition=True, compile=False, frozen_step=True):
         self.stages, self.input_shape = stages, input_shape
         self.t_on, self.f_in = t_on, f_in
         self.torch_device, self.dtype = torch_device, dtype
         self.batch_size, self.seed = batch_size, seed
         self.lateral_inhibition, self.compile = lateral_inhibition, compile
+        self.frozen_step = frozen_step
 
     # -- derived values ---------------------------------------------------------------------
     @property
@@ -882,7 +887,8 @@ class SpikingConvStack(Params):
                                t_on=self.presentation_time, torch_device=self.torch_device,
                                dtype=self.dtype, batch_size=self.batch_size,
                                seed=self.seed + 7919 * (stage_index + 1), f_in=1.0 / self.dt,
-                               lateral_inhibition=self.lateral_inhibition, compile=self.compile)
+                               lateral_inhibition=self.lateral_inhibition, compile=self.compile,
+                               frozen_step=self.frozen_step)
         return sub._run(rates)["output"] / self.steps
 
     # -- extraction -------------------------------------------------------------------------
@@ -893,7 +899,7 @@ class SpikingConvStack(Params):
         steps = self.steps if steps is None else steps
         cache = self.__dict__.setdefault("_module_cache", {})
         key = (self.lateral_inhibition, self.compile, str(self.dtype), str(self.torch_device),
-               int(steps))
+               int(steps), bool(self.frozen_step))
         mods = []
         for si, stage in enumerate(self.stages[:upto]):
             per_layer = []
@@ -905,7 +911,8 @@ class SpikingConvStack(Params):
                         or not np.array_equal(hit[2], theta) or hit[3].layer is not layer
                         or hit[4] != settings):
                     mod = _wta_module(layer, self.dtype, bool(self.lateral_inhibition),
-                                      bool(self.compile), steps).to(self.torch_device)
+                                      bool(self.compile), steps if self.frozen_step else None
+                                      ).to(self.torch_device)
                     hit = cache[(si, li)] = (key, weights.copy(), theta.copy(), mod, settings)
                 per_layer.append(hit[3])
             passes = _stage_passes(stage)
