@@ -134,20 +134,23 @@ def test_bad_arguments():
 
 def test_a_short_chunk_stops_after_its_images(pixels):
     """A chunk of 2 images in a chunk of 4 (runtime): the same counts for its images as the
-    full-length chunk with the same seed, nothing after them."""
+    full-length chunk with the same seed, and it ends 2 images + 1 step in: the excitatory
+    potentials are further from rest than after the 2 blank images of the full chunk."""
     net = tiny()
     rates = net._rates(pixels, [(0, 0), (1, 0)])
-    full, _ = net._run_chunk(rates, np.zeros(4), 5)
-    short, _ = net._run_chunk(rates, np.zeros(4), 5, n_images=2)
+    full, final_full = net._run_chunk(rates, np.zeros(4), 5)
+    short, final = net._run_chunk(rates, np.zeros(4), 5, n_images=2)
     np.testing.assert_array_equal(short[:2], full[:2])
     assert short[2:].sum() == 0 and full[:2].sum() > 0
+    v_rest = -65e-3
+    assert np.all(np.abs(final["v_exc"] - v_rest) > np.abs(final_full["v_exc"] - v_rest))
 
 
 @pytest.mark.slow
 def test_standalone_chunk_stops_like_runtime(pixels, tmp_path):
     """cpp_standalone stops at the first blank image: counts of a short inference chunk equal
-    those of the full-length chunk, and the final potentials are those of a runtime network
-    run for the same time (a deterministic input: no Poisson spike in rest or blank images)."""
+    those of the full-length chunk, and its final potentials differ from the full chunk's
+    (the program did stop early)."""
     net = tiny(device="cpp_standalone", codegen_target=None, directory=str(tmp_path / "p"))
     rates = net._rates(pixels, [(0, 0), (1, 0)])
     full, _ = net._run_chunk(rates, np.zeros(4), 5)
