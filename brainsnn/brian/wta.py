@@ -39,7 +39,8 @@ images has no new image left, the images still pending get one last chunk and ar
 shown again. A chunk with fewer images than ``chunk_size`` (the re-presentations at the end
 of a pass or of an inference, the last images) stops one time step after the rest of its last
 image (cpp_standalone: a ``run_regularly`` sets Brian2's stop flag at the first blank image;
-runtime: a shorter run), so it costs what it simulates; its final potentials are those of that
+runtime: a shorter run; cuda_standalone chunks keep their full length), so it costs what it
+simulates; its final potentials are those of that
 step. With learning off
 (:meth:`DiehlCookNetwork.transform`) an image is shown at two higher rates at once per
 round (the lowest one that reaches ``min_spikes`` counts).
