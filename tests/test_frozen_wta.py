@@ -177,3 +177,14 @@ def test_compiled_frozen_step_on_a_32_kernel_layer_is_the_generic_one():
     fast = stack.run(x)["output"]
     assert fast.sum() > 1000
     np.testing.assert_array_equal(fast, _generic_run(stack, x)["output"])
+
+
+def test_roofline_rate_by_hand_and_bad_input():
+    from brainsnn.analysis.roofline import copy_bandwidth, roofline_rate
+    from brainsnn.errors import BrainsnnError
+    assert roofline_rate(120e6, 24e9) == pytest.approx(200.0)
+    assert copy_bandwidth(mbytes=8, repeats=2) > 1e8             # any machine: > 0.1 GB/s
+    with pytest.raises(BrainsnnError, match="positive bytes"):
+        roofline_rate(0, 1e9)
+    with pytest.raises(BrainsnnError, match="repeats >= 1"):
+        copy_bandwidth(repeats=0)
