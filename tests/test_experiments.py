@@ -63,7 +63,7 @@ def test_help_parses_before_heavy_imports():
     (["agd", "--torch-device", "gpu"], "--torch-device must be cpu, cuda or cuda:N"),
     (["conversion", "--percentile", "150"], "--percentile must be a finite number > 0 and <= 100"),
     (["conversion", "--n-fit", "0"], "--n-fit must be in 1.."),
-    (["conversion", "--method", "magic"], "--method must list balance and/or percentile"),
+    (["conversion", "--method", "magic"], "--method must list some of balance, percentile"),
 ])
 def test_bad_arguments_are_one_line_and_exit_2(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
