@@ -380,7 +380,7 @@ def test_conv_stdp_protocol_smoke(tmp_path, data_dir):
     assert rec.is_complete
     assert rec.get("layers/conv1/kernels").shape == (8, 1, 5, 5)
     assert rec.get("layers/conv1/spike_rate") > 0
-    assert 0.0 <= rec.get("metrics/test_accuracy") <= 1.0
+    assert rec.get("metrics/test_accuracy") > 0.3          # 10 classes: chance is 0.1
     assert rec.get("energy/total") > 0
     assert rec.get("timings/extract_images_per_second") > 0
     import h5py

@@ -439,6 +439,8 @@ def test_protocol_smoke_writes_results(tmp_path, data_dir):
     T = np.asarray(rec.get("metrics/T"))
     acc = np.asarray(rec.get("metrics/accuracy_vs_T"))
     assert T.ndim == 1 and acc.shape[-1] == len(T) and np.all((acc >= 0) & (acc <= 1))
+    ann = rec.attrs("metrics/accuracy_vs_T")["ann_accuracy"][0]
+    assert ann > 0.5 and acc[0, -1] > ann - 0.1     # converted: close to its ANN at the largest T
     assert float(rec.get("energy/total")) > 0
     assert out.with_suffix(".png").exists()
 

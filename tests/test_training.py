@@ -196,8 +196,9 @@ def test_agd_protocol_smoke(load_protocol, tmp_path, data_dir):
                      "--train-images", "300", "--test-images", "200", "--eval-T", "1,4",
                      "--plot"]) == 0
     rec = RunResults.load(out)
-    assert 0 <= float(rec.get("metrics/test_accuracy")) <= 1
+    assert float(rec.get("metrics/test_accuracy")) > 0.2       # 300 images, 1 epoch; chance 0.1
     assert list(np.asarray(rec.get("metrics/T"))) == [1, 4]
+    assert float(rec.get("metrics/accuracy_vs_T")[1]) == float(rec.get("metrics/test_accuracy"))
     total = float(rec.get("energy/total"))
     layers = [k for k in rec.children("energy") if k != "total"]
     assert total == pytest.approx(sum(float(rec.get(f"energy/{k}")) for k in layers))
