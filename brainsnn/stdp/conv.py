@@ -105,7 +105,7 @@ from brainsnn.stdp.preprocessing import positive_percentile
 from brainsnn.brian.wta import DiehlCookNetwork, _model_dict
 from brainsnn.engine.network import BACKRES_FORMS
 from brainsnn.engine.neuron import TorchNeuron
-from brainsnn.stdp.frozen import frozen_wta
+from brainsnn.stdp.frozen import CompiledStep, frozen_wta
 from brainsnn.errors import ConvSTDPError  # noqa: F401
 from brainsnn.params import Params
 from brainsnn.validation import check_finite, positive_int, validate_images
@@ -607,7 +607,7 @@ def _carried(neuron, state):
     return {k: v for k, v in state.items() if k not in neuron.compiled.derived}
 
 
-class _TorchConvWTA(torch.nn.Module):
+class _TorchConvWTA(CompiledStep):
     """One frozen conv WTA layer (one pass) on the torch engine.
 
     ``inhibition=False`` leaves lateral inhibition out (extraction option, see
@@ -624,12 +624,7 @@ class _TorchConvWTA(torch.nn.Module):
         self.inh = TorchNeuron(layer.inh_model, dt=layer.dt)
         self.register_buffer("weight", torch.as_tensor(layer.kernels, dtype=dtype))
         self.register_buffer("theta", torch.as_tensor(layer.theta, dtype=dtype).view(1, -1, 1, 1))
-        self._compiled = None
-        if compile:
-            try:
-                self._compiled = torch.compile(self._step, dynamic=False)
-            except Exception:                                   # pragma: no cover
-                self._compiled = None
+        self._compile_step(compile)
 
     def initial_state(self, shape, device, dtype):
         """Every image starts at rest (v = v_rest), as after the rest period of learning."""
@@ -650,15 +645,6 @@ class _TorchConvWTA(torch.nn.Module):
             exc_state["gi"] = exc_state["gi"] + lay.w_inh_exc * (s_inh.sum(1, keepdim=True) - s_inh)
         return s_exc, (_carried(self.exc, exc_state), _carried(self.inh, inh_state))
 
-    def step(self, state, s_in):
-        """One Brian2-schedule step: returns the excitatory spikes (B, K, H', W')."""
-        if self._compiled is not None:
-            try:
-                return self._compiled(state, s_in)
-            except Exception:                                   # pragma: no cover
-                self._compiled = None                           # no compiler here: eager
-        return self._step(state, s_in)
-
 
 def _step_settings(layer):
     """The layer's settings that a frozen step is built with (a new step when they change)."""
@@ -666,11 +652,11 @@ def _step_settings(layer):
             float(layer.w_inh_exc), layer.stride, layer.padding)
 
 
-#: Images per torch thread simulated together on the CPU in extraction (a batch is run
-#: chunk by chunk, so that a chunk's state stays in the caches for all its steps). Measured
-#: on one thread, 32 5x5 kernels on 28x28 images: 16 images (about 9 MB of state) ran 2.2x
-#: faster than 256 (120 MB) and 1.1x faster than 32 or 8.
-CHUNK_IMAGES = 16
+#: Images simulated together on the CPU in extraction (a batch is run chunk by chunk, so
+#: that a chunk's state stays in the caches for all its steps; one size whatever the thread
+#: count, so that a compiled step serves every count). Measured on one thread, 32 5x5 kernels
+#: on 28x28 images: 16 to 32 images (9 to 18 MB of state) ran 1.9-2.2x faster than 256.
+CHUNK_IMAGES = 32
 
 
 def _wta_module(layer, dtype, inhibition, compile, steps):
@@ -975,10 +961,10 @@ class SpikingConvStack(Params):
         return result
 
     def _simulate_chunks(self, input_spikes, upto=None):
-        """:meth:`simulate` on chunks of :data:`CHUNK_IMAGES` images per torch thread of a
-        batch of input spikes, one after another (each chunk's state stays in the CPU caches
-        for all its steps; the images are independent: the same counts), concatenated."""
-        B, chunk = input_spikes.shape[1], CHUNK_IMAGES * torch.get_num_threads()
+        """:meth:`simulate` on chunks of :data:`CHUNK_IMAGES` images of a batch of input
+        spikes, one after another (each chunk's state stays in the CPU caches for all its
+        steps; the images are independent: the same counts), concatenated."""
+        B, chunk = input_spikes.shape[1], CHUNK_IMAGES
         if str(self.torch_device) != "cpu" or B <= chunk:
             return self.simulate(input_spikes, upto=upto)
         parts = [self.simulate(input_spikes[:, i:i + chunk], upto=upto)

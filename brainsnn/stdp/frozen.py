@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from brainsnn.engine.neuron import TorchNeuron
 
-__all__ = ["FrozenConvWTA", "frozen_wta", "refractory_steps", "inhibition_follows_partner",
+__all__ = ["CompiledStep", "FrozenConvWTA", "frozen_wta", "refractory_steps", "inhibition_follows_partner",
            "stream_bytes_per_image"]
 
 #: Names an extracted expression may read (state, constants of the layer, torch).
@@ -173,7 +173,31 @@ def _make_step(neuron, layer):
     return namespace["_frozen_step"], refractory[0], source
 
 
-class FrozenConvWTA(torch.nn.Module):
+class CompiledStep(torch.nn.Module):
+    """A module whose ``_step(state, s_in)`` runs through :func:`torch.compile` when asked
+    (the same operations fused; eager where no compiler works). The fused CPU loops use the
+    thread count set when they run (``torch.set_num_threads``), not the one at compilation."""
+
+    def _compile_step(self, compile):
+        self._compiled = None
+        if compile:
+            try:
+                self._compiled = torch.compile(self._step, dynamic=False,
+                                               options={"cpp.dynamic_threads": True})
+            except Exception:                                   # pragma: no cover
+                self._compiled = None
+
+    def step(self, state, s_in):
+        """One Brian2-schedule step: returns the excitatory spikes (B, K, H', W')."""
+        if self._compiled is not None:
+            try:
+                return self._compiled(state, s_in)
+            except Exception:                                   # pragma: no cover
+                self._compiled = None                           # no compiler here: eager
+        return self._step(state, s_in)
+
+
+class FrozenConvWTA(CompiledStep):
     """One frozen conv WTA layer (one pass): the interface of the generic module
     (``initial_state``, ``step``), with the specialised step of this module's doc.
 
@@ -192,12 +216,7 @@ class FrozenConvWTA(torch.nn.Module):
         self.register_buffer("weight", torch.as_tensor(layer.kernels, dtype=dtype))
         self.register_buffer("theta", torch.as_tensor(layer.theta, dtype=dtype).view(1, -1, 1, 1))
         self._step_fn = step
-        self._compiled = None
-        if compile:
-            try:
-                self._compiled = torch.compile(self._step, dynamic=False)
-            except Exception:                                   # pragma: no cover
-                self._compiled = None
+        self._compile_step(compile)
 
     def initial_state(self, shape, device, dtype):
         """Every image starts at rest (v = v_rest, no conductance, free of refractoriness)."""
@@ -213,12 +232,9 @@ class FrozenConvWTA(torch.nn.Module):
         with the unfolded input (2-3x faster than ``conv2d`` with few input channels on the
         CPU; the same float32 sums, checked by the tests)."""
         lay = self.layer
-        b, _, h, w = s_in.shape
-        ho = (h + 2 * lay.padding - lay.kernel_size) // lay.stride + 1
-        wo = (w + 2 * lay.padding - lay.kernel_size) // lay.stride + 1
         cols = F.unfold(s_in, lay.kernel_size, padding=lay.padding, stride=lay.stride)
         return torch.matmul(self.weight.reshape(len(self.weight), -1), cols).view(
-            b, -1, ho, wo)
+            len(s_in), *lay.conv_shape(tuple(s_in.shape[1:])))
 
     def _step(self, state, s_in):
         v, ge, gi, last, s_prev, t_step = state
@@ -227,15 +243,6 @@ class FrozenConvWTA(torch.nn.Module):
         s, v, ge, gi, last = self._step_fn(v, ge, gi, last, s_prev, current, t_step,
                                            self.theta, self.inhibition)
         return s, (v, ge, gi, last, s, t_step + 1)
-
-    def step(self, state, s_in):
-        """One Brian2-schedule step: returns the excitatory spikes (B, K, H', W')."""
-        if self._compiled is not None:
-            try:
-                return self._compiled(state, s_in)
-            except Exception:                                   # pragma: no cover
-                self._compiled = None                           # no compiler here: eager
-        return self._step(state, s_in)
 
 
 def frozen_wta(layer, dtype, inhibition=True, compile=False, steps=1000):
