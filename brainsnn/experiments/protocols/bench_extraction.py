@@ -37,7 +37,7 @@ import logging
 import os
 import time
 
-from brainsnn.experiments import options
+from brainsnn.experiments import options, stdp_options
 
 PROTOCOL = "bench_extraction"
 SCALES = {"smoke": dict(kernels=4, images=96, batch_size=32, compile=False),
@@ -66,9 +66,7 @@ def parse_args(argv=None):
     p = build_parser()
     args = options.parse(p, SCALES, argv,
                          defaults=lambda a: {**SCALES[a.scale], "threads": os.cpu_count() or 1})
-    if args.resume:
-        p.error(f"--resume: {PROTOCOL} keeps no checkpoint; run it again (--force replaces "
-                "the file)")
+    stdp_options.refuse_resume(p, args)
     for option in ("kernels", "batch_size", "repeats"):
         options.check_count(p, "--" + option.replace("_", "-"), getattr(args, option))
     options.check_count(p, "--images", args.images, options.DATASET_SIZES[args.dataset][0],
