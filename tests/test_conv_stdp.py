@@ -581,3 +581,31 @@ def test_conv_stdp_protocol_mirror_doubles_only_the_training_images(tmp_path, da
     assert rec.attrs("metrics/train_accuracy")["images"] == 300
     assert rec.attrs("metrics/validation_accuracy")["images"] == 50
     assert rec.config["mirror"] is True
+
+
+# -- the settings of the small and full scales, at tiny size ----------------------------------
+
+def test_cpp_standalone_layer_learns_as_on_runtime_and_float32_extraction_keeps_the_counts(
+        mnist_small, tmp_cache):
+    """The small/full scales learn kernels on cpp_standalone and extract in float32: at tiny
+    size, cpp_standalone learns the same kernels as runtime (Brian2 draws the same random
+    numbers on both); float32 extraction is deterministic and, its Poisson draws being
+    another stream, agrees with float64 in distribution (mean count per feature)."""
+    x = mnist_small[0][:12, None]
+    kw = dict(pool=2, n_patches=24, chunk_size=24, t_on=30 * b2.ms, t_off=10 * b2.ms, seed=3,
+              f_max=500 * b2.Hz)
+    runtime = ConvSTDPLayer(3, 5, 1, device="runtime", **kw)
+    cpp = ConvSTDPLayer(3, 5, 1, device="cpp_standalone",
+                        directory=str(tmp_cache / "conv_cpp"), **kw)
+    before = runtime.kernels.copy()
+    SpikingConvStack([runtime], (1, 28, 28)).fit(x)
+    SpikingConvStack([cpp], (1, 28, 28)).fit(x)
+    assert not np.allclose(runtime.kernels, before)                  # it learned something
+    np.testing.assert_allclose(cpp.kernels, runtime.kernels, rtol=0, atol=1e-9)
+    np.testing.assert_array_equal(cpp.theta, runtime.theta)
+    def extract(dtype):
+        return SpikingConvStack([cpp], (1, 28, 28), dtype=dtype, seed=1).transform(x)
+
+    f32, f64 = extract(torch.float32), extract(torch.float64)
+    np.testing.assert_array_equal(extract(torch.float32), f32)
+    assert f32.sum() > 0 and f32.mean() == pytest.approx(f64.mean(), rel=0.1)
