@@ -3,7 +3,6 @@ BackRes/residual structure, Brian2 export, batch-norm folding, errors, protocol 
 import math
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,7 +18,6 @@ from brainsnn.engine.network import (BackRes, Network, Residual, backres_specs, 
                                residual_specs, vgg_specs)
 
 torch.set_num_threads(1)
-REPO = Path(__file__).resolve().parent.parent
 
 
 def _chain(W1, W2, W_out):
@@ -422,7 +420,7 @@ def test_export_to_brian2_cuda_standalone_same_spikes():
 # The protocol
 # --------------------------------------------------------------------------------------------
 def test_protocol_help():
-    out = subprocess.run([sys.executable, str(REPO / "protocols" / "conversion.py"), "--help"],
+    out = subprocess.run([sys.executable, "-m", "brainsnn", "run", "conversion", "--help"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "--scale" in out.stdout and "--max-minutes" in out.stdout
 
@@ -430,7 +428,7 @@ def test_protocol_help():
 def test_protocol_smoke_writes_results(tmp_path, data_dir):
     from brainsnn.io.results import RunResults
     out = tmp_path / "conv.h5"
-    proc = subprocess.run([sys.executable, str(REPO / "protocols" / "conversion.py"),
+    proc = subprocess.run([sys.executable, "-m", "brainsnn", "run", "conversion",
                            "--scale", "smoke", "--out", str(out), "--data", str(data_dir),
                            "--seed", "3", "--plot"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

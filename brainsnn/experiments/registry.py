@@ -40,10 +40,12 @@ def run_protocol(name: str, argv=None) -> int:
     the command that resumes it and returns 130.
     """
     from brainsnn.errors import BrainsnnError
-    from brainsnn.experiments.run import RunInterrupted
+    from brainsnn.experiments.run import AlreadyComplete, RunInterrupted
 
     try:
         status = protocol_module(name).main(argv)
+    except AlreadyComplete:
+        return 0
     except RunInterrupted as stop:
         print(f"brainsnn run {name}: interrupted; checkpoint saved. Resume with:\n  {stop}",
               file=sys.stderr)

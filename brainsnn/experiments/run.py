@@ -42,6 +42,10 @@ class RunInterrupted(Exception):
     """The run stopped after a Ctrl-C, its checkpoint saved; the message is the resume command."""
 
 
+class AlreadyComplete(Exception):
+    """``--resume`` of a run whose results file is complete: there is nothing to do."""
+
+
 def setup_logging(quiet: int = 0, verbose: int = 0) -> None:
     """brainsnn's log lines at the level of -q / -v: progress on standard output
     (``HH:MM:SS message``), warnings and errors on standard error (``warning: ...``);
@@ -152,6 +156,9 @@ class Run:
             self._check_path()
             self._lock()
             self._open_record()
+            if self.already_complete:
+                log.info(f"{self.path} is already complete; nothing to resume")
+                raise AlreadyComplete(str(self.path))
             seed_everything(self.args.seed)
             self._install_interrupt_handler()
         except BaseException:

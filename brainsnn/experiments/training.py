@@ -192,12 +192,23 @@ def parse_claims(parser, scales: dict, argv=None):
     return args
 
 
-def claims_config(args, keys) -> dict:
-    """The configuration a claims protocol records: ``keys`` of ``args``, the seeds it runs
-    and the shared data options."""
-    config = {k: getattr(args, k) for k in keys}
-    config.update(seeds=seeds_of(args), dataset=args.dataset, scale=args.scale,
-                  train_images=args.train_images, test_images=args.test_images,
-                  epochs=args.epochs, torch_device=args.torch_device, threads=args.threads,
-                  data=args.data)
-    return config
+def claims_setup(args, scales: dict) -> dict:
+    """Torch set up for a claims protocol; its settings: the scale's table with the values the
+    options gave, and the seeds it runs."""
+    setup_torch(args)
+    cfg = {k: getattr(args, k, v) for k, v in scales[args.scale].items()}
+    cfg["seeds"] = seeds_of(args)
+    return cfg
+
+
+def claims_run(name: str, args, cfg: dict, argv):
+    """The :class:`~brainsnn.experiments.run.Run` of claims protocol ``name``: its
+    configuration is ``cfg`` with the shared data options; it keeps no checkpoint."""
+    from brainsnn.experiments.run import Run
+
+    config = {k: v for k, v in cfg.items() if k != "n_seeds"}
+    config.update(dataset=args.dataset, scale=args.scale, train_images=args.train_images,
+                  test_images=args.test_images, epochs=args.epochs,
+                  torch_device=args.torch_device, threads=args.threads, data=args.data)
+    return Run(args, config, name=f"{name}_{args.scale}_seed{args.seed}",
+               device=args.torch_device, argv=argv, resumable=False)

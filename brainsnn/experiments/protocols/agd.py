@@ -167,9 +167,6 @@ def main(argv=None):
     split = split_name(args)
     with Run(args, config_of(args), name=run_name(args), device=args.torch_device,
              argv=argv, resumable=False) as run:
-        if run.already_complete:
-            log.info(f"{run.path} is already complete; nothing to resume")
-            return 0
         rec = run.rec
         log.info(f"loading {args.dataset} ...")
         x_train, y_train, x_test, y_test = load_data(args)

@@ -192,9 +192,6 @@ def main(argv=None):
     config["stack"] = stack.config()
     with Run(args, config, name=stdp_options.run_name(args), device=args.brian_device,
              argv=argv, may_change=("features_cache", "build_dir")) as run:
-        if run.already_complete:
-            log.info(f"{run.path} is already complete; nothing to resume")
-            return 0
         split = sp.split_name(args)
         log.info(f"{args.dataset}: {len(x_train)} train, {len(x_test)} {split} images "
                  f"{x_train.shape[1:]}; scale {args.scale}")

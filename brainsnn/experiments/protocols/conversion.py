@@ -341,9 +341,6 @@ def main(argv=None):
         config["caveat"] = CIFAR_CAVEAT
     with Run(args, config, name=run_name(args), device=args.torch_device, argv=argv,
              resumable=False) as run:
-        if run.already_complete:
-            log.info(f"{run.path} is already complete; nothing to resume")
-            return 0
         return convert(run, args, cfg, split, t_start, np, torch)
 
 

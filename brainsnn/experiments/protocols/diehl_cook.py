@@ -327,9 +327,6 @@ def main(argv=None):
     net = build_network(args)
     with Run(args, config_of(args, net, args.test_images), name=run_name(args),
              device=args.brian_device, argv=argv, may_change=("train_images",)) as run:
-        if run.already_complete:
-            log.info(f"{run.path} is already complete; nothing to resume")
-            return 0
         x_train, y_train, x_test, y_test = load_data(args)
         block = {"counts": [], "labels": [], "assignments": -np.ones(args.neurons, dtype=np.int64),
                  "phase": "train"}

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 
 PATTERNS = ("SSSS", "AAAA", "ASSS", "AASS", "SSAA", "SAAA", "SASA")
-from brainsnn.experiments.training import claims_config, claims_parser, parse_claims
+from brainsnn.experiments.training import claims_parser, claims_run, claims_setup, parse_claims
 
 log = logging.getLogger("brainsnn")
 SCALES = {
@@ -75,24 +75,14 @@ def main(argv=None):
     args = parse_claims(build_parser(), SCALES, argv)
     import numpy as np
 
-    from brainsnn.experiments.run import Run
-    from brainsnn.experiments.training import (load_data, save_figure, seeds_of, setup_torch,
-                                               train_and_evaluate)
+    from brainsnn.experiments.training import load_data, save_figure, train_and_evaluate
     from brainsnn.analysis.energy import write_energy
     from brainsnn.engine.network import vgg_specs
 
-    setup_torch(args)
-    cfg = {k: getattr(args, k, v) for k, v in SCALES[args.scale].items()}
-    cfg["seeds"] = seeds_of(args)
+    cfg = claims_setup(args, SCALES)
     if isinstance(args.patterns, str):
         cfg["patterns"] = tuple(p.strip().upper() for p in args.patterns.split(","))
-    config = claims_config(args, ())
-    config.update({k: v for k, v in cfg.items() if k not in ("n_seeds",)})
-    with Run(args, config, name=f"hybrid_layers_{args.scale}_seed{args.seed}", device=args.torch_device,
-             argv=argv, resumable=False) as run:
-        if run.already_complete:
-            log.info(f"{run.path} is already complete; nothing to resume")
-            return 0
+    with claims_run("hybrid_layers", args, cfg, argv) as run:
         rec = run.rec
         x_tr, y_tr, x_te, y_te = load_data(args)
         log.info(f"{args.dataset}: {len(x_tr)} train / {len(x_te)} test; patterns "
