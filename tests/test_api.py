@@ -183,7 +183,7 @@ def test_ann_to_snn_refuses_grey_levels_and_labels_outside_the_classes(rng):
 def _conv_layer(**kw):
     import brian2 as b2
 
-    from brainsnn.stdp.conv import ConvSTDPLayer
+    from brainsnn.stdp.layer import ConvSTDPLayer
 
     return ConvSTDPLayer(2, 3, 1, pool=2, n_patches=10, device="runtime", chunk_size=10,
                          t_on=10 * b2.ms, t_off=5 * b2.ms, seed=0, **kw)
@@ -191,7 +191,7 @@ def _conv_layer(**kw):
 
 @pytest.mark.filterwarnings("ignore::brainsnn.errors.SilentNetworkWarning")
 def test_conv_layer_and_stack_contract(rng):
-    from brainsnn.stdp.conv import SpikingConvStack
+    from brainsnn.stdp.stack import SpikingConvStack
 
     x = rng.random((3, 1, 8, 8)).astype(np.float32)
     layer = check_contract(_conv_layer(), x)
@@ -209,7 +209,8 @@ def test_conv_layer_and_stack_contract(rng):
 def test_stack_leaves_its_layers_as_given_until_fit():
     import brian2 as b2
 
-    from brainsnn.stdp.conv import ConvSTDPLayer, SpikingConvStack
+    from brainsnn.stdp.layer import ConvSTDPLayer
+    from brainsnn.stdp.stack import SpikingConvStack
 
     l1, l2 = _conv_layer(), ConvSTDPLayer(2, 3, 2, pool=1, device="runtime")
     stack = SpikingConvStack([l1, l2], (1, 12, 12))
@@ -225,7 +226,7 @@ def test_stack_leaves_its_layers_as_given_until_fit():
 ])
 def test_stack_run_and_transform_refuse_bad_images(bad, pattern):
     from brainsnn.errors import ConvSTDPError
-    from brainsnn.stdp.conv import SpikingConvStack
+    from brainsnn.stdp.stack import SpikingConvStack
 
     stack = SpikingConvStack([_conv_layer()], (1, 8, 8))
     for method in (stack.run, stack.transform):
@@ -235,7 +236,7 @@ def test_stack_run_and_transform_refuse_bad_images(bad, pattern):
 
 def test_feature_scaler_contract_and_bad_features(rng):
     from brainsnn.errors import ConvSTDPError
-    from brainsnn.stdp.conv import FeatureScaler
+    from brainsnn.stdp.readout import FeatureScaler
 
     counts = rng.integers(0, 20, (10, 6)).astype(float)
     scaler = check_contract(FeatureScaler(percentile=90), counts)

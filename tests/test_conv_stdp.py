@@ -13,9 +13,12 @@ import torch.nn.functional as F
 
 from brainsnn.brian import devices
 from brainsnn.experiments import stdp_pipeline as pipeline
-from brainsnn.stdp.conv import (BackResSTDPBlock, ConvSTDPError, ConvSTDPLayer, FeatureScaler,
-                                SpikingConvStack, _conv_synapses, brian2_stack_spikes,
-                                conv_output_shape, extract_patches, make_readout)
+from brainsnn.errors import ConvSTDPError
+from brainsnn.stdp.backres import BackResSTDPBlock
+from brainsnn.stdp.brian_reference import _conv_synapses, brian2_stack_spikes
+from brainsnn.stdp.layer import ConvSTDPLayer, conv_output_shape, extract_patches
+from brainsnn.stdp.readout import FeatureScaler, make_readout
+from brainsnn.stdp.stack import SpikingConvStack
 from brainsnn.brian.plasticity import make_rule
 
 REPO = Path(__file__).resolve().parent.parent

@@ -320,7 +320,7 @@ def test_conv_stdp_errors_found_after_parsing_come_before_the_data(capsys, tmp_p
 CONV_USER_MODELS = '''
 import brian2 as b2
 from brainsnn.models import DIEHL_COOK_INHIBITORY
-from brainsnn.stdp.conv import CONV_EXCITATORY
+from brainsnn.stdp.layer import CONV_EXCITATORY
 
 SLOW_CONV = CONV_EXCITATORY.replace(
     name="slow_conv", parameters={**CONV_EXCITATORY.parameters, "tau_m": 150 * b2.ms})
@@ -355,7 +355,7 @@ def test_conv_stdp_ctrl_c_in_extraction_resumes_without_learning_again(
     resumed run does not learn again and ends with the results of an uninterrupted run."""
     from brainsnn.experiments import stdp_pipeline
     from brainsnn.io.results import RunResults
-    from brainsnn.stdp.conv import SpikingConvStack
+    from brainsnn.stdp.stack import SpikingConvStack
 
     argv = ["run", "conv_stdp", *TINY_CONV, "--data", str(data_dir)]
     assert _run(argv + ["--out", "whole.h5"], cwd=tmp_path).returncode == 0

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-import brainsnn.stdp.conv as conv
+import brainsnn.stdp.stack as stack_module
 from brainsnn.engine.neuron import TorchNeuron, _torch_timestep
 from brainsnn.models import DIEHL_COOK_INHIBITORY
-from brainsnn.stdp.conv import (CONV_EXCITATORY, ConvSTDPLayer, SpikingConvStack, _TorchConvWTA)
+from brainsnn.stdp.layer import CONV_EXCITATORY, ConvSTDPLayer
+from brainsnn.stdp.stack import SpikingConvStack, _TorchConvWTA
 from brainsnn.stdp.frozen import (FrozenConvWTA, frozen_wta, inhibition_follows_partner,
                                   refractory_steps, stream_bytes_per_image)
 
@@ -89,7 +90,7 @@ def test_comparison_with_the_generic_step_can_fail(monkeypatch):
     stack = SpikingConvStack([layer], (1, 16, 16), t_on=40 * b2.ms, f_in=1000 * b2.Hz, seed=4)
     x = _images(rng, 16, (1, 16, 16))
     generic = _generic_run(stack, x)["output"]
-    real = conv.frozen_wta
+    real = stack_module.frozen_wta
 
     def weaker(lay, *a, **k):
         saved = lay.w_inh_exc
@@ -100,7 +101,7 @@ def test_comparison_with_the_generic_step_can_fail(monkeypatch):
             lay.w_inh_exc = saved
 
     with monkeypatch.context() as m:
-        m.setattr(conv, "frozen_wta", weaker)
+        m.setattr(stack_module, "frozen_wta", weaker)
         stack.__dict__.pop("_module_cache", None)
         changed = stack.run(x)["output"]
     assert changed.sum() > generic.sum()
@@ -125,9 +126,9 @@ def test_chunked_extraction_gives_the_counts_of_one_batch(monkeypatch):
     stack = SpikingConvStack([_layer(rng, 8, pool=2)], (1, 16, 16), t_on=30 * b2.ms,
                              f_in=1000 * b2.Hz, batch_size=40, seed=3)
     x = _images(rng, 40, (1, 16, 16))
-    monkeypatch.setattr(conv, "CHUNK_IMAGES", 1000)
+    monkeypatch.setattr(stack_module, "CHUNK_IMAGES", 1000)
     whole = stack.run(x)
-    monkeypatch.setattr(conv, "CHUNK_IMAGES", 3)
+    monkeypatch.setattr(stack_module, "CHUNK_IMAGES", 3)
     chunked = stack.run(x)
     assert whole["output"].sum() > 0
     np.testing.assert_array_equal(whole["output"], chunked["output"])

@@ -89,7 +89,8 @@ def test_torch_neuron_on_cuda_equals_cpu():
 def test_conv_extraction_on_cuda_float32_matches_cpu():
     """Conv STDP feature extraction in float32 on CUDA (the protocols' GPU path): the same
     input spikes give (nearly) the CPU's counts (float32 sums may round differently)."""
-    from brainsnn.stdp.conv import ConvSTDPLayer, SpikingConvStack
+    from brainsnn.stdp.layer import ConvSTDPLayer
+    from brainsnn.stdp.stack import SpikingConvStack
     layer = ConvSTDPLayer(4, 3, 1, pool=2, seed=0, device="runtime")
     x = np.random.default_rng(0).random((8, 1, 12, 12))
     stacks = {device: SpikingConvStack([layer], (1, 12, 12), dtype=torch.float32,

@@ -13,7 +13,6 @@ presentation period ``t_on + t_off``) and a gate expression silences the input d
 from __future__ import annotations
 
 import numpy as np
-import brian2 as b2
 from brainsnn.errors import EncodingError  # noqa: F401
 from brainsnn.validation import validate_images
 

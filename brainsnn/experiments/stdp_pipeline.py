@@ -65,7 +65,7 @@ def set_up(args):
 
 def neuron_models(args) -> dict:
     """The STDP layers' neuron models given with ``--neuron`` / ``--inhibitory-neuron``, as
-    keyword arguments of :class:`~brainsnn.stdp.conv.ConvSTDPLayer` (none given: {})."""
+    keyword arguments of :class:`~brainsnn.stdp.layer.ConvSTDPLayer` (none given: {})."""
     from brainsnn.experiments.user_models import load_neuron_model
 
     models = {}
@@ -133,7 +133,9 @@ def build_stack(args, input_shape, models=None, layer_specs=None, backres_R=None
     """The conv STDP stack the options describe (``layer_specs``: list of dicts to override
     the layers; ``models``: :func:`neuron_models`). Nothing is compiled here."""
     import brian2 as b2
-    from brainsnn.stdp.conv import BackResSTDPBlock, ConvSTDPLayer, SpikingConvStack
+    from brainsnn.stdp.backres import BackResSTDPBlock
+    from brainsnn.stdp.layer import ConvSTDPLayer
+    from brainsnn.stdp.stack import SpikingConvStack
 
     models = models or {}
     t_on = args.t_on * b2.ms
@@ -175,7 +177,7 @@ def set_build_dirs(args, stack):
     ``--build-dir`` or the cache (``<cache>/standalone``): runs of the same layer reuse the
     compiled project, other layers never share it."""
     from brainsnn.brian.wta import config_hash
-    from brainsnn.stdp.conv import stage_layers
+    from brainsnn.stdp.backres import stage_layers
 
     base = Path(args.build_dir) if getattr(args, "build_dir", None) else \
         paths.cache_dir() / "standalone"
@@ -224,7 +226,7 @@ def patches_to_learn(stage) -> int:
     """Patches a stage's learning presents (what :meth:`SpikingConvStack.fit` draws): a
     layer's ``n_patches``; a shared BackRes block's share of them over its passes (pass r
     learns on r inputs); separate layers each their own."""
-    from brainsnn.stdp.conv import BackResSTDPBlock
+    from brainsnn.stdp.backres import BackResSTDPBlock
 
     if not isinstance(stage, BackResSTDPBlock):
         return stage.n_patches
@@ -237,7 +239,7 @@ def patches_to_learn(stage) -> int:
 def learn(run, stack, x, start=0):
     """Learn the kernels of the stack's stages from ``start`` on images ``x``, with a
     progress bar over the patches (a Ctrl-C stops after the current chunk)."""
-    from brainsnn.stdp.conv import stage_layers
+    from brainsnn.stdp.backres import stage_layers
 
     layers = [lay for stage in stack.stages[start:] for lay in stage_layers(stage)]
     device = layers[0].device
@@ -264,7 +266,7 @@ def learn(run, stack, x, start=0):
 
 def record_kernels(rec, stack, prefix=""):
     """Store every layer's kernels, thresholds and learning time under ``prefix``."""
-    from brainsnn.stdp.conv import stage_layers
+    from brainsnn.stdp.backres import stage_layers
 
     for stage in stack.stages:
         for layer in stage_layers(stage):
@@ -279,7 +281,7 @@ def record_kernels(rec, stack, prefix=""):
 
 def restore_kernels(rec, stack, prefix=""):
     """Set every layer's kernels and thresholds from those stored by :func:`record_kernels`."""
-    from brainsnn.stdp.conv import stage_layers
+    from brainsnn.stdp.backres import stage_layers
 
     for stage in stack.stages:
         for layer in stage_layers(stage):
@@ -305,7 +307,7 @@ def features_key(stack, x):
 
     import torch
 
-    from brainsnn.stdp.conv import stage_layers
+    from brainsnn.stdp.backres import stage_layers
 
     h = hashlib.sha256()
     h.update(json.dumps(stack.config(), sort_keys=True, default=str).encode())
@@ -475,7 +477,7 @@ def run_pipeline(args, run, stack, x_train, y_train, x_test, y_test, prefix="", 
     images (keys ``metrics/validation_accuracy*`` then, and no test keys). ``start`` and
     ``checkpoint``: see :func:`learn_and_extract`."""
     from brainsnn.analysis.energy import E_MAC
-    from brainsnn.stdp.conv import FeatureScaler, make_readout, stack_energy
+    from brainsnn.stdp.readout import FeatureScaler, make_readout, stack_energy
 
     rec = run.rec
     torch_device = str(stack.torch_device)

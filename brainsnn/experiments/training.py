@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 
 from brainsnn.errors import DeviceError, ExperimentError
-from brainsnn.experiments.options import split_name  # noqa: F401  (the protocols import it here)
 
 log = logging.getLogger("brainsnn")
 

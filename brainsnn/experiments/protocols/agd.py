@@ -153,7 +153,7 @@ def main(argv=None):
 
     from brainsnn.analysis.energy import format_report, write_energy
     from brainsnn.experiments.run import Run, percent
-    from brainsnn.experiments.training import (load_data, save_figure, setup_torch, split_name,
+    from brainsnn.experiments.training import (load_data, save_figure, setup_torch,
                                                store_network, training_figure)
 
     setup_torch(args)
@@ -164,7 +164,7 @@ def main(argv=None):
         x_train, y_train, _, _ = load_data(args)
         build_classifier(args, input_size=x_train.shape[-1]).fit(x_train, y_train)
         return 0
-    split = split_name(args)
+    split = options.split_name(args)
     with Run(args, config_of(args), name=run_name(args), device=args.torch_device,
              argv=argv, resumable=False) as run:
         rec = run.rec

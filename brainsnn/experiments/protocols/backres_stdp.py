@@ -96,7 +96,9 @@ def main(argv=None):
 
     from brainsnn.experiments import stdp_pipeline as sp
     from brainsnn.experiments.run import Run, percent
-    from brainsnn.stdp.conv import BackResSTDPBlock, ConvSTDPLayer, SpikingConvStack
+    from brainsnn.stdp.backres import BackResSTDPBlock
+    from brainsnn.stdp.layer import ConvSTDPLayer
+    from brainsnn.stdp.stack import SpikingConvStack
 
     models, (x_train, y_train, x_test, y_test) = sp.set_up(args)
     split, shape, K = sp.split_name(args), x_train.shape[1:], args.kernels

@@ -84,7 +84,8 @@ def main(argv=None):
     from brainsnn.experiments.run import Run
     from brainsnn.experiments.stdp_pipeline import EXTRACTION, stop_if_asked
     from brainsnn.io.datasets import load_dataset
-    from brainsnn.stdp.conv import ConvSTDPLayer, SpikingConvStack
+    from brainsnn.stdp.layer import ConvSTDPLayer
+    from brainsnn.stdp.stack import SpikingConvStack
     from brainsnn.stdp.frozen import stream_bytes_per_image
 
     x, _ = load_dataset(args.dataset, "train", data_dir=args.data, n=args.images)

@@ -322,11 +322,11 @@ def main(argv=None):
     import numpy as np
 
     from brainsnn.experiments.run import Run
-    from brainsnn.experiments.training import load_data, setup_torch, split_name
+    from brainsnn.experiments.training import setup_torch
 
     t_start = time.perf_counter()
     torch = setup_torch(args)
-    split = split_name(args)
+    split = options.split_name(args)
     cfg = {k: getattr(args, k) for k in ("width", "epochs", "batch_size", "lr", "optimizer",
                                          "n_fit", "balance_T", "eval_batch", "max_minutes",
                                          "reserve_minutes", "weight_decay", "conv", "fc",
