@@ -1,6 +1,6 @@
 """Operation counts and energy per image of ANN, SNN and hybrid networks.
 
-As defined in this project (``shared/PAPER.md``, "Energy"), per inference of one image:
+As defined in this project (docs/techniques.md), per inference of one image:
 
 * an **artificial** layer costs its multiply-accumulates (MACs) times E_MAC;
 * a **spiking** layer fed by spikes costs its synaptic operations over the T steps,

@@ -65,7 +65,7 @@ def _reset_brian2():
 
 
 def _configure_cuda(generate_only: bool):
-    """Preferences brian2cuda 1.0b1 needs with CUDA 13 (C++17), see DESIGN.md."""
+    """Preferences brian2cuda 1.0b1 needs with CUDA 13 (C++17); see docs/gpu.md."""
     try:
         import brian2cuda  # noqa: F401  (registers the cuda_standalone device)
     except ImportError as exc:

@@ -1,6 +1,6 @@
 """Rate (Poisson) encoding of images for Brian2 networks.
 
-As defined in this project (PAPER.md, "Input coding"), a pixel of intensity ``p`` in
+As defined in this project (docs/techniques.md), a pixel of intensity ``p`` in
 ``[0, 1]`` becomes a Poisson spike train of rate ``p * f_max`` (``f_max = 63.75 Hz`` for STDP,
 Diehl & Cook's value: pixel/4 Hz for 8-bit pixels). Many images are presented in one long
 Brian2 run: a :class:`brian2.TimedArray` holds one row of rates per image (its ``dt`` is the

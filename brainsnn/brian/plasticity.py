@@ -9,7 +9,7 @@ Learning can be switched on and off without rebuilding anything: with ``gate`` s
 default ``"plastic_post"``, the Diehl & Cook neuron's shared ``plastic`` flag), every weight
 change is multiplied by that variable.
 
-Rules, as defined in this project (see PAPER.md, "STDP"):
+Rules, as defined in this project (docs/techniques.md):
 
 ``diehl_cook_stdp`` (default)
     Diehl & Cook's trace rule with weight dependence. A presynaptic trace ``xpre`` and a

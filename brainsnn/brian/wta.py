@@ -7,7 +7,7 @@ layer a soft winner-take-all. Each image is shown for ``t_on`` (350 ms) and foll
 ``t_off`` (150 ms) rest without input; at the start of each image the incoming weights of
 every excitatory neuron are rescaled so that they sum to ``w_target`` (78).
 
-How it runs (DESIGN.md, "Simulating efficiently in Brian2"):
+How it runs (docs/stdp.md):
 
 * one long ``run()`` per chunk of ``chunk_size`` images; the input rates come from a 2-D
   :class:`~brian2.TimedArray` (one row per image), a gate expression on ``t_in_timesteps``

@@ -1,6 +1,6 @@
 """Input encoders for the torch engine (batched, on any torch device).
 
-As defined in this project (``shared/PAPER.md``, "Input coding"):
+As defined in this project (docs/techniques.md):
 
 * direct coding: the analog image (intensities in [0, 1]) is the input current of the first
   layer at every step. A :class:`brainsnn.engine.network.Network` does this when its ``encoder`` is

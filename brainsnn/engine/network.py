@@ -9,7 +9,7 @@ A network is built from a list of **layer specs**. Each spec names an operation 
 * ``'artificial'`` -- the layer is computed once, ReLU on its input (a rate or an analog value).
 
 The interfaces between kinds are those of the hybrid networks *as defined in this project*
-(``shared/PAPER.md``): a spiking layer feeding an artificial one hands over its rate
+(docs/techniques.md): a spiking layer feeding an artificial one hands over its rate
 r = (1/T) sum_t s[t]; an artificial layer (or a direct-coded analog image) feeding a spiking
 one drives it with a constant input current at every step. ``avgpool`` and ``flatten`` are
 passive: they act on whatever they receive (spikes step by step, or analog values).

@@ -3,7 +3,7 @@
 The forward pass of a spike is the exact step ``s = H(x)`` with ``x`` the signed distance to
 the threshold (``x = v - theta`` for ``v >= theta``): ``s = 1`` where ``x >= 0`` (or ``x > 0``
 for a strict ``>`` condition), else 0. The backward pass replaces ``dH/dx`` (a Dirac delta)
-by a surrogate ``g(x; alpha)``, as defined in this project (see PAPER.md, "AGD"):
+by a surrogate ``g(x; alpha)``, as defined in this project (docs/techniques.md):
 
 ===============  =================================================  ============================
 name             ``g(x; alpha)``                                     note

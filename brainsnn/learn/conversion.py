@@ -1,6 +1,6 @@
 """ANN-to-SNN conversion: ReLU network -> integrate-and-fire network, as defined in this project.
 
-The third training family of Panda, Aketi & Roy (see ``shared/PAPER.md``, "Conversion"). A ReLU
+The third training family of Panda, Aketi & Roy (as defined in this project: docs/conversion.md). A ReLU
 ANN is a :class:`brainsnn.engine.network.Network` whose weighted layers are all ``'artificial'``
 (biases off, or batch-norm folded into weights and biases with :func:`fold_batchnorm`; average
 pooling). :class:`ANNToSNN` copies its weights into a network of the same specs whose layers

@@ -1,6 +1,6 @@
 """Classifier losses on output logits: softmax cross-entropy and stochmax.
 
-Stochmax (stochastic softmax), as defined in this project (``shared/PAPER.md``): at training
+Stochmax (stochastic softmax), as defined in this project (docs/techniques.md): at training
 time only, the logits z are perturbed before the softmax cross-entropy,
 
     p = softmax((z + sigma * g) / tau),   g ~ Gumbel(0, 1) i.i.d.      (form='gumbel', default)

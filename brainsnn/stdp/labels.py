@@ -1,6 +1,6 @@
 """Label assignment and classification for unsupervised (STDP) spiking layers.
 
-As defined in this project (PAPER.md, "STDP"), after training every excitatory neuron is
+As defined in this project (docs/techniques.md), after training every excitatory neuron is
 labelled with the class for which its mean spike count is highest on *training* images;
 an image is then classified as the class whose labelled neurons fire most on average
 (Diehl & Cook 2015). The test set is never used to assign labels.
