@@ -67,7 +67,7 @@ Inputs to other state variables (e.g. the inhibitory conductance of a two-synaps
 through ``neuron(state, input, inputs={"gi": ...})``, added at the same point of the step.
 
 Speed: the generated step is plain eager PyTorch with the operations of a hand-written LIF
-loop; ``protocols/bench_torch_engine.py`` measures the ratio of training and inference speed
+loop; ``brainsnn run bench_torch_engine`` measures the ratio of training and inference speed
 against such a loop (target: at most 1.5 times slower; ``torch.compile`` is not used).
 Translations are cached; neurons can be deep-copied and pickled (the step is regenerated).
 """

@@ -129,7 +129,7 @@ class SpikingConvStack(Params):
         kernel's input on its own (the same neuron equations, thresholds frozen at the
         learned ``theta``): the spike counts grow with the kernel's match instead of only
         the winner of each position firing. An extraction setting, chosen by measurement on
-        training/validation data (see ``protocols/conv_stdp.py``).
+        training/validation data (see ``brainsnn run conv_stdp --help``).
     compile : bool
         Run each layer's step through :func:`torch.compile` (fused: 3.5x faster than
         eager for a 32-kernel layer on one CPU thread; about 20 s of compilation per layer

@@ -8,10 +8,9 @@ seed for every network. Also records operations/energy (a BackRes pass costs lik
 
 Writes one HDF5 file (runs/<backres|deep>_R<k>/..., summary under metrics/) and a figure.
 
-Example::
-
-    python protocols/backres_depth.py --scale smoke
-    nice -n 10 python protocols/backres_depth.py                  # default scale 'small'
+Examples:
+    brainsnn run backres_depth --scale smoke
+    brainsnn run backres_depth                  # default scale 'small'
 """
 from __future__ import annotations
 

@@ -3,13 +3,12 @@ to integrate-and-fire neurons with reset by subtraction (threshold balancing and
 percentiles), evaluate accuracy against T, spike rates and energy; write one HDF5 file and a
 figure.
 
-Examples::
-
-    python protocols/conversion.py --scale smoke
-    nice -n 10 python protocols/conversion.py --dataset mnist --scale small
-    nice -n 10 python protocols/conversion.py --dataset fashion_mnist --scale small
-    nice -n 10 python protocols/conversion.py --dataset mnist --arch backres --R 1,2,3
-    python protocols/conversion.py --dataset cifar10 --scale full --device cuda --max-minutes 7
+Examples:
+    brainsnn run conversion --scale smoke
+    brainsnn run conversion --dataset mnist --scale small
+    brainsnn run conversion --dataset fashion_mnist --scale small
+    brainsnn run conversion --dataset mnist --arch backres --R 1,2,3
+    brainsnn run conversion --dataset cifar10 --scale full --torch-device cuda --max-minutes 7
 
 Architectures (``--arch``): ``vgg`` (3x3 convolutions, average pooling, fully connected
 layers; batch-norm during training for CIFAR-10, folded into weights and biases before

@@ -11,10 +11,9 @@ lowest energy.
 
 Writes one HDF5 file (runs/<pattern>/..., summary under metrics/) and a figure.
 
-Example::
-
-    python protocols/hybrid_layers.py --scale smoke
-    nice -n 10 python protocols/hybrid_layers.py                   # default scale 'small'
+Examples:
+    brainsnn run hybrid_layers --scale smoke
+    brainsnn run hybrid_layers                   # default scale 'small'
 """
 from __future__ import annotations
 

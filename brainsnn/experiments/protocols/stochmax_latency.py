@@ -9,10 +9,9 @@ T = 1..max. The claim tested: with stochmax a network reaches a given accuracy a
 Writes one HDF5 file (runs/<loss>/Ttrain<k>/seed<s>/accuracy_vs_T, means under metrics/) and
 a figure beside it (accuracy vs T, mean +- std over seeds).
 
-Example::
-
-    python protocols/stochmax_latency.py --scale smoke
-    nice -n 10 python protocols/stochmax_latency.py            # default scale 'small', 3 seeds
+Examples:
+    brainsnn run stochmax_latency --scale smoke
+    brainsnn run stochmax_latency            # default scale 'small', 3 seeds
 """
 from __future__ import annotations
 
