@@ -211,3 +211,14 @@ def claims_run(name: str, args, cfg: dict, argv):
                   torch_device=args.torch_device, threads=args.threads, data=args.data)
     return Run(args, config, name=f"{name}_{args.scale}_seed{args.seed}",
                device=args.torch_device, argv=argv, resumable=False)
+
+
+def finish_claims(run, summary: str, figure, plot: bool) -> int:
+    """End a claims run: store and print its summary table, save the complete results file,
+    and with ``plot`` draw ``figure(path)`` next to it; returns the exit status 0."""
+    run.rec.set("claims/summary", summary)
+    log.info(summary)
+    out = run.finish()
+    if plot:
+        save_figure(figure(out), out)
+    return 0

@@ -17,7 +17,8 @@ from __future__ import annotations
 import logging
 
 from brainsnn.experiments import options
-from brainsnn.experiments.training import claims_parser, claims_run, claims_setup, parse_claims
+from brainsnn.experiments.training import (claims_parser, claims_run, claims_setup, finish_claims,
+                                           parse_claims)
 
 log = logging.getLogger("brainsnn")
 SCALES = {
@@ -66,7 +67,7 @@ def main(argv=None):
     args = parse_claims(build_parser(), SCALES, argv)
     import numpy as np
 
-    from brainsnn.experiments.training import load_data, save_figure, train_and_evaluate
+    from brainsnn.experiments.training import load_data, train_and_evaluate
     from brainsnn.analysis.energy import write_energy
     from brainsnn.engine.network import backres_specs
 
@@ -119,11 +120,5 @@ def main(argv=None):
         for R in Rs:
             b, d = summary[("backres", R)], summary[("deep", R)]
             lines.append(f"{R:>2} {b[0]:>12.4f} {b[2]:>8d} {d[0]:>11.4f} {d[2]:>8d}")
-        text = "\n".join(lines)
-        rec.set("claims/summary", text)
-        log.info(text)
-        out = run.finish()
-    if args.plot:
-        save_figure(figure(out), out)
-    return 0
+        return finish_claims(run, "\n".join(lines), figure, args.plot)
 

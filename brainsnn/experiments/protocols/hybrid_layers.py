@@ -20,7 +20,8 @@ from __future__ import annotations
 import logging
 
 PATTERNS = ("SSSS", "AAAA", "ASSS", "AASS", "SSAA", "SAAA", "SASA")
-from brainsnn.experiments.training import claims_parser, claims_run, claims_setup, parse_claims
+from brainsnn.experiments.training import (claims_parser, claims_run, claims_setup, finish_claims,
+                                           parse_claims)
 
 log = logging.getLogger("brainsnn")
 SCALES = {
@@ -74,7 +75,7 @@ def main(argv=None):
     args = parse_claims(build_parser(), SCALES, argv)
     import numpy as np
 
-    from brainsnn.experiments.training import load_data, save_figure, train_and_evaluate
+    from brainsnn.experiments.training import load_data, train_and_evaluate
     from brainsnn.analysis.energy import write_energy
     from brainsnn.engine.network import vgg_specs
 
@@ -120,12 +121,6 @@ def main(argv=None):
         lines += [f"{p:<8}{a:>10.4f}{e * 1e9:>12.1f}" for p, a, e in
                   zip(cfg["patterns"], acc_mean, energy_mean)]
         lines.append(f"lowest-energy pattern within 1 point of all-artificial ({ref:.4f}): {best}")
-        text = "\n".join(lines)
-        rec.set("claims/summary", text)
         rec.set("claims/best_pattern", best, reference_accuracy=ref)
-        log.info(text)
-        out = run.finish()
-    if args.plot:
-        save_figure(figure(out), out)
-    return 0
+        return finish_claims(run, "\n".join(lines), figure, args.plot)
 

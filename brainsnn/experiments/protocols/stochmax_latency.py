@@ -18,7 +18,8 @@ from __future__ import annotations
 import logging
 
 from brainsnn.experiments import options
-from brainsnn.experiments.training import claims_parser, claims_run, claims_setup, parse_claims
+from brainsnn.experiments.training import (claims_parser, claims_run, claims_setup, finish_claims,
+                                           parse_claims)
 
 log = logging.getLogger("brainsnn")
 SCALES = {
@@ -96,7 +97,7 @@ def main(argv=None):
     args = parse_claims(build_parser(), SCALES, argv)
     import numpy as np
 
-    from brainsnn.experiments.training import load_data, save_figure, train_and_evaluate
+    from brainsnn.experiments.training import load_data, train_and_evaluate
     from brainsnn.analysis.energy import write_energy
     from brainsnn.engine.network import vgg_specs
 
@@ -140,11 +141,5 @@ def main(argv=None):
                 run.checkpoint()
         # the last configuration's energy, as the file's headline energy
         write_energy(rec, res["energy"])
-        text = summarize(rec, cfg)
-        rec.set("claims/summary", text)
-        log.info(text)
-        out = run.finish()
-    if args.plot:
-        save_figure(figure(out), out)
-    return 0
+        return finish_claims(run, summarize(rec, cfg), figure, args.plot)
 
