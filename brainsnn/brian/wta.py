@@ -366,8 +366,8 @@ class DiehlCookNetwork(Params):
             "w_exc_inh": float(self.w_exc_inh), "w_inh_exc": float(self.w_inh_exc),
             "threads": int(self.threads), "integration": self.integration,
             "eta_final": float(self.eta_final),
-            "exc_model": _model_dict(self.exc_model), "inh_model": _model_dict(self.inh_model),
-            "rule": _model_dict(self.rule),
+            "exc_model": model_dict(self.exc_model), "inh_model": model_dict(self.inh_model),
+            "rule": model_dict(self.rule),
         }
 
     def network_hash(self) -> str:
@@ -812,7 +812,7 @@ class DiehlCookNetwork(Params):
         return w.reshape(-1, side, side) if side * side == self.n_inputs else w
 
 
-def _model_dict(model) -> dict:
+def model_dict(model) -> dict:
     """JSON-able description of an equation model (strings and parameters with units)."""
     out = {"name": model.name, "equations": model.equations, "method": model.method,
            "parameters": {k: str(v) for k, v in model.parameters.items()},

@@ -9,7 +9,7 @@ pooling, and the classifier reads a global average pool.
 """
 from __future__ import annotations
 
-from brainsnn.engine.network import (BackRes, NetworkError, Residual, _kind_list, avgpool, conv,
+from brainsnn.engine.network import (BackRes, NetworkError, Residual, kind_list, avgpool, conv,
                                      flatten, linear)
 
 __all__ = ["resnet_specs", "vgg_imagenet_specs", "arch_specs", "ARCHITECTURES", "RESNET_STAGES",
@@ -92,7 +92,7 @@ def resnet_specs(depth=20, width=None, input_size=32, n_classes=10, kinds=None, 
         raise NetworkError(f"backres names stages {unknown}; ResNet-{depth} has stages "
                            f"1..{len(stages)}")
     n_weighted = 1 + 2 * sum(stages) + 1
-    kind = iter(_kind_list(kinds, n_weighted, "spiking"))
+    kind = iter(kind_list(kinds, n_weighted, "spiking"))
     if imagenet:
         specs = [conv(width, next(kind), 7, 2, 3, bias=bias, name="stem"),
                  avgpool(2, name="stem_pool")]

@@ -239,7 +239,9 @@ def specs_from_config(config):
 # ---------------------------------------------------------------------------------------------
 # Builders
 # ---------------------------------------------------------------------------------------------
-def _kind_list(kinds, n, default):
+def kind_list(kinds, n, default):
+    """``n`` layer kinds from ``kinds``: None (all ``default``), 'spiking', 'artificial', an
+    S/A pattern such as ``'SSAA'`` (one letter per weighted layer, readout last) or a list."""
     if kinds is None:
         return [default] * n
     if isinstance(kinds, str):
@@ -264,7 +266,7 @@ def vgg_specs(conv_channels=(16, "P", 32, "P"), fc=(128,), n_classes=10, kinds=N
     ``'SSAA'`` (one letter per weighted layer, readout last) or a list.
     """
     n_weighted = sum(1 for c in conv_channels if c != "P") + len(fc) + 1
-    kinds = _kind_list(kinds, n_weighted, "spiking")
+    kinds = kind_list(kinds, n_weighted, "spiking")
     specs, k = [], 0
     for c in conv_channels:
         if c == "P":
@@ -310,7 +312,7 @@ def residual_specs(width=16, n_blocks=2, layers_per_block=2, n_classes=10, kinds
                    pool_every=1, bias=False):
     """Residual-style specs: a stem conv, ``n_blocks`` identity-shortcut blocks, avgpool, readout."""
     n_weighted = 1 + n_blocks * layers_per_block + 1
-    kinds = _kind_list(kinds, n_weighted, "spiking")
+    kinds = kind_list(kinds, n_weighted, "spiking")
     specs, k = [conv(width, kinds[0], bias=bias, name="stem")], 1
     for b in range(n_blocks):
         block = []
@@ -894,12 +896,13 @@ class Network(nn.Module):
 # ---------------------------------------------------------------------------------------------
 # Batch-norm as a training aid, folded into weights and biases afterwards
 # ---------------------------------------------------------------------------------------------
-def _device_of(module):
+def device_of(module):
+    """The device of a module's first parameter (the CPU for a module without parameters)."""
     p = next(module.parameters(), None)
     return p.device if p is not None else torch.device("cpu")
 
 
-class _BNOp(nn.Sequential):
+class BatchNormOp(nn.Sequential):
     """A weight op followed by batch-norm (training-time only; see :func:`fold_batchnorm`)."""
 
 
@@ -913,12 +916,12 @@ def attach_batchnorm(net):
     """
     readout = next(ll.op_name for ll in net.layers if ll.is_readout)
     for ll in net.layers:
-        if not ll.spec.weighted or ll.op_name == readout or isinstance(net.ops[ll.op_name], _BNOp):
+        if not ll.spec.weighted or ll.op_name == readout or isinstance(net.ops[ll.op_name], BatchNormOp):
             continue
         op = net.ops[ll.op_name]
         bn = nn.BatchNorm2d(op.out_channels) if ll.spec.op == "conv" else \
             nn.BatchNorm1d(op.out_features)
-        net.ops[ll.op_name] = _BNOp(op, bn.to(op.weight.device))
+        net.ops[ll.op_name] = BatchNormOp(op, bn.to(op.weight.device))
     return net
 
 
@@ -929,7 +932,7 @@ def fold_batchnorm(net):
     sqrt(var + eps) + beta. Folded layers get ``bias=True`` in their spec. A network without
     batch-norm is returned unchanged (the same object).
     """
-    folded = {name for name, op in net.ops.items() if isinstance(op, _BNOp)}
+    folded = {name for name, op in net.ops.items() if isinstance(op, BatchNormOp)}
     if not folded:
         return net
 
@@ -949,11 +952,11 @@ def fold_batchnorm(net):
     specs = walk(net.specs)
     other = Network(specs, net.input_shape, T=net.T, neuron=net.neuron_model, dt=net.dt,
                     surrogate=net.surrogate, alpha=net.alpha, readout=net.readout,
-                    encoder=net.encoder).to(_device_of(net))
+                    encoder=net.encoder).to(device_of(net))
     with torch.no_grad():
         for name, op in net.ops.items():
             target = other.ops[name]
-            if isinstance(op, _BNOp):
+            if isinstance(op, BatchNormOp):
                 w_op, bn = op[0], op[1]
                 g = bn.weight / torch.sqrt(bn.running_var + bn.eps)
                 shape = (-1,) + (1,) * (w_op.weight.dim() - 1)

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from brainsnn.errors import ConversionError
-from brainsnn.learn.conversion import _StopForward
+from brainsnn.learn.conversion import StopForward, probing
 from brainsnn.params import Params
 from brainsnn.validation import check_T, positive_int
 
@@ -54,7 +54,7 @@ class _Capture:
     def __call__(self, ll, current, temporal):
         if ll.name == self.target:
             self.current, self.temporal = current.detach(), temporal
-            raise _StopForward
+            raise StopForward
 
 
 def _calibrated_layers(conv):
@@ -84,12 +84,9 @@ def _ann_targets(conv, X, layers):
         counts[ll.name] = counts.get(ll.name, 0) + n
 
     ann.eval()
-    ann.probe = probe
-    try:
+    with probing(ann, probe):
         for xb in conv._batches(X):
             ann(xb, T=1)
-    finally:
-        ann.probe = None
     return {name: sums[name] / counts[name] for name in names}
 
 
@@ -115,7 +112,7 @@ def _snn_output(conv, X, ll, T):
         for xb in conv._batches(X):
             try:
                 snn(xb, T=T)
-            except _StopForward:
+            except StopForward:
                 pass
             cur, temporal = capture.current, capture.temporal
             if ll.is_readout:

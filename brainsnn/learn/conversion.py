@@ -58,6 +58,7 @@ Example::
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -69,7 +70,7 @@ from torch import nn
 
 from brainsnn.models import IF, NeuronModel
 from brainsnn.engine.network import LayerSpec, Network, as_spec
-from brainsnn.engine.network import _BNOp, _device_of, attach_batchnorm, fold_batchnorm  # noqa: F401
+from brainsnn.engine.network import BatchNormOp, device_of, attach_batchnorm, fold_batchnorm  # noqa: F401
 from brainsnn.errors import ConversionError  # noqa: F401
 from brainsnn.params import Params
 from brainsnn.validation import check_labels, check_T, positive_int, validate_images
@@ -85,7 +86,18 @@ METHODS = ("balance", "percentile")
 
 
 
-class _StopForward(Exception):
+@contextlib.contextmanager
+def probing(net, probe):
+    """Attach ``probe`` to ``net`` (it sees every layer's current in the forward passes run
+    inside the block) and detach it afterwards, whatever happens."""
+    net.probe = probe
+    try:
+        yield probe
+    finally:
+        net.probe = None
+
+
+class StopForward(Exception):
     """Raised by a probe to end a forward pass once the probed layer has been seen."""
 
 
@@ -177,7 +189,7 @@ def _rebuild(net, specs, neuron=None, encoder="same", readout=None):
                     readout=net.readout if readout is None else readout,
                     encoder=net.encoder if encoder == "same" else encoder)
     other.ops.load_state_dict(net.ops.state_dict())
-    return other.to(_device_of(net))
+    return other.to(device_of(net))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -225,7 +237,7 @@ def _topology(net):
 # ---------------------------------------------------------------------------------------------
 # Probing a Network's layer currents
 # ---------------------------------------------------------------------------------------------
-class _Probe:
+class Probe:
     """Callable set as ``network.probe``: sees each weighted layer's input current."""
 
     def __init__(self, target=None, readout=None, sample=None, generator=None, stop=True):
@@ -255,7 +267,7 @@ class _Probe:
             if self.samples is not None:
                 self._keep(ll.name, current)
             if self.stop:
-                raise _StopForward
+                raise StopForward
 
 
 def _require_probe(net):
@@ -354,7 +366,7 @@ class ANNToSNN(Params):
         with_kinds(ann.specs, self.kinds)  # the pattern fits the ANN
 
     def _device(self):
-        return torch.device(self.device) if self.device is not None else _device_of(self.ann)
+        return torch.device(self.device) if self.device is not None else device_of(self.ann)
 
     def _log(self, msg):
         if self.verbose:
@@ -474,18 +486,15 @@ class ANNToSNN(Params):
         op.bias.copy_(b / lam_src)
 
     def _balance_layer(self, snn, X, name, gen):
-        probe = _Probe(target=name, sample=int(self.max_samples) // max(1, math.ceil(
+        probe = Probe(target=name, sample=int(self.max_samples) // max(1, math.ceil(
             len(X) / int(self.batch_size))) if self.balance_percentile < 100 else None,
             generator=gen)
-        snn.probe = probe
-        try:
+        with probing(snn, probe):
             for xb in self._batches(X):
                 try:
                     snn(xb, T=snn.T)
-                except _StopForward:
+                except StopForward:
                     pass
-        finally:
-            snn.probe = None
         if self.balance_percentile < 100:
             theta = percentile_scale(np.concatenate(probe.samples.get(name, [np.zeros(0)])),
                                      self.balance_percentile)
@@ -501,13 +510,10 @@ class ANNToSNN(Params):
         """lambda per spiking layer: p-th percentile of ANN activations, tied where summed."""
         gen = torch.Generator().manual_seed(self.seed)
         n_batches = math.ceil(len(X) / int(self.batch_size))
-        probe = _Probe(sample=max(1, int(self.max_samples) // n_batches), generator=gen)
-        ann.probe = probe
-        try:
+        probe = Probe(sample=max(1, int(self.max_samples) // n_batches), generator=gen)
+        with probing(ann, probe):
             for xb in self._batches(X):
                 ann(xb, T=1)
-        finally:
-            ann.probe = None
         lam = {}
         for name in order:
             if name in spiking:
@@ -565,7 +571,7 @@ class ANNToSNN(Params):
         if record:
             snn.reset_stats()
             snn.record = True
-        probe = _Probe(readout=readout)
+        probe = Probe(readout=readout)
         snn.probe = probe
         out = []
         device = self._device()
@@ -661,7 +667,7 @@ def _check_ann(ann):
                 f"layer {ll.name!r} of the source network is {ll.kind!r}; conversion expects a "
                 "ReLU ANN (every conv/linear layer kind='artificial')")
     for name, op in ann.ops.items():
-        if isinstance(op, _BNOp):
+        if isinstance(op, BatchNormOp):
             raise ConversionError(f"layer {name!r} still has batch-norm: call "
                                   "brainsnn.learn.conversion.fold_batchnorm(ann) before converting")
         if not isinstance(op, (nn.Conv2d, nn.Linear, nn.AvgPool2d, nn.Flatten)):
@@ -685,7 +691,7 @@ def train_ann(ann, X, y, epochs=3, batch_size=128, lr=1e-3, weight_decay=0.0, au
     from brainsnn.learn.agd import AGDClassifier
 
     _check_ann_kinds(ann)
-    device = device or _device_of(ann)
+    device = device or device_of(ann)
     clf = AGDClassifier(network=ann, T=1, epochs=epochs, batch_size=batch_size, lr=lr,
                         weight_decay=weight_decay, augment=augment, max_minutes=max_minutes,
                         device=str(device), seed=seed, verbose=verbose, optimizer=optimizer,

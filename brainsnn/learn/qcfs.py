@@ -38,9 +38,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from brainsnn.engine.network import Activity, Network, _device_of
+from brainsnn.engine.network import Activity, Network, device_of
 from brainsnn.errors import ConversionError
-from brainsnn.learn.conversion import (ANNToSNN, _Probe, _StopForward, percentile_scale,
+from brainsnn.learn.conversion import (ANNToSNN, Probe, StopForward, percentile_scale,
                                        train_ann)
 from brainsnn.models import IF
 
@@ -106,7 +106,7 @@ class QCFSNetwork(Network):
         other.ops.load_state_dict(net.ops.state_dict())
         if lambdas is not None:
             other.set_lambdas(lambdas)
-        return other.to(_device_of(net))
+        return other.to(device_of(net))
 
     @torch.no_grad()
     def set_lambdas(self, lambdas):
@@ -143,17 +143,17 @@ def init_lambdas(net, X, percentile=99.9, batch_size=256, seed=0):
     on images ``X``, layer by layer in the order they run (earlier layers already quantised).
     Returns {layer: lambda}."""
     gen = torch.Generator().manual_seed(seed)
-    x = torch.as_tensor(np.asarray(X, dtype=np.float32)).to(_device_of(net))
+    x = torch.as_tensor(np.asarray(X, dtype=np.float32)).to(device_of(net))
     was_training = net.training
     net.eval()
     try:
         for name in [ll.name for ll in net.layers if ll.name in net.lambdas]:
-            probe = _Probe(target=name, sample=200_000, generator=gen)
+            probe = Probe(target=name, sample=200_000, generator=gen)
             net.probe = probe
             for i in range(0, len(x), batch_size):
                 try:
                     net(x[i:i + batch_size])
-                except _StopForward:
+                except StopForward:
                     pass
             lam = percentile_scale(np.concatenate(probe.samples.get(name, [np.zeros(0)])),
                                    percentile)

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from brainsnn.brian.plasticity import make_rule
-from brainsnn.brian.wta import DiehlCookNetwork, _model_dict
+from brainsnn.brian.wta import DiehlCookNetwork, model_dict
 from brainsnn.errors import ConvSTDPError
 from brainsnn.models import DIEHL_COOK_EXCITATORY, DIEHL_COOK_INHIBITORY, NeuronModel
 from brainsnn.params import Params
@@ -301,8 +301,8 @@ class ConvSTDPLayer(Params):
                 "w_exc_inh": float(self.w_exc_inh), "w_inh_exc": float(self.w_inh_exc),
                 "w_init": [float(v) for v in self.w_init], "device": self.device,
                 "chunk_size": self.chunk_size, "seed": self.seed,
-                "learning": "patches", "exc_model": _model_dict(self.exc_model),
-                "inh_model": _model_dict(self.inh_model)}
+                "learning": "patches", "exc_model": model_dict(self.exc_model),
+                "inh_model": model_dict(self.inh_model)}
 
     # -- learning -------------------------------------------------------------------------
     def make_network(self):
