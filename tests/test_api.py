@@ -286,9 +286,9 @@ def test_diehl_cook_compiles_into_the_cache_folder_of_its_hash(tmp_path, monkeyp
 
     monkeypatch.setenv("BRAINSNN_CACHE", str(tmp_path))
     net = DiehlCookNetwork(4)
-    folder = net._project_directory()
+    folder = net.project_directory()
     cfg = {k: v for k, v in net.config().items() if k != "seed"}
     assert folder == str(tmp_path / "standalone" / f"dc4_cpp_standalone_{config_hash(cfg)}")
-    assert DiehlCookNetwork(4, seed=7)._project_directory() == folder     # the seed is run-time
-    assert DiehlCookNetwork(5)._project_directory() != folder
+    assert DiehlCookNetwork(4, seed=7).project_directory() == folder     # the seed is run-time
+    assert DiehlCookNetwork(5).project_directory() != folder
     assert not list(tmp_path.iterdir())                   # nothing made before compilation

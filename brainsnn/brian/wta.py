@@ -506,13 +506,12 @@ class DiehlCookNetwork(Params):
         objs["exc"].v = self.v_exc * b2.volt
         objs["inh"].v = self.v_inh * b2.volt
 
-    def _project_directory(self):
+    def project_directory(self) -> str:
         """``directory``, else the cache folder keyed by the network's hash (one compilation
-        per network, shared with the ``diehl_cook`` protocol)."""
+        per network, shared by every run of the same network)."""
         if self.directory:
             return self.directory
-        key = config_hash({k: v for k, v in self.config().items() if k != "seed"})
-        return str(paths.standalone_dir(f"dc{self.n_neurons}_{self.device}_{key}"))
+        return str(paths.standalone_dir(f"dc{self.n_neurons}_{self.device}_{self.network_hash()}"))
 
     def compile(self, generate_only=False):
         """Generate and compile the standalone project (once; no-op on the runtime device).
@@ -525,7 +524,7 @@ class DiehlCookNetwork(Params):
         if self.device == "runtime" or self._built is not None:
             return self
         t0 = time.perf_counter()
-        directory = self._project_directory()
+        directory = self.project_directory()
         # objects of an earlier build still alive would make Brian2 rename the new code
         # objects (..._1), i.e. new source files and a full recompilation
         gc.collect()

@@ -181,13 +181,18 @@ def claims_parser(name: str, doc: str, scales: dict):
     return p
 
 
-def parse_claims(parser, scales: dict, argv=None):
-    """Parse a claims protocol's options (see :func:`claims_parser`) and check them."""
+def parse_claims(parser, scales: dict, argv=None, int_lists=()):
+    """Parse a claims protocol's options (see :func:`claims_parser`) and check them; the
+    options named in ``int_lists`` (destinations, e.g. ``"train_T"``) become integer tuples."""
     from brainsnn.experiments import options
 
     args = options.parse(parser, scales, argv)
     options.check_count(parser, "--epochs", args.epochs)
     options.check_count(parser, "--n-seeds", args.n_seeds)
+    for dest in int_lists:
+        if getattr(args, dest) is not None:
+            setattr(args, dest, options.int_list(parser, "--" + dest.replace("_", "-"),
+                                                 getattr(args, dest)))
     return args
 
 

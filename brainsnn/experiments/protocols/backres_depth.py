@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 
-from brainsnn.experiments import options
 from brainsnn.experiments.training import (claims_parser, claims_run, claims_setup, finish_claims,
                                            parse_claims)
 
@@ -64,7 +63,7 @@ def figure(path_or_rec):
 
 
 def main(argv=None):
-    args = parse_claims(build_parser(), SCALES, argv)
+    args = parse_claims(build_parser(), SCALES, argv, int_lists=("R",))
     import numpy as np
 
     from brainsnn.experiments.training import load_data, train_and_evaluate
@@ -73,7 +72,7 @@ def main(argv=None):
 
     cfg = claims_setup(args, SCALES)
     if args.R:
-        cfg["Rs"] = options.int_list(build_parser(), "--R", args.R)
+        cfg["Rs"] = args.R
     with claims_run("backres_depth", args, cfg, argv) as run:
         rec = run.rec
         x_tr, y_tr, x_te, y_te = load_data(args)

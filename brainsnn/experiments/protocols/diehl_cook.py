@@ -114,9 +114,8 @@ def run_name(args) -> str:
 
 def build_network(args):
     """The :class:`~brainsnn.brian.wta.DiehlCookNetwork` the options describe."""
-    from brainsnn import paths
     from brainsnn.brian.plasticity import make_rule
-    from brainsnn.brian.wta import DiehlCookNetwork, config_hash
+    from brainsnn.brian.wta import DiehlCookNetwork
     from brainsnn.experiments.user_models import load_neuron_model
 
     rule_params = {"nu_pre": args.nu_pre, "nu_post": args.nu_post, "traces": "neuron"}
@@ -131,12 +130,7 @@ def build_network(args):
     net = DiehlCookNetwork(args.neurons, rule=make_rule(args.rule, **rule_params),
                            device=args.brian_device, chunk_size=args.chunk_size, seed=args.seed,
                            min_spikes=args.min_spikes, threads=args.threads,
-                           eta_final=args.eta_final, **models)
-    if args.brian_device != "runtime":
-        cfg = net.config()
-        cfg.pop("seed")
-        net.directory = args.build_dir or str(paths.standalone_dir(
-            f"dc{args.neurons}_{args.brian_device}_{config_hash(cfg)}"))
+                           eta_final=args.eta_final, directory=args.build_dir, **models)
     return net
 
 
@@ -336,7 +330,7 @@ def main(argv=None):
                  f"device {args.brian_device}, rule {args.rule}, seed {args.seed}")
         try:
             if args.brian_device != "runtime":
-                log.info(f"compiling the {args.brian_device} project in {net.directory} "
+                log.info(f"compiling the {args.brian_device} project in {net.project_directory()} "
                          "(the first time takes a minute or two; reused afterwards) ...")
                 with run.timer("compile") as t:
                     net.compile()

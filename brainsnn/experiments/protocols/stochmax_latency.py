@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 
-from brainsnn.experiments import options
 from brainsnn.experiments.training import (claims_parser, claims_run, claims_setup, finish_claims,
                                            parse_claims)
 
@@ -94,7 +93,7 @@ def figure(path_or_rec):
 
 
 def main(argv=None):
-    args = parse_claims(build_parser(), SCALES, argv)
+    args = parse_claims(build_parser(), SCALES, argv, int_lists=("train_T",))
     import numpy as np
 
     from brainsnn.experiments.training import load_data, train_and_evaluate
@@ -102,7 +101,6 @@ def main(argv=None):
     from brainsnn.engine.network import vgg_specs
 
     cfg = claims_setup(args, SCALES)
-    cfg["train_T"] = options.int_list(build_parser(), "--train-T", args.train_T)
     cfg["eval_T"] = tuple(sorted(set(cfg["eval_T"]) | set(cfg["train_T"])))
     with claims_run("stochmax_latency", args, cfg, argv) as run:
         rec = run.rec
