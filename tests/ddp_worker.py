@@ -1,7 +1,7 @@
 """One data-parallel training, started by the distributed tests under ``torchrun``.
 
 Usage: python -m torch.distributed.run --nproc_per_node 2 tests/ddp_worker.py OUT [--kind
-spiking|ann] [--checkpoint PATH] [--exit-after EPOCH]. Rank 0 writes the trained parameters
+spiking|ann|stream] [--checkpoint PATH] [--exit-after EPOCH]. Rank 0 writes the trained parameters
 to OUT (torch.save); --exit-after ends every process abruptly (os._exit) after that epoch.
 """
 import argparse
@@ -39,10 +39,32 @@ def train(kind="spiking", epochs=3, checkpoint=None, callback=None):
                       T=1)
         clf = train_ann(ann, x, y, epochs=epochs, batch_size=40, lr=3e-3, seed=3, augment=None)
         return clf
+    if kind == "stream":   # a DataLoader whose DistributedSampler shares each global batch
+        return _stream_classifier(epochs, checkpoint).fit(_stream(x, y), callback=callback)
     clf = AGDClassifier(vgg_specs((4, "P"), fc=(16,), n_classes=2), T=3, epochs=epochs,
                         batch_size=40, lr=3e-3, seed=3, augment="crop_flip",
                         checkpoint=checkpoint)
     return clf.fit(x, y, callback=callback)
+
+
+def _stream(x, y, global_batch=40):
+    """Batches of ``global_batch / W`` images per process, in order: rank r takes images
+    r, r + W, ... of the data, so the W processes' batch k is the single process's batch k."""
+    from torch.utils.data import DataLoader, TensorDataset
+    from torch.utils.data.distributed import DistributedSampler
+
+    data = TensorDataset(torch.from_numpy(x), torch.from_numpy(y))
+    sampler = DistributedSampler(data, num_replicas=ddp.world_size(), rank=ddp.rank(),
+                                 shuffle=False)
+    return DataLoader(data, batch_size=global_batch // ddp.world_size(), sampler=sampler)
+
+
+def _stream_classifier(epochs, checkpoint):
+    from brainsnn.engine.network import vgg_specs
+    from brainsnn.learn.agd import AGDClassifier
+
+    return AGDClassifier(vgg_specs((4, "P"), fc=(16,), n_classes=2), T=3, epochs=epochs,
+                         lr=3e-3, seed=3, checkpoint=checkpoint)
 
 
 def main():

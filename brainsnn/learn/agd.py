@@ -26,6 +26,7 @@ import time
 import numpy as np
 import torch
 
+from brainsnn.learn import batches as stream_batches
 from brainsnn.learn import distributed as ddp
 from brainsnn.learn.losses import make_loss
 from brainsnn.models import LIF
@@ -223,25 +224,54 @@ class AGDClassifier(Params):
         if self.verbose:
             print(msg, flush=True)
 
-    def fit(self, X, y, X_val=None, y_val=None, callback=None):
+    def fit(self, X, y=None, X_val=None, y_val=None, callback=None):
         """Train on images ``X`` (n, ...) in [0, 1] and labels ``y`` (n,); returns self.
 
+        ``X`` may instead be a stream of batches (``y`` None): a ``torch.utils.data.DataLoader``
+        (e.g. :func:`brainsnn.io.imagefolder.image_folder_loader`) or another re-iterable with
+        a length, yielding ``(images, labels)`` pairs (:mod:`brainsnn.learn.batches`). Each
+        epoch iterates it once and takes one optimiser step per batch (``batch_size`` is
+        then the loader's; the loss, optimiser, schedule over ``epochs x len(X)`` steps,
+        augmentation, callback and history are those of arrays). A sampler with
+        ``set_epoch`` (``DistributedSampler``) is told the epoch before each pass; under
+        ``torchrun`` the DataLoader must have one, so that each process trains on its share
+        (the batch is then per process). The first batch is checked in full, later ones for
+        shape and labels. A checkpoint holds the loader's generator, so that a resumed run
+        draws the same order (and, for workers that are not persistent, the same crops).
+
         ``X_val``/``y_val`` (optional, never the test set when choosing hyperparameters) are
-        scored after every epoch into :attr:`history`; ``callback(self, epoch_record)`` is
-        called after every epoch (e.g. to checkpoint).
+        scored after every epoch into :attr:`history`; ``X_val`` may be a stream too (then
+        ``y_val`` None). ``callback(self, epoch_record)`` is called after every epoch (e.g. to
+        checkpoint).
         """
         self._check_params()
-        X = _as_images(X)
+        epochs, batch_size = int(self.epochs), int(self.batch_size)
+        stream = stream_batches.is_batch_stream(X)
+        if stream:
+            if y is not None:
+                raise TrainingError("y must be None when X is a stream of (images, labels) "
+                                    "batches: the labels come with the batches")
+            stream_batches.check_distributed_sampler(X, ddp.world_size())
+            n_batches = stream_batches.batches_per_epoch(X, epochs)
+            first = stream_batches.first_batch(X)
+            input_shape = image_shape = tuple(first[0].shape[1:])
+        else:
+            if y is None:
+                raise TrainingError("give the labels y of the images X (or, as X alone, a "
+                                    "DataLoader of (images, labels) batches)")
+            X = _as_images(X)
+            input_shape = X.shape[1:]
+            n_batches = math.ceil(len(X) / batch_size)
         rng = seed_everything(self.seed)
-        input_shape = X.shape[1:]
         if len(input_shape) == 2:
             input_shape = (1, *input_shape)
         device = self._device()
-        epochs, batch_size = int(self.epochs), int(self.batch_size)
         self.network_ = net = self._build(input_shape)
         self.classes_ = np.arange(int(np.prod(net.output_shape)))
-        y = check_labels(y, len(X), len(self.classes_), name="y", error=TrainingError)
-        if X_val is not None:
+        world = ddp.world_size()
+        if not stream:
+            y = check_labels(y, len(X), len(self.classes_), name="y", error=TrainingError)
+        if X_val is not None and not stream_batches.is_batch_stream(X_val):
             X_val = _as_images(X_val, "X_val")
             y_val = check_labels(y_val, len(X_val), len(self.classes_), name="y_val",
                                  error=TrainingError)
@@ -252,7 +282,6 @@ class AGDClassifier(Params):
                                   weight_decay=weight_decay)
         else:
             opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay)
-        n_batches = math.ceil(len(X) / batch_size)
         # cosine decay over the planned steps; with a time budget the plan shrinks after each
         # epoch to the epochs that fit, so that the schedule still ends at a small rate
         plan = {"epochs": epochs, "total": n_batches * epochs}
@@ -261,21 +290,38 @@ class AGDClassifier(Params):
             opt, lambda k: min(1.0, (k + 1) / warmup if warmup else 1.0) * 0.5
             * (1 + math.cos(math.pi * min(k, plan["total"]) / plan["total"])))
         gen = torch.Generator().manual_seed(self.seed)
-        on_device = device.type != "cpu"
-        Xd = torch.from_numpy(X if X.ndim == 4 else X[:, None] if X.ndim == 3 else X)
-        yd = torch.from_numpy(y)
-        if on_device:  # the whole training set on the GPU once
-            Xd, yd = Xd.to(device), yd.to(device)
+        if stream:
+            def batches(epoch):
+                sampler = stream_batches.epoch_sampler(X)
+                if sampler is not None:
+                    sampler.set_epoch(epoch)
+                for k, batch in enumerate(X):
+                    yield stream_batches.checked_batch(batch, k, image_shape,
+                                                       len(self.classes_))
+        else:
+            Xd = torch.from_numpy(X if X.ndim == 4 else X[:, None] if X.ndim == 3 else X)
+            yd = torch.from_numpy(y)
+            if device.type != "cpu":  # the whole training set on the GPU once
+                Xd, yd = Xd.to(device), yd.to(device)
+
+            def batches(epoch):
+                order = torch.from_numpy(rng.permutation(len(X))).to(Xd.device)
+                for b in range(n_batches):
+                    idx = order[b * batch_size:(b + 1) * batch_size]
+                    yield Xd[idx], yd[idx]
+        loader_gen = stream_batches.loader_generator(X) if stream else None
         self.history_, self.stopped_early_ = [], False
         step, ref, epoch, done_seconds = 0, (0, 0.0), 0, 0.0
-        resumed = self._resume(net, opt, sched, rng, gen, plan)
+        resumed = self._resume(net, opt, sched, rng, gen, plan, loader_gen)
         if resumed is not None:
             step, epoch, done_seconds = resumed
         elif self.init_rate:
-            sample = Xd[torch.from_numpy(rng.permutation(len(X))[:256]).to(Xd.device)]
+            if stream:
+                sample = first[0][:256]
+            else:
+                sample = Xd[torch.from_numpy(rng.permutation(len(X))[:256]).to(Xd.device)]
             rates = net.calibrate_rates(sample.to(device), target_rate=self.init_rate)
             self._log("initial spike rates: " + ", ".join(f"{k} {v:.3f}" for k, v in rates.items()))
-        world = ddp.world_size()
         model = net
         if world > 1:
             from torch.nn.parallel import DistributedDataParallel
@@ -288,16 +334,13 @@ class AGDClassifier(Params):
         while epoch < plan["epochs"]:
             net.train()
             self.loss_fn_.train()
-            order = torch.from_numpy(rng.permutation(len(X))).to(Xd.device)
             # running sums stay on the device: reading them every step would make the host
             # wait for the GPU after each batch
             loss_sum = torch.zeros((), dtype=torch.float64, device=device)
             correct = torch.zeros((), dtype=torch.int64, device=device)
             seen = 0
             t_epoch = time.perf_counter()
-            for b in range(n_batches):
-                idx = order[b * batch_size:(b + 1) * batch_size]
-                xb, yb = Xd[idx], yd[idx]
+            for b, (xb, yb) in enumerate(batches(epoch)):
                 if self.augment == "shift":
                     xb = augment_crop_flip(xb, pad=2, generator=gen, flip=False)
                 elif self.augment:
@@ -306,12 +349,13 @@ class AGDClassifier(Params):
                     xb = augment_cutout(xb, generator=gen)
                 xb = xb.to(device, non_blocking=True)
                 yb = yb.to(device, non_blocking=True)
-                if world > 1:
+                split = world > 1 and not stream   # a stream is shared by its sampler
+                if split:
                     xb, yb, weight = self._share(xb, yb)
                 z = model(xb)
                 loss = self.loss_fn_(z, yb)
                 opt.zero_grad(set_to_none=True)
-                if world > 1:
+                if split:
                     # DDP averages gradients over processes: weigh each share so that the
                     # average is the gradient of the mean loss over the global batch
                     (loss * weight).backward()
@@ -354,7 +398,8 @@ class AGDClassifier(Params):
             if X_val is not None:
                 rec["val_acc"] = self.score(X_val, y_val)
             self.history_.append(rec)
-            self._save_checkpoint(net, opt, sched, rng, gen, plan, step, epoch, rec["seconds"])
+            self._save_checkpoint(net, opt, sched, rng, gen, plan, step, epoch, rec["seconds"],
+                                  loader_gen)
             self._log(f"epoch {epoch}: " + ", ".join(
                 f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in rec.items()))
             if callback is not None:
@@ -388,7 +433,8 @@ class AGDClassifier(Params):
         return {k: (None if getattr(self, k) is None else str(getattr(self, k)))
                 for k in self._RESUME_KEYS}
 
-    def _save_checkpoint(self, net, opt, sched, rng, gen, plan, step, epoch, seconds):
+    def _save_checkpoint(self, net, opt, sched, rng, gen, plan, step, epoch, seconds,
+                         loader_gen=None):
         if self.checkpoint is None:
             return
         if ddp.is_main():
@@ -398,6 +444,7 @@ class AGDClassifier(Params):
                      "network": net.state_dict(), "optimizer": opt.state_dict(),
                      "scheduler": sched.state_dict(), "numpy_rng": rng.bit_generator.state,
                      "augment_rng": gen.get_state(), "torch_rng": torch.get_rng_state(),
+                     "loader_rng": None if loader_gen is None else loader_gen.get_state(),
                      "cuda_rng": (torch.cuda.get_rng_state_all() if torch.cuda.is_available()
                                   else None)}
             path = os.fspath(self.checkpoint)
@@ -405,7 +452,7 @@ class AGDClassifier(Params):
             os.replace(path + ".tmp", path)   # atomic: a kill leaves the previous epoch's file
         ddp.barrier()
 
-    def _resume(self, net, opt, sched, rng, gen, plan):
+    def _resume(self, net, opt, sched, rng, gen, plan, loader_gen=None):
         """Restore a checkpoint into the fresh training state; (step, epoch, seconds) or None."""
         if self.checkpoint is None or not os.path.exists(self.checkpoint):
             return None
@@ -421,6 +468,8 @@ class AGDClassifier(Params):
         plan.update(state["plan"])
         rng.bit_generator.state = state["numpy_rng"]
         gen.set_state(state["augment_rng"])
+        if loader_gen is not None and state.get("loader_rng") is not None:
+            loader_gen.set_state(state["loader_rng"])
         torch.set_rng_state(state["torch_rng"])
         if state["cuda_rng"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
@@ -430,31 +479,50 @@ class AGDClassifier(Params):
         return state["step"], state["epoch"], state["seconds"]
 
     @torch.no_grad()
-    def predict_logits(self, X, T=None, batch_size=None):
-        """Unperturbed output logits (n, n_classes) as a numpy array."""
+    def _batch_logits(self, X, T=None, batch_size=None):
+        """(logits on the CPU, labels) per batch of images ``X``; labels are None for an
+        image array, the batch's labels for a stream of (images, labels) batches."""
         net = self._fitted()
-        X = _as_images(X)
         T = None if T is None else check_T(T, error=TrainingError)
+        if stream_batches.is_batch_stream(X):
+            # the network checks the images' shape
+            batches = (stream_batches.checked_batch(batch, k, None, len(self.classes_))
+                       for k, batch in enumerate(X))
+        else:
+            X = _as_images(X)
+            bs = positive_int(batch_size or self.eval_batch_size, "batch_size", TrainingError)
+            batches = ((torch.from_numpy(X[i:i + bs]), None) for i in range(0, len(X), bs))
         was = net.training
         net.eval()
-        out = []
-        bs = positive_int(batch_size or self.eval_batch_size, "batch_size", TrainingError)
         try:
-            for i in range(0, len(X), bs):
-                xb = torch.from_numpy(X[i:i + bs]).to(self._device())
-                out.append(net(xb, T=T).float().cpu())
+            for xb, yb in batches:
+                yield net(xb.to(self._device()), T=T).float().cpu(), yb
         finally:
             net.train(was)
-        return torch.cat(out).numpy()
+
+    def predict_logits(self, X, T=None, batch_size=None):
+        """Unperturbed output logits (n, n_classes) as a numpy array, of images ``X`` or of a
+        stream of (images, labels) batches (labels unused)."""
+        return torch.cat([z for z, _ in self._batch_logits(X, T, batch_size)]).numpy()
 
     def predict(self, X, T=None):
         """Class indices (n,): argmax of the unperturbed logits."""
         logits = self.predict_logits(X, T)
         return self.classes_[logits.argmax(1)]
 
-    def score(self, X, y, T=None):
-        """Accuracy in [0, 1] on ``X``, ``y`` (with ``T`` steps, default the training T)."""
+    def score(self, X, y=None, T=None):
+        """Accuracy in [0, 1] on ``X``, ``y`` (with ``T`` steps, default the training T);
+        ``X`` may be a stream of (images, labels) batches, ``y`` then None."""
         self._fitted()
+        if stream_batches.is_batch_stream(X):
+            if y is not None:
+                raise TrainingError("y must be None when X is a stream of (images, labels) "
+                                    "batches: the labels come with the batches")
+            hits = seen = 0
+            for z, yb in self._batch_logits(X, T):
+                hits += int((z.argmax(1) == yb).sum())
+                seen += len(yb)
+            return hits / seen
         y = check_labels(y, len(X), len(self.classes_), name="y", error=TrainingError)
         return float((self.predict(X, T) == y).mean())
 
