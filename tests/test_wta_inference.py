@@ -49,11 +49,13 @@ def brian2_chunk_with_input_spikes(net, rates, monkeypatch):
     return inputs, set(zip(*seen["mon"])), counts
 
 
-def test_torch_spikes_identical_to_brian2_for_the_same_input(pixels, monkeypatch):
+@pytest.mark.parametrize("frozen", [True, False])
+def test_torch_spikes_identical_to_brian2_for_the_same_input(pixels, monkeypatch, frozen):
     """A Brian2 chunk of 4 images (state carried from image to image, rests included) and a
     torch lane fed the same input spike trains make the same excitatory spikes at the same
-    steps (float64). The network first learns a little, so theta and the potentials differ
-    between neurons, and the inhibitory neurons fire (lateral inhibition is exercised)."""
+    steps (float64), with the fused frozen step and with the generic one. The network first
+    learns a little, so theta and the potentials differ between neurons, and the inhibitory
+    neurons fire (lateral inhibition is exercised)."""
     net = tiny()
     net.partial_fit(pixels[4:], max_images=4)
     rates = net._rates(pixels, [(i, 0) for i in range(4)])
@@ -61,7 +63,8 @@ def test_torch_spikes_identical_to_brian2_for_the_same_input(pixels, monkeypatch
     assert inputs.sum() > 1000 and len(brian_spikes) >= 15
     assert len({n for _, n in brian_spikes}) > 1           # more than one winner
 
-    torch_net = TorchWTAInference(net)
+    torch_net = TorchWTAInference(net, frozen_step=frozen)
+    assert torch_net.step_kind == ("frozen" if frozen else "generic")
     torch_counts = torch_net.simulate(input_spikes=inputs[None])[0]
     np.testing.assert_array_equal(torch_counts, counts)
     assert counts.sum() == len(brian_spikes)
@@ -79,6 +82,40 @@ def test_spike_times_identical_and_a_one_step_shift_is_seen(pixels, monkeypatch)
     shifted = np.roll(inputs, 1, axis=0)
     _, rows = TorchWTAInference(net).simulate(input_spikes=shifted[None], record=True)
     assert {(int(s), int(n)) for _, s, n in rows} != brian_spikes
+
+
+def test_frozen_step_is_the_generic_step_bit_for_bit(pixels, monkeypatch):
+    """Poisson inputs from the same generator seed: the fused frozen step (compiled, lanes in
+    blocks of 2) gives the generic step's counts exactly, for an untrained network (its
+    inhibitory neurons start at -100 mV) and a trained one; the counts are not trivial."""
+    import brainsnn.stdp.wta_inference as wi
+
+    monkeypatch.setattr(wi, "CPU_LANE_BLOCK", 2)
+    for learned in (0, 4):
+        net = tiny(n=12, chunk_size=6)
+        if learned:
+            net.partial_fit(pixels[4:], max_images=learned)
+        rates = net._rates(pixels, [(i, 0) for i in range(6)]).reshape(3, 2, -1)
+        counts = {}
+        for frozen in (True, False):
+            engine = TorchWTAInference(net, frozen_step=frozen)
+            gen = wi.torch.Generator().manual_seed(7)
+            counts[frozen] = engine.simulate(rates, generator=gen)
+        np.testing.assert_array_equal(counts[True], counts[False])
+        assert counts[True].sum() > 20 and (counts[True].sum(axis=2) > 0).all()
+
+
+def test_frozen_step_falls_back_where_its_form_does_not_hold(monkeypatch):
+    """A reset that writes more than v (here also ge) has no frozen form: the generic step
+    runs; with the network's own models the frozen one does, and its source is the
+    generated expressions (Brian2's 'stable' denominator appears in it)."""
+    net = tiny()
+    engine = TorchWTAInference(net)
+    assert engine.step_kind == "frozen" and "1.0 + " in engine.frozen.source
+    exc, inh = net.simulated_models()
+    monkeypatch.setattr(type(net), "simulated_models",
+                        lambda self: (exc.replace(reset="v = v_reset\nge = 0"), inh))
+    assert TorchWTAInference(net).step_kind == "generic"
 
 
 def test_lanes_are_independent_and_batched_like_single_runs(pixels):
@@ -180,3 +217,23 @@ def test_diehl_cook_protocol_labels_and_tests_on_torch(data_dir, tmp_path):
     assert str(rec["inference/engine"]) == "torch"
     assert 0.0 <= float(rec["metrics/test_accuracy"]) <= 1.0
     assert int(np.sum(rec["layers/exc/spikes_per_image"] >= 0)) == 4
+
+
+def test_protocol_inference_auto_picks_torch_only_on_a_cuda_device(monkeypatch):
+    """--inference auto (the default): brian2 on a CPU, torch where a CUDA device is used
+    (found or named); an explicit engine is kept."""
+    import torch
+
+    from brainsnn.experiments.protocols import diehl_cook
+
+    def engine(*argv, cuda=False):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+        return diehl_cook.inference_engine(diehl_cook.parse_args(["--scale", "smoke", *argv]))
+
+    assert diehl_cook.parse_args(["--scale", "smoke"]).inference == "auto"
+    assert engine() == "brian2"
+    assert engine(cuda=True) == "torch"
+    assert engine("--inference-device", "cuda:1") == "torch"
+    assert engine("--inference-device", "cpu", cuda=True) == "brian2"
+    assert engine("--inference", "torch") == "torch"
+    assert engine("--inference", "brian2", cuda=True) == "brian2"

@@ -6,9 +6,11 @@ One N (default 400) on one thread count (``--threads``; set OMP_NUM_THREADS to t
    with re-presentation chunks at full length (as before chunks stopped after their
    images) and once as they run now (a chunk stops after its last image); seconds per phase
    and re-presentations;
-2. the trained network's inference on the torch engine (float64, ``--batch`` lanes) on the
-   first ``--torch-images`` test images: images/s, and the test accuracy with the labels
-   assigned from Brian2's counts, against Brian2's accuracy on the same images.
+2. the trained network's inference on the torch engine (float64, ``--batch`` lanes; the
+   fused frozen step, and with ``--generic-step`` the generic one) on the first
+   ``--torch-images`` test images after a warm-up on 32 images that compiles the step:
+   images/s, and the test accuracy with the labels assigned from Brian2's counts, against
+   Brian2's accuracy on the same images.
 
 Writes results/bench_wta_inference_n<N>_t<threads>.h5 (RunResults) and prints the figures.
 
@@ -76,6 +78,10 @@ def main(argv=None):
     p.add_argument("--torch-images", type=int, default=256)
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--only-stopping-chunks", action="store_true",
+                   help="skip the phases with full-length re-presentation chunks")
+    p.add_argument("--generic-step", action="store_true",
+                   help="also time the generic torch step (both neuron groups unfused)")
     p.add_argument("--data", default=os.environ.get("BRAINSNN_DATA"))
     args = p.parse_args(argv)
 
@@ -100,7 +106,8 @@ def main(argv=None):
     rec.set("benchmark/compile_s", compile_s, units="s")
     print(f"compiled in {compile_s:.1f} s")
     runs = {}
-    for label, full in (("full_length_chunks", True), ("stopping_chunks", False)):
+    kinds = (("full_length_chunks", True), ("stopping_chunks", False))
+    for label, full in kinds[1:] if args.only_stopping_chunks else kinds:
         runs[label] = phases(net, x_train, y_train, x_test, full)
         load.append(os.getloadavg()[0])
         for key, value in runs[label].items():
@@ -112,25 +119,31 @@ def main(argv=None):
     clf = LabelAssignment().fit(now["assign_counts"], y_train)
     k = args.torch_images
     brian_rate = 2 * args.images / (now["assign_s"] + now["test_s"])
-    inference = TorchWTAInference(net, batch_size=args.batch)
-    t0 = time.perf_counter()
-    torch_counts = inference.transform(x_test[:k])
-    torch_s = time.perf_counter() - t0
-    load.append(os.getloadavg()[0])
-    torch_rate = k / torch_s
     acc_brian = accuracy(clf.predict(now["test_counts"][:k]), y_test[:k])
-    acc_torch = accuracy(clf.predict(torch_counts), y_test[:k])
     figures = {"brian2_inference_images_per_second": brian_rate,
-               "torch_inference_images_per_second": torch_rate,
-               "torch_over_brian2": torch_rate / brian_rate,
-               "brian2_test_accuracy": acc_brian, "torch_test_accuracy": acc_torch,
-               "brian2_spikes_per_image": float(now["test_counts"][:k].sum(1).mean()),
-               "torch_spikes_per_image": float(torch_counts.sum(1).mean())}
+               "brian2_test_accuracy": acc_brian,
+               "brian2_spikes_per_image": float(now["test_counts"][:k].sum(1).mean())}
+    for kind in ("frozen", "generic") if args.generic_step else ("frozen",):
+        inference = TorchWTAInference(net, batch_size=args.batch, frozen_step=kind == "frozen")
+        t0 = time.perf_counter()
+        inference.transform(x_test[:32])            # compiles the fused step
+        figures[f"torch_{kind}_warm_up_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        torch_counts = inference.transform(x_test[:k])
+        torch_rate = k / (time.perf_counter() - t0)
+        load.append(os.getloadavg()[0])
+        figures.update({
+            f"torch_{kind}_step_kind": inference.step_kind,
+            f"torch_{kind}_inference_images_per_second": torch_rate,
+            f"torch_{kind}_over_brian2": torch_rate / brian_rate,
+            f"torch_{kind}_test_accuracy": accuracy(clf.predict(torch_counts), y_test[:k]),
+            f"torch_{kind}_spikes_per_image": float(torch_counts.sum(1).mean())})
     for key, value in figures.items():
         rec.set(f"benchmark/{key}", value)
     rec.set("machine/load_average_1min", np.asarray(load),
             description="1-min load average at the start and after each part (shared machine)")
-    print({k: round(v, 4) for k, v in figures.items()}, "load", load)
+    print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in figures.items()},
+          "load", load)
     out = paths.results_dir() / f"bench_wta_inference_n{args.neurons}_t{args.threads}.h5"
     rec.save(out)
     print("wrote", out)

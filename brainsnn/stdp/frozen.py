@@ -36,8 +36,9 @@ import torch.nn.functional as F
 
 from brainsnn.engine.neuron import TorchNeuron
 
-__all__ = ["CompiledStep", "FrozenConvWTA", "frozen_wta", "refractory_steps", "inhibition_follows_partner",
-           "stream_bytes_per_image"]
+__all__ = ["CompiledStep", "FrozenConvWTA", "compile_step_source", "frozen_exc_step", "frozen_wta",
+           "group_step_lines", "inhibition_follows_partner", "refractory_steps", "step_expressions",
+           "stream_bytes_per_image", "theta_is_constant"]
 
 #: Names an extracted expression may read (state, constants of the layer, torch).
 _ALLOWED = {"v", "ge", "gi", "theta", "not_refractory", "_bs_torch"}
@@ -79,7 +80,7 @@ def _expression(assignments, name, allowed=_ALLOWED):
     return ast.unparse(node) if names <= allowed else None
 
 
-def _theta_is_constant(neuron, theta, dtype):
+def theta_is_constant(neuron, theta, dtype):
     """Whether one generic step leaves ``theta`` (one value per kernel) bitwise unchanged,
     for a neuron that spikes and for one that does not (``plastic = 0``)."""
     th = torch.as_tensor(theta, dtype=dtype).reshape(1, -1).repeat(2, 1)
@@ -95,10 +96,12 @@ def _theta_is_constant(neuron, theta, dtype):
             and torch.equal(state["theta"], th))
 
 
-def inhibition_follows_partner(inh: TorchNeuron, weight, gap, steps, dtype, seed=0):
+def inhibition_follows_partner(inh: TorchNeuron, weight, gap, steps, dtype, seed=0, v0=None):
     """Whether the inhibitory neuron, driven by ``weight`` per spike of its excitatory
     partner (whose spikes are at least ``gap`` steps apart), spikes exactly one step after
-    each partner spike and never otherwise, over ``steps`` steps from rest.
+    each partner spike and never otherwise, over ``steps`` steps from ``v0`` (volt; default
+    ``v_rest``). The membrane relaxes monotonically towards ``v_rest``, so a check from the
+    lowest starting potential of a network covers its higher ones.
 
     Checked by simulating the generic neuron on every periodic train of period ``gap`` to
     ``gap + steps`` (each from the first step), and on 256 random trains whose gaps are
@@ -117,8 +120,8 @@ def inhibition_follows_partner(inh: TorchNeuron, weight, gap, steps, dtype, seed
             k += gap + int(rng.geometric(0.3)) - 1
     trains.append(random)
     exc = torch.as_tensor(np.concatenate(trains), dtype=dtype)          # (cases, steps)
-    state = inh.initial_state((exc.shape[0], 1), dtype=dtype,
-                              v=float(inh.model.parameters["v_rest"]))
+    v0 = float(inh.model.parameters["v_rest"]) if v0 is None else float(v0)
+    state = inh.initial_state((exc.shape[0], 1), dtype=dtype, v=v0)
     out = []
     with torch.no_grad():
         for k in range(steps):
@@ -128,31 +131,44 @@ def inhibition_follows_partner(inh: TorchNeuron, weight, gap, steps, dtype, seed
     return bool((s_inh[:, 0] == 0).all()) and torch.equal(s_inh[:, 1:], exc[:, :-1])
 
 
+def group_step_lines(parts, suffix=""):
+    """``(update, spikes)``: the source lines of one neuron group's frozen step, from the
+    parts of :func:`step_expressions` (whose expressions already use the names with
+    ``suffix``): the update (refractoriness, conductances, membrane) and the threshold,
+    spikes ``s<suffix>`` and reset. A group without ``gi`` has ``parts["gi"] = None``."""
+    x = suffix
+    update = [f"not_refractory{x} = (t_step - last{x}) >= {parts['R']}",
+              f"_ge{x} = {parts['ge']}"]
+    if parts["gi"] is not None:
+        update.append(f"_gi{x} = {parts['gi']}")
+    update += [f"_v{x} = {parts['v']}", f"ge{x} = _ge{x}"]
+    if parts["gi"] is not None:
+        update.append(f"gi{x} = _gi{x}")
+    update.append(f"v{x} = _bs_torch.where(not_refractory{x}, _v{x}, v{x})")
+    spikes = [f"_bs_c{x} = {parts['threshold']}", f"s{x} = _bs_c{x}.to(v{x}.dtype)",
+              f"last{x} = _bs_torch.where(_bs_c{x}, t_step.to(last{x}.dtype), last{x})",
+              f"v{x} = _bs_torch.where(_bs_c{x}, {parts['v_reset']!r}, v{x})"]
+    return tuple("".join(f"    {line}\n" for line in lines) for lines in (update, spikes))
+
+
 _STEP_TEMPLATE = """
 def _frozen_step(v, ge, gi, last, s_prev, current, t_step, theta, inhibition):
-    not_refractory = (t_step - last) >= {R}
-    _ge = {ge}
-    _gi = {gi}
-    _v = {v}
-    ge = _ge
-    gi = _gi
-    v = _bs_torch.where(not_refractory, _v, v)
-    ge = ge + current
-    _bs_c = {threshold}
-    s = _bs_c.to(v.dtype)
-    last = _bs_torch.where(_bs_c, t_step.to(last.dtype), last)
-    v = _bs_torch.where(_bs_c, {v_reset}, v)
-    if inhibition:
+{update}    ge = ge + current
+{spikes}    if inhibition:
         gi = gi + {w_inh_exc} * (s_prev.sum(1, keepdim=True) - s_prev)
     return s, v, ge, gi, last
 """
 
 
-def _make_step(neuron, layer):
-    """The frozen excitatory step (a Python function) from the generic step's source, or
-    ``None`` when the source does not have the expected form."""
+def step_expressions(neuron, dt, rename=None):
+    """The parts of a generated step in the frozen form: ``{"ge", "gi", "v", "threshold"}``
+    (expression sources, Brian2's order of operations, names changed by ``rename``, e.g.
+    ``{"v": "v_inh", "gi": "0.0"}``), ``"R"`` (refractory steps of ``dt``) and ``"v_reset"``
+    (volt); ``None`` when the step does not have that form (refractoriness not a whole
+    number of ``dt``, input not into ``ge``, a reset other than ``v = v_reset`` followed
+    only by ``theta += plastic * ...``)."""
     refractory = refractory_steps(neuron)
-    if refractory is None or abs(refractory[1] - float(layer.dt)) > 1e-12 * float(layer.dt):
+    if refractory is None or abs(refractory[1] - float(dt)) > 1e-12 * float(dt):
         return None
     a = _assignments(neuron.source)
     parts = {name: _expression(a, key) for name, key in
@@ -165,12 +181,37 @@ def _make_step(neuron, layer):
     if not reset or reset[0].replace(" ", "") != "v=v_reset" or any(
             not line.replace(" ", "").startswith("theta+=plastic*") for line in reset[1:]):
         return None
-    source = _STEP_TEMPLATE.format(R=refractory[0], v_reset=repr(
-        float(neuron.model.parameters["v_reset"])), w_inh_exc=repr(float(layer.w_inh_exc)),
-        **parts)
+    if rename:
+        parts = {k: _renamed(src, rename) for k, src in parts.items()}
+    return {**parts, "R": refractory[0], "v_reset": float(neuron.model.parameters["v_reset"])}
+
+
+def _renamed(source, rename):
+    """``source`` with the names in ``rename`` replaced by their sources."""
+    class Rename(ast.NodeTransformer):
+        def visit_Name(self, node):
+            return ast.parse(rename[node.id], mode="eval").body if node.id in rename else node
+    return ast.unparse(Rename().visit(ast.parse(source, mode="eval")))
+
+
+def compile_step_source(source, name, neuron):
+    """The function ``name`` defined by ``source``, in the generated step's namespace."""
     namespace = dict(neuron.compiled.step_function.__globals__)
-    exec(compile(source, f"<frozen conv WTA step of {neuron.model.name}>", "exec"), namespace)
-    return namespace["_frozen_step"], refractory[0], source
+    exec(compile(source, f"<{name} of {neuron.model.name}>", "exec"), namespace)
+    return namespace[name]
+
+
+def frozen_exc_step(neuron, dt, w_inh_exc):
+    """``(step, R, source)``: the frozen excitatory step (a Python function of this module's
+    template) made from the generic step's source, with refractoriness of ``R`` steps of
+    ``dt`` and lateral inhibition ``w_inh_exc``; ``None`` when the source does not have the
+    expected form."""
+    parts = step_expressions(neuron, dt)
+    if parts is None:
+        return None
+    update, spikes = group_step_lines(parts)
+    source = _STEP_TEMPLATE.format(w_inh_exc=repr(float(w_inh_exc)), update=update, spikes=spikes)
+    return compile_step_source(source, "_frozen_step", neuron), parts["R"], source
 
 
 class CompiledStep(torch.nn.Module):
@@ -238,7 +279,6 @@ class FrozenConvWTA(CompiledStep):
 
     def _step(self, state, s_in):
         v, ge, gi, last, s_prev, t_step = state
-        lay = self.layer
         current = self._conv(s_in)
         s, v, ge, gi, last = self._step_fn(v, ge, gi, last, s_prev, current, t_step,
                                            self.theta, self.inhibition)
@@ -250,9 +290,9 @@ def frozen_wta(layer, dtype, inhibition=True, compile=False, steps=1000):
     ``None`` when the layer's models or settings do not allow the specialised step (the
     caller then keeps the generic one)."""
     exc = TorchNeuron(layer.exc_model, dt=layer.dt)
-    made = _make_step(exc, layer)
+    made = frozen_exc_step(exc, layer.dt, layer.w_inh_exc)
     if made is None or "v_rest" not in layer.exc_model.parameters \
-            or not _theta_is_constant(exc, layer.theta, dtype):
+            or not theta_is_constant(exc, layer.theta, dtype):
         return None
     if inhibition:
         inh = TorchNeuron(layer.inh_model, dt=layer.dt)

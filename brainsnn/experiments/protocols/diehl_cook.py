@@ -65,10 +65,11 @@ def build_parser():
     p.add_argument("--max-silent-chunks", type=int, default=3,
                    help="stop (exit status 3, checkpoint kept) after this many training chunks "
                         "in a row without an excitatory spike (0: never)")
-    p.add_argument("--inference", default="brian2", choices=["brian2", "torch"],
-                   help="engine of label assignment and test (learning off): brian2 (default: "
-                        "the training network's chunks; faster on a CPU) or torch (batched, the "
-                        "same equations; for a GPU)")
+    p.add_argument("--inference", default="auto", choices=["auto", "brian2", "torch"],
+                   help="engine of label assignment and test (learning off): brian2 (the "
+                        "training network's chunks; faster on a CPU), torch (batched, the same "
+                        "equations and spikes; for a GPU) or auto (default: torch where a CUDA "
+                        "device is used, else brian2)")
     p.add_argument("--inference-batch", type=int, default=1024,
                    help="--inference torch: images simulated at once")
     p.add_argument("--inference-device", default=None,
@@ -177,6 +178,22 @@ class SilentNetwork(Exception):
     """Training stopped: --max-silent-chunks chunks in a row without any spike."""
 
 
+def inference_device(args) -> str:
+    """The torch device of --inference torch: --inference-device, else cuda where there is
+    one, else cpu."""
+    import torch
+
+    return args.inference_device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def inference_engine(args) -> str:
+    """``brian2`` or ``torch``: --inference, with ``auto`` the torch engine only where it
+    runs on a CUDA device (on a CPU Brian2's compiled chunks are faster; docs/performance.md)."""
+    if args.inference != "auto":
+        return args.inference
+    return "torch" if inference_device(args).startswith("cuda") else "brian2"
+
+
 def config_of(args, net, n_test):
     return {"scale": args.scale, "neurons": args.neurons, "train_images": args.train_images,
             "assign_images": args.assign_images, "test_images": n_test,
@@ -253,16 +270,15 @@ def evaluate(run, args, net, x_assign, y_assign, x_test, y_test):
     from brainsnn.stdp.labels import LabelAssignment, accuracy
 
     rec = run.rec
-    engine = net
-    if args.inference == "torch":
-        import torch
-
+    engine, name = net, inference_engine(args)
+    if name == "torch":
         from brainsnn.stdp.wta_inference import TorchWTAInference
 
-        device = args.inference_device or ("cuda" if torch.cuda.is_available() else "cpu")
+        device = inference_device(args)
         engine = TorchWTAInference(net, batch_size=args.inference_batch, device=device)
-        log.info(f"inference on the torch engine ({device}, {args.inference_batch} images at once)")
-    rec.set("inference/engine", args.inference,
+        log.info(f"inference on the torch engine ({device}, {args.inference_batch} images at "
+                 f"once, {engine.step_kind} step)")
+    rec.set("inference/engine", name,
             description="engine of label assignment and test: brian2 or torch")
 
     def phase(name, x):
