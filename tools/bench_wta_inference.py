@@ -80,6 +80,7 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--only-stopping-chunks", action="store_true",
                    help="skip the phases with full-length re-presentation chunks")
+    p.add_argument("--torch-device", default="cpu", help="torch device of the torch engine")
     p.add_argument("--generic-step", action="store_true",
                    help="also time the generic torch step (both neuron groups unfused)")
     p.add_argument("--data", default=os.environ.get("BRAINSNN_DATA"))
@@ -124,7 +125,8 @@ def main(argv=None):
                "brian2_test_accuracy": acc_brian,
                "brian2_spikes_per_image": float(now["test_counts"][:k].sum(1).mean())}
     for kind in ("frozen", "generic") if args.generic_step else ("frozen",):
-        inference = TorchWTAInference(net, batch_size=args.batch, frozen_step=kind == "frozen")
+        inference = TorchWTAInference(net, batch_size=args.batch, device=args.torch_device,
+                                      frozen_step=kind == "frozen")
         t0 = time.perf_counter()
         inference.transform(x_test[:32])            # compiles the fused step
         figures[f"torch_{kind}_warm_up_s"] = time.perf_counter() - t0
@@ -144,7 +146,8 @@ def main(argv=None):
             description="1-min load average at the start and after each part (shared machine)")
     print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in figures.items()},
           "load", load)
-    out = paths.results_dir() / f"bench_wta_inference_n{args.neurons}_t{args.threads}.h5"
+    device = "" if args.torch_device == "cpu" else "_" + args.torch_device.replace(":", "")
+    out = paths.results_dir() / f"bench_wta_inference_n{args.neurons}_t{args.threads}{device}.h5"
     rec.save(out)
     print("wrote", out)
     net.close()
