@@ -272,6 +272,30 @@ def test_calibrate_rates_revives_silent_deep_layers():
     assert not net.record and net.stats["images"] == 0
 
 
+@pytest.mark.parametrize("training", [False, True])
+def test_calibrate_rates_scales_the_batchnorm_of_a_layer_with_batchnorm(training):
+    """With batch-norm after the weights, the batch-norm scale is what calibration scales
+    (scaling the weights would be normalised away in training mode); silent layers fire."""
+    from brainsnn.engine.network import BatchNormOp, attach_batchnorm
+
+    torch.manual_seed(0)
+    net = attach_batchnorm(Network(vgg_specs((4, 4, "P", 8), fc=(16,)), (1, 8, 8), T=4))
+    with torch.no_grad():
+        for op in net.ops.values():
+            if isinstance(op, BatchNormOp):
+                op[1].weight.fill_(0.01)        # silent at initialisation
+    weights = {k: op[0].weight.clone() for k, op in net.ops.items() if isinstance(op, BatchNormOp)}
+    net.train(training)
+    rates = net.calibrate_rates(torch.rand(16, 1, 8, 8), target_rate=0.1)
+    assert set(rates) == set(net.spiking_layer_names())
+    for name, rate in rates.items():
+        assert 0.1 / 1.5 <= rate <= 0.1 * 1.5, (name, rate)
+    for k, w in weights.items():
+        assert torch.equal(net.ops[k][0].weight, w)
+        assert not torch.allclose(net.ops[k][1].weight, torch.tensor(0.01))
+    assert net.training == training
+
+
 def test_parse_layer_list():
     from brainsnn.engine.network import NetworkError, parse_layer_list
 

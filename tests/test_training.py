@@ -107,6 +107,17 @@ def test_batchnorm_and_sgd_options_train_and_fold():
         AGDClassifier(SPECS, optimizer="rmsprop").fit(x[:20], y[:20])
 
 
+def test_init_rate_with_batchnorm_calibrates_then_trains():
+    """init_rate and batchnorm together: calibration scales the batch-norm, training runs
+    and the result is folded (this combination used to fail in calibrate_rates)."""
+    x, y = _toy()
+    clf = AGDClassifier(SPECS, T=3, epochs=1, batch_size=20, lr=0.05, seed=0,
+                        batchnorm=True, init_rate=0.1)
+    clf.fit(x[:100], y[:100])
+    assert not any(hasattr(op, "__getitem__") for op in clf.network_.ops.values())
+    assert len(clf.history_) == 1 and np.isfinite(clf.history_[-1]["train_loss"])
+
+
 def test_bad_inputs_are_refused():
     x, y = _toy(20)
     clf = AGDClassifier(SPECS, T=2, epochs=1)

@@ -840,7 +840,9 @@ class Network(nn.Module):
         (factor in [0.5, 2] per iteration) until its mean spike rate on the batch ``x`` lies
         within a factor ``1 + tolerance`` of ``target_rate`` (spikes per neuron per step).
         This counters the fading of spiking activity in deep layers at initialisation. A
-        BackRes block's shared weights are scaled on its first pass. Returns {layer: rate}.
+        BackRes block's shared weights are scaled on its first pass; a layer with batch-norm
+        has its batch-norm scale (gamma) scaled, since batch statistics would undo a scaling
+        of the weights. Returns {layer: rate}.
         """
         was_record, was_training = self.record, self.training
         self.eval()
@@ -850,7 +852,8 @@ class Network(nn.Module):
                 if ll.neuron_key is None or ll.op_name in done:
                     continue
                 done.add(ll.op_name)
-                weight = self.ops[ll.op_name].weight
+                op = self.ops[ll.op_name]
+                weight = op[1].weight if isinstance(op, BatchNormOp) else op.weight
                 for _ in range(int(iterations)):
                     self.reset_stats()
                     self.record = True
