@@ -106,10 +106,13 @@ def main(argv=None):
 
     from brainsnn import paths
     from brainsnn.io.imagefolder import image_folder_loader, loader_throughput
+    from brainsnn.experiments.options import command_line
     from brainsnn.io.results import RunResults
 
     torch.set_num_threads(1)
-    rec = RunResults("bench_imagenet_step", {**vars(args), "threads": 1}, seed=0, device="cpu")
+    command = command_line("tools/bench_imagenet_step.py", argv, ("python",))
+    rec = RunResults("bench_imagenet_step", {**vars(args), "threads": 1, "command": command},
+                     seed=0, device="cpu")
     load = [os.getloadavg()[0]]
     rows = []
     for name, size, n_classes, batch, data in MODELS:

@@ -91,6 +91,7 @@ def main(argv=None):
     from brainsnn import paths
     from brainsnn.brian.wta import DiehlCookNetwork
     from brainsnn.io.datasets import load_mnist
+    from brainsnn.experiments.options import command_line
     from brainsnn.io.results import RunResults
     from brainsnn.stdp.labels import LabelAssignment, accuracy
     from brainsnn.stdp.wta_inference import TorchWTAInference
@@ -103,7 +104,9 @@ def main(argv=None):
     t0 = time.perf_counter()
     net.compile()
     compile_s = time.perf_counter() - t0
-    rec = RunResults("bench_wta_inference", vars(args), seed=0, device="cpp_standalone")
+    command = command_line("tools/bench_wta_inference.py", argv, ("python",))
+    rec = RunResults("bench_wta_inference", {**vars(args), "command": command}, seed=0,
+                     device="cpp_standalone")
     rec.set("benchmark/compile_s", compile_s, units="s")
     print(f"compiled in {compile_s:.1f} s")
     runs = {}

@@ -139,6 +139,7 @@ def main(argv=None):
     import torch
 
     from brainsnn import paths
+    from brainsnn.experiments.options import command_line
     from brainsnn.io.results import RunResults
 
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -156,7 +157,9 @@ def main(argv=None):
     if "agd" in parts:
         jobs += [(f"agd_{m}_T{T}", lambda a=(m, s, c, b, T): agd_step(args.device, args.tiny, *a))
                  for m, s, c, b, T in AGD]
-    rec = RunResults("gpu_bench", vars(args), seed=0, device=args.device)
+    command = command_line("tools/gpu_bench.py", argv, ("python",))
+    rec = RunResults("gpu_bench", {**vars(args), "command": command}, seed=0,
+                     device=args.device)
     rec.set("machine/device_name", name)
     failed = 0
     for label, job in jobs:

@@ -191,10 +191,12 @@ def out_path(args, name: str) -> Path:
     return Path(args.out) if args.out else Path(args.out_dir) / f"{name}.h5"
 
 
-def command_line(name: str, argv) -> str:
-    """The command that ran (for the results file and the resume hint)."""
+def command_line(name: str, argv, program=("brainsnn", "run")) -> str:
+    """The command that ran (for the results file and the resume hint): ``program``, then
+    ``name`` (a protocol, or a script's path with ``program=("python",)``), then ``argv``
+    (default: this process's arguments)."""
     import shlex
     import sys
 
     argv = sys.argv[1:] if argv is None else list(argv)
-    return shlex.join(["brainsnn", "run", name, *argv])
+    return shlex.join([*program, name, *argv])
