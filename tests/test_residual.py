@@ -103,6 +103,59 @@ def test_backres_on_a_residual_stage_shares_the_stage_weights():
     assert again.spiking_layer_names() == names
 
 
+def test_backres_on_every_stage_skips_stages_without_a_shape_keeping_block():
+    """An int R applies to every stage that has shape-keeping blocks: ResNet-8 has them in
+    stage 1 only (its later stages are one down-sampling block each); naming such a stage
+    in a dict is refused."""
+    def backres_blocks(specs):
+        return [s.name for s in specs if isinstance(s, nw.BackRes)]
+    assert backres_blocks(resnet_specs(8, width=4, input_size=8, backres=2)) == ["s1_backres"]
+    assert backres_blocks(resnet_specs(14, width=4, input_size=8, backres=2)) == [
+        "s1_backres", "s2_backres", "s3_backres"]
+    with pytest.raises(NetworkError, match="stage 2 of ResNet-8 has no shape-keeping"):
+        resnet_specs(8, width=4, input_size=8, backres={2: 2})
+    assert backres_blocks(resnet_specs(8, width=4, input_size=8, backres=1)) == []
+
+
+def test_protocols_offer_the_engines_named_networks():
+    from brainsnn.engine.architectures import ARCHITECTURES
+    from brainsnn.experiments import options
+
+    assert options.NAMED_ARCHS == ARCHITECTURES
+
+
+def test_agd_and_conversion_protocols_put_backres_on_residual_stages(capsys):
+    """--backres R (agd) and --R (conversion) on a named ResNet: BackRes blocks with the
+    weights of the plain network (parameter counts equal); elsewhere a clear error."""
+    from brainsnn.experiments.protocols import agd, conversion
+
+    args = agd.parse_args(["--scale", "smoke", "--arch", "resnet14", "--backres", "2",
+                           "--width", "4"])
+    assert agd.run_name(args) == "agd_mnist_resnet14_w4_R2_smoke_seed0"
+    back = agd.build_classifier(args, input_size=8).specs
+    plain = agd.build_classifier(agd.parse_args(["--scale", "smoke", "--arch", "resnet14",
+                                                 "--width", "4"]), input_size=8).specs
+    assert [s.name for s in back if isinstance(s, nw.BackRes)] == [
+        "s1_backres", "s2_backres", "s3_backres"]
+    assert nw.Network(back, (1, 8, 8)).n_parameters() == nw.Network(plain, (1, 8, 8)).n_parameters()
+
+    args = conversion.parse_args(["--scale", "smoke", "--arch", "resnet8", "--R", "1,2"])
+    assert args.R == (1, 2) and args.width is None
+    specs = {R: conversion.make_specs("resnet8", {"width": args.width}, R, input_size=8)
+             for R in args.R}
+    assert [s.name for s in specs[2] if isinstance(s, nw.BackRes)] == ["s1_backres"]
+    assert nw.Network(specs[2], (1, 8, 8)).n_parameters() == \
+        nw.Network(specs[1], (1, 8, 8)).n_parameters()
+    assert conversion.parse_args(["--scale", "smoke", "--arch", "resnet8"]).R == (1,)
+    assert conversion.parse_args(["--scale", "smoke", "--arch", "backres"]).R == (1, 2, 3)
+    assert conversion.parse_args(["--scale", "smoke"]).width == 8        # per scale
+    for protocol, argv in ((agd, ["--backres", "2"]), (agd, ["--width", "8"]),
+                           (conversion, ["--arch", "vgg11", "--R", "2"])):
+        with pytest.raises(SystemExit):
+            protocol.parse_args(["--scale", "smoke", *argv])
+        assert "named ResNet" in capsys.readouterr().err
+
+
 def test_batchnorm_folds_into_projection_shortcuts():
     torch.manual_seed(0)
     net = attach_batchnorm(nw.Network(resnet_specs(8, width=4, input_size=8, kinds="artificial"),

@@ -25,7 +25,9 @@ VGG_CONFIGS = {
 }
 
 #: names accepted by :func:`arch_specs` (and the protocols' ``--arch``)
-ARCHITECTURES = ("resnet20", "resnet18", "resnet34", "vgg11", "vgg16")
+#: The named networks of :func:`arch_specs`: CIFAR ResNets (6n + 2), ImageNet ResNets, VGGs.
+ARCHITECTURES = ("resnet8", "resnet14", "resnet20", "resnet32", "resnet44", "resnet56", "resnet18",
+                 "resnet34", "vgg11", "vgg16")
 
 
 def _stages(depth):
@@ -61,9 +63,10 @@ def resnet_specs(depth=20, width=None, input_size=32, n_classes=10, kinds=None, 
         None / 'spiking' / 'artificial' or a pattern of S/A letters (stem, 2 per block,
         readout).
     backres : None, int or dict
-        BackRes on residual stages: ``{stage: R}`` (stages numbered from 1; an int R means
-        every stage) runs the stage's shape-keeping blocks (all but a first block that
-        down-samples) R times with shared weights, as one :class:`BackRes` block.
+        BackRes on residual stages: ``{stage: R}`` (stages numbered from 1) runs the
+        stage's shape-keeping blocks (all but a first block that down-samples) R times with
+        shared weights, as one :class:`BackRes` block; an int R means every stage that has
+        shape-keeping blocks (ResNet-8's later stages have none).
     backres_form : {'reentry', 'additive'}
     bias : bool
 
@@ -83,10 +86,14 @@ def resnet_specs(depth=20, width=None, input_size=32, n_classes=10, kinds=None, 
     if final < 1 or final * 2 ** (len(stages) - 1) * (4 if imagenet else 1) != input_size:
         raise NetworkError(f"ResNet-{depth}: input size {input_size} px does not halve evenly "
                            f"{len(stages) - 1 + (2 if imagenet else 0)} times; use e.g. 32 or 224")
+    every_stage = backres is not None and not isinstance(backres, dict)
     if backres is None:
         backres = {}
-    elif not isinstance(backres, dict):
-        backres = {s: int(backres) for s in range(1, len(stages) + 1)}
+    elif every_stage:
+        R = int(backres)
+        backres = {s: R for s in range(1, len(stages) + 1) if stages[s - 1] > (1 if s > 1 else 0)}
+        if R > 1 and not backres:
+            raise NetworkError(f"ResNet-{depth} has no shape-keeping block for BackRes")
     unknown = sorted(set(backres) - set(range(1, len(stages) + 1)))
     if unknown:
         raise NetworkError(f"backres names stages {unknown}; ResNet-{depth} has stages "

@@ -191,6 +191,19 @@ def out_path(args, name: str) -> Path:
     return Path(args.out) if args.out else Path(args.out_dir) / f"{name}.h5"
 
 
+#: The named networks a protocol's ``--arch`` offers (the engine's ``ARCHITECTURES``, listed
+#: here so that parsing options imports no torch; a test keeps the two equal).
+NAMED_ARCHS = ("resnet8", "resnet14", "resnet20", "resnet32", "resnet44", "resnet56", "resnet18",
+               "resnet34", "vgg11", "vgg16")
+
+
+def check_backres_arch(p, arch, R):
+    """BackRes passes ``R`` (one int or several) apply to the named ResNets only."""
+    if max([R] if isinstance(R, int) else list(R)) > 1 and not arch.startswith("resnet"):
+        p.error(f"BackRes passes > 1 apply to the residual stages of a named ResNet "
+                f"(--arch resnet8 ... resnet56, resnet18, resnet34), not --arch {arch}")
+
+
 def command_line(name: str, argv, program=("brainsnn", "run")) -> str:
     """The command that ran (for the results file and the resume hint): ``program``, then
     ``name`` (a protocol, or a script's path with ``program=("python",)``), then ``argv``

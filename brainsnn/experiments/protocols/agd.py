@@ -26,7 +26,7 @@ from brainsnn.experiments.training import (CIFAR_CAVEAT, add_vgg_options, apply_
 
 PROTOCOL = "agd"
 #: --arch: the table-driven VGG, then brainsnn.engine.architectures.ARCHITECTURES
-ARCHS = ("vgg", "resnet20", "resnet18", "resnet34", "vgg11", "vgg16")
+ARCHS = ("vgg", *options.NAMED_ARCHS)
 # Per dataset family and scale (chosen on training data / validation images, never on the
 # test set). train_images / test_images None: all of them.
 CONFIGS = {
@@ -86,8 +86,15 @@ def build_parser():
                         "for CIFAR-10 small, off otherwise; 0 turns it off)")
     g.add_argument("--eval-T", default="1,2,3,4,6,8", help="comma-separated T for accuracy_vs_T")
     g.add_argument("--arch", choices=ARCHS, default="vgg",
-                   help="vgg: the --conv/--fc layers (default); or a named network: resnet20, "
-                        "resnet18, resnet34 (projection shortcuts, no max-pooling), vgg11, vgg16")
+                   help="vgg: the --conv/--fc layers (default); or a named network: resnet8 ... "
+                        "resnet56 (CIFAR, 6n+2), resnet18, resnet34 (projection shortcuts, no "
+                        "max-pooling), vgg11, vgg16")
+    g.add_argument("--backres", type=int, default=1,
+                   help="named ResNets: run each stage's shape-keeping blocks this many times "
+                        "with shared weights (BackRes on the residual stages; default 1: off)")
+    g.add_argument("--width", type=int, default=None,
+                   help="named ResNets: channels of the first stage (default 16 for the CIFAR "
+                        "depths, 64 for resnet18/34)")
     add_vgg_options(p)
     return p
 
@@ -105,12 +112,20 @@ def parse_args(argv=None):
     if args.init_rate is not None:
         options.check_positive(p, "--init-rate", args.init_rate, allow_zero=True, maximum=1.0)
     args.eval_T = options.int_list(p, "--eval-T", args.eval_T)
+    options.check_count(p, "--backres", args.backres)
+    options.check_backres_arch(p, args.arch, args.backres)
+    if args.width is not None:
+        options.check_count(p, "--width", args.width)
+        if not args.arch.startswith("resnet"):
+            p.error(f"--width applies to the named ResNets, not --arch {args.arch}")
     apply_vgg_options(p, args)
     return args
 
 
 def run_name(args) -> str:
     arch = "" if args.arch == "vgg" else f"_{args.arch}"
+    arch += f"_w{args.width}" if args.width else ""
+    arch += f"_R{args.backres}" if args.backres > 1 else ""
     return f"{PROTOCOL}_{args.dataset}{arch}_{args.scale}_seed{args.seed}"
 
 
@@ -118,7 +133,8 @@ def config_of(args) -> dict:
     keys = ("dataset", "scale", "train_images", "test_images", "validation", "T", "epochs",
             "batch_size", "lr", "optimizer", "weight_decay", "batchnorm", "encoder", "loss",
             "sigma", "kinds", "max_minutes", "init_rate", "eval_T", "conv", "fc",
-            "label_smoothing", "augment", "torch_device", "neuron", "threads", "data", "arch")
+            "label_smoothing", "augment", "torch_device", "neuron", "threads", "data", "arch",
+            "backres", "width")
     config = {k: getattr(args, k) for k in keys}
     if args.dataset == "cifar10":
         config["caveat"] = CIFAR_CAVEAT
@@ -133,7 +149,8 @@ def build_classifier(args, input_size=32):
 
     neuron = {"neuron": load_neuron_model(args.neuron)} if args.neuron else {}
     specs = (vgg_specs(args.conv, fc=args.fc, kinds=args.kinds) if args.arch == "vgg" else
-             arch_specs(args.arch, n_classes=10, input_size=input_size, kinds=args.kinds))
+             arch_specs(args.arch, n_classes=10, input_size=input_size, kinds=args.kinds,
+                        width=args.width, backres=args.backres if args.backres > 1 else None))
     loss_options = ({"sigma": args.sigma} if args.loss == "stochmax"
                     else {"label_smoothing": args.label_smoothing})
     return AGDClassifier(specs, T=args.T, encoder=args.encoder, loss=args.loss,

@@ -42,7 +42,7 @@ from brainsnn.experiments.training import (CIFAR_CAVEAT, add_vgg_options, apply_
 
 PROTOCOL = "conversion"
 #: named architectures (brainsnn.engine.architectures.ARCHITECTURES) after the table-driven ones
-ARCHS = ("vgg", "residual", "backres", "resnet20", "resnet18", "resnet34", "vgg11", "vgg16")
+ARCHS = ("vgg", "residual", "backres", *options.NAMED_ARCHS)
 METHOD_CHOICES = ("balance", "percentile", "qcfs", "balance+calibration",
                   "percentile+calibration", "qcfs+calibration")
 log = logging.getLogger("brainsnn")
@@ -90,6 +90,8 @@ SCALES = {scale: CONFIGS[("gray", scale)] for scale in ("smoke", "small", "full"
 def defaults(args) -> dict:
     table = {**FALLBACK, **CONFIGS[(family(args.dataset), args.scale)]}
     table["eval_T"] = table.pop("Ts")
+    if args.arch in options.NAMED_ARCHS:
+        del table["width"]          # a named network's own width unless --width is given
     return table
 
 
@@ -97,10 +99,12 @@ def build_parser():
     p = options.protocol_parser(PROTOCOL, __doc__, SCALES)
     g = p.add_argument_group("conversion")
     g.add_argument("--arch", choices=ARCHS, default="vgg")
-    g.add_argument("--R", default="1,2,3", help="BackRes passes, comma-separated, one ANN each "
-                   "(--arch backres only; default 1,2,3)")
+    g.add_argument("--R", default=None, help="BackRes passes, comma-separated, one ANN each: "
+                   "--arch backres (default 1,2,3) or a named ResNet, whose residual stages "
+                   "run their shape-keeping blocks R times (default 1)")
     g.add_argument("--width", type=int, default=None,
-                   help="channels of the residual / BackRes networks (default per scale)")
+                   help="channels of the residual / BackRes networks (default per scale) or of "
+                        "a named ResNet's first stage (default its own)")
     g.add_argument("--block-layers", type=int, default=1,
                    help="convolutions per BackRes / residual block (default 1 / 2)")
     g.add_argument("--method", default="balance,percentile",
@@ -153,6 +157,8 @@ def parse_args(argv=None):
     args = options.parse(p, SCALES, argv, defaults=defaults)
     for option in ("width", "epochs", "batch_size", "n_fit", "balance_T", "eval_batch",
                    "block_layers"):
+        if getattr(args, option) is None:       # a named network's own width
+            continue
         options.check_count(p, "--" + option.replace("_", "-"), getattr(args, option),
                             args.train_images or 60000 if option == "n_fit" else None)
     options.check_positive(p, "--lr", args.lr)
@@ -163,7 +169,9 @@ def parse_args(argv=None):
         if getattr(args, option) is not None:
             options.check_positive(p, "--" + option.replace("_", "-"), getattr(args, option))
     args.eval_T = options.int_list(p, "--eval-T", args.eval_T)
-    args.R = options.int_list(p, "--R", args.R) if args.arch == "backres" else (1,)
+    args.R = options.int_list(p, "--R", args.R or ("1,2,3" if args.arch == "backres" else "1"))
+    if args.arch != "backres":
+        options.check_backres_arch(p, args.arch, args.R)
     args.method = tuple(m.strip() for m in args.method.split(",") if m.strip())
     if not args.method or any(m not in METHOD_CHOICES for m in args.method):
         p.error(f"--method must list some of {', '.join(METHOD_CHOICES)}, got "
@@ -187,7 +195,8 @@ def make_specs(arch, cfg, R=1, block_layers=1, input_size=32):
     from brainsnn.engine.network import backres_specs, residual_specs, vgg_specs
 
     if arch in ARCHITECTURES:
-        return arch_specs(arch, n_classes=10, input_size=input_size, kinds="artificial")
+        return arch_specs(arch, n_classes=10, input_size=input_size, kinds="artificial",
+                          width=cfg["width"], backres=R if R > 1 else None)
 
     if arch == "vgg":
         return vgg_specs(cfg["conv"], fc=cfg["fc"], kinds="artificial")
@@ -368,6 +377,8 @@ def convert(run, args, cfg, split, t_start, np, torch):
     for model_idx, R in enumerate(Rs):
         label = f"R{R}" if args.arch == "backres" else (
             "mlp" if args.arch == "vgg" and not cfg["conv"] else args.arch)
+        if args.arch.startswith("resnet") and len(Rs) > 1:
+            label += f"_R{R}"
         def make_ann():
             net = Network(make_specs(args.arch, cfg, R, args.block_layers,
                                      input_size=x_train.shape[-1]), x_train.shape[1:],
