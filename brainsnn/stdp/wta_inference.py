@@ -58,8 +58,8 @@ __all__ = ["FrozenDiehlCookStep", "TorchWTAInference", "frozen_step_of"]
 #: Seed stream of the torch inference rounds (0: Brian2 training, 1: Brian2 inference).
 SEED_STREAM = 2
 
-#: Lanes simulated together on the CPU by the frozen step: 128 lanes of N = 400 keep their
-#: state (about 2.5 MB in float64) near the core; measured fastest of 32/64/128/256 lanes.
+#: Lanes simulated together on the CPU (a block's state, about 3 MB at N = 400 in float64,
+#: stays in the shared cache); measured fastest of 32/64/128/256 lanes at N = 400.
 CPU_LANE_BLOCK = 128
 
 
@@ -165,7 +165,8 @@ class TorchWTAInference:
 
     @property
     def step_kind(self):
-        """``"frozen"`` or ``"generic"``: the step the excitatory neurons run."""
+        """``"frozen"`` (the fused step of both groups) or ``"generic"`` (each group's
+        generated step)."""
         return "generic" if self.frozen is None else "frozen"
 
     # -- one round of lanes ---------------------------------------------------------------
