@@ -66,7 +66,7 @@ def time_training_step(name, size, n_classes, batch, steps, T):
     from brainsnn.learn.agd import AGDClassifier
 
     net = Network(arch_specs(name, n_classes, size), (3, size, size), T=T)
-    parameters = sum(p.numel() for p in net.parameters())
+    parameters = net.n_parameters()
     macs = sum(layer.macs for layer in net.layers)
     stream = TimedBatches(steps + 1, batch, (3, size, size), n_classes)
     AGDClassifier(network=net, epochs=1, optimizer="sgd", lr=0.01, seed=0).fit(stream)

@@ -121,7 +121,7 @@ def agd_step(device, tiny, model, size, n_classes, batch, T):
         step()
     synchronize(device)
     return {"images_per_second": timed * batch / (time.perf_counter() - t0), "batch": batch,
-            "T": T, "input_size": size, "parameters": sum(p.numel() for p in net.parameters())}
+            "T": T, "input_size": size, "parameters": net.n_parameters()}
 
 
 def main(argv=None):

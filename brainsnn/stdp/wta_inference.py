@@ -238,7 +238,8 @@ class TorchWTAInference:
         else:
             exc, inh = self._initial_states(lanes)
         for image in range(images):
-            image_counts = torch.zeros((lanes, n), dtype=self.dtype, device=self.device)
+            if self.frozen is None:                 # the frozen step counts in its state
+                image_counts = torch.zeros((lanes, n), dtype=self.dtype, device=self.device)
             if rates is not None:
                 lane, pixel = torch.nonzero(rates[:, image] > 0, as_tuple=True)
                 p = rates[lane, image, pixel] * self.dt
