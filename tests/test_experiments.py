@@ -57,6 +57,7 @@ def test_help_parses_before_heavy_imports():
     (["diehl_cook", "--seed", "-1"], "--seed must be >= 0"),
     (["diehl_cook", "--nu-post", "nan"], "--nu-post must be a finite number > 0"),
     (["diehl_cook", "--validation", "60000"], "--validation must be in 0..59999"),
+    (["diehl_cook", "--theta-plus", "-0.1"], "--theta-plus must be a finite number >= 0"),
     (["agd", "--train-images", "0"], "--train-images must be in 1..60000"),
     (["agd", "--lr", "-1"], "--lr must be a finite number > 0"),
     (["agd", "--test-images", "999999"], "--test-images must be in 1..10000"),
@@ -224,6 +225,24 @@ def test_protocols_run_a_user_neuron_model_from_a_file(tmp_path, data_dir, tmp_c
     missing = _run(["run", "diehl_cook", *TINY_DC, "--neuron", "nowhere.py:X", "--data",
                     str(data_dir)], cwd=tmp_path)
     assert missing.returncode == 2 and "no file 'nowhere.py'" in missing.stderr
+
+
+def test_diehl_cook_theta_plus_sets_the_excitatory_models_threshold_step(tmp_path):
+    from brainsnn.errors import ExperimentError
+    from brainsnn.experiments.protocols import diehl_cook
+
+    args = diehl_cook.parse_args(["--scale", "smoke", "--theta-plus", "0.2"])
+    net = diehl_cook.build_network(args)
+    assert float(net.exc_model.parameters["theta_plus"]) == pytest.approx(0.2e-3)
+    assert diehl_cook.config_of(args, net, 10)["theta_plus_mV"] == 0.2
+    default = diehl_cook.build_network(diehl_cook.parse_args(["--scale", "smoke"]))
+    assert float(default.exc_model.parameters["theta_plus"]) == pytest.approx(0.05e-3)
+
+    (tmp_path / "my_models.py").write_text(USER_MODEL)
+    args = diehl_cook.parse_args(["--scale", "smoke", "--theta-plus", "0.2", "--neuron",
+                                  str(tmp_path / "my_models.py") + ":FAST_LIF"])
+    with pytest.raises(ExperimentError, match="'fast_lif' has no parameter theta_plus"):
+        diehl_cook.build_network(args)
 
 
 def test_config_differences_lists_every_changed_setting():

@@ -60,6 +60,11 @@ def build_parser():
                         + ", ".join(f"{k} {v}" for k, v in ETA_FINAL.items()) + ")")
     p.add_argument("--mu", type=float, default=None, help="weight dependence (diehl_cook rule)")
     p.add_argument("--x-tar", type=float, default=None, help="pre trace target (diehl_cook rule)")
+    p.add_argument("--theta-plus", type=float, default=None, metavar="MV",
+                   help="rise of the excitatory neurons' adaptive threshold theta at each spike, "
+                        "in mV (default the neuron model's; Diehl & Cook's 0.05). Each of N "
+                        "neurons wins about 1/N of the images, so the thresholds build up less "
+                        "at large N")
     p.add_argument("--min-spikes", type=int, default=5,
                    help="re-present images with fewer excitatory spikes at a higher rate (0: off)")
     p.add_argument("--max-silent-chunks", type=int, default=3,
@@ -92,6 +97,8 @@ def parse_args(argv=None):
     options.check_positive(p, "--eta-final", args.eta_final, maximum=1.0)
     options.check_positive(p, "--nu-post", args.nu_post)
     options.check_positive(p, "--nu-pre", args.nu_pre, allow_zero=True)
+    if args.theta_plus is not None:
+        options.check_positive(p, "--theta-plus", args.theta_plus, allow_zero=True)
     for option in ("mu", "x_tar"):
         value = getattr(args, option)
         if value is not None:
@@ -118,6 +125,8 @@ def build_network(args):
     from brainsnn.brian.plasticity import make_rule
     from brainsnn.brian.wta import DiehlCookNetwork
     from brainsnn.experiments.user_models import load_neuron_model
+    from brainsnn.errors import ExperimentError
+    from brainsnn.models import DIEHL_COOK_EXCITATORY
 
     rule_params = {"nu_pre": args.nu_pre, "nu_post": args.nu_post, "traces": "neuron"}
     for option in ("mu", "x_tar"):
@@ -128,6 +137,15 @@ def build_network(args):
         models["exc_model"] = load_neuron_model(args.neuron)
     if args.inhibitory_neuron:
         models["inh_model"] = load_neuron_model(args.inhibitory_neuron)
+    if args.theta_plus is not None:
+        import brian2 as b2
+
+        exc_model = models.get("exc_model", DIEHL_COOK_EXCITATORY)
+        if "theta_plus" not in exc_model.parameters:
+            raise ExperimentError(
+                f"--theta-plus: the excitatory model {exc_model.name!r} has no parameter "
+                f"theta_plus (its parameters: {', '.join(sorted(exc_model.parameters))})")
+        models["exc_model"] = exc_model.with_parameters(theta_plus=args.theta_plus * b2.mV)
     net = DiehlCookNetwork(args.neurons, rule=make_rule(args.rule, **rule_params),
                            device=args.brian_device, chunk_size=args.chunk_size, seed=args.seed,
                            min_spikes=args.min_spikes, threads=args.threads,
@@ -203,7 +221,8 @@ def config_of(args, net, n_test):
                                if args.validation else "MNIST test set"),
             "eval_every": args.eval_every, "rule": args.rule, "nu_pre": args.nu_pre,
             "nu_post": args.nu_post, "eta_final": args.eta_final, "mu": args.mu,
-            "x_tar": args.x_tar, "min_spikes": args.min_spikes, "chunk_size": args.chunk_size,
+            "x_tar": args.x_tar, "theta_plus_mV": args.theta_plus, "min_spikes": args.min_spikes,
+            "chunk_size": args.chunk_size,
             "brian_device": args.brian_device, "neuron": args.neuron,
             "inhibitory_neuron": args.inhibitory_neuron, "network": net.config(),
             "threads": args.threads, "data": args.data}
