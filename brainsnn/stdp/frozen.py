@@ -29,6 +29,8 @@ generic step. The spike counts are bitwise those of the generic step
 from __future__ import annotations
 
 import ast
+import contextlib
+import logging
 
 import numpy as np
 import torch
@@ -232,10 +234,28 @@ class CompiledStep(torch.nn.Module):
         """One Brian2-schedule step: returns the excitatory spikes (B, K, H', W')."""
         if self._compiled is not None:
             try:
+                if not getattr(self, "_compiled_once", False):
+                    with _quiet_cpp_extension():
+                        spikes = self._compiled(state, s_in)
+                    self._compiled_once = True
+                    return spikes
                 return self._compiled(state, s_in)
             except Exception:                                   # pragma: no cover
                 self._compiled = None                           # no compiler here: eager
         return self._step(state, s_in)
+
+
+@contextlib.contextmanager
+def _quiet_cpp_extension():
+    """Compiling for the CPU, torch warns "No CUDA runtime is found" where there is no GPU;
+    that is expected here, so its logger is held to errors while the step compiles."""
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 class FrozenConvWTA(CompiledStep):
