@@ -2,8 +2,9 @@
 import numpy as np
 import pytest
 
-from brainsnn.stdp.labels import (EvaluationError, LabelAssignment, accuracy, assign_labels,
-                                 class_scores, confusion_matrix, predict)
+from brainsnn.stdp.labels import (VOTES, EvaluationError, LabelAssignment, accuracy,
+                                 assign_labels, class_scores, confusion_matrix, poisson_scores,
+                                 predict, proportion_scores)
 
 # 4 neurons, 3 classes. Neuron 0 fires for class 0, neuron 1 for class 1, neuron 2 for
 # class 2 (more for one image of class 2 than neuron 3 does), neuron 3 never fires.
@@ -59,7 +60,46 @@ def test_label_assignment_estimator():
     assert clf.confusion_matrix(COUNTS, LABELS).trace() == 5
 
 
+# 2 neurons, 2 classes: neuron A fires for both classes (2 and 1.5 spikes), neuron B only
+# for class 1 (1 spike); A is labelled 0, B 1.
+TRAIN_AB = np.array([[2, 0], [2, 0], [1, 1], [2, 1]])
+LABELS_AB = np.array([0, 0, 1, 1])
+
+
+def test_proportion_vote_weights_each_neuron_by_its_share_of_its_class():
+    _, rates = assign_labels(TRAIN_AB, LABELS_AB, 2)           # A: [2, 1.5], B: [0, 1]
+    image = np.array([[2, 1.5]])
+    # mean: 2 against 1.5 -> 0; proportion: A's share of class 0 is 2 / 3.5
+    np.testing.assert_allclose(class_scores(image, [0, 1], 2), [[2, 1.5]])
+    np.testing.assert_allclose(proportion_scores(image, [0, 1], rates), [[2 * 2 / 3.5, 1.5]])
+    assert LabelAssignment(2).fit(TRAIN_AB, LABELS_AB).predict(image) == [0]
+    assert LabelAssignment(2, vote="proportion").fit(TRAIN_AB, LABELS_AB).predict(image) == [1]
+
+
+def test_poisson_vote_is_the_shrunk_poisson_log_likelihood():
+    _, rates = assign_labels(TRAIN_AB, LABELS_AB, 2)
+    # overall means with one spike over one image more: A (7 + 1) / 5, B (2 + 1) / 5;
+    # class means shrunk by one image: lam = (2 * rate + overall) / 3
+    lam = np.array([[(4 + 1.6) / 3, (0 + 0.6) / 3], [(3 + 1.6) / 3, (2 + 0.6) / 3]])
+    image = np.array([[2, 1]])
+    expected = [2 * np.log(lam[c, 0]) + np.log(lam[c, 1]) - lam[c].sum() for c in (0, 1)]
+    np.testing.assert_allclose(poisson_scores(image, rates, [2, 2])[0], expected)
+    assert expected[1] > expected[0]                               # B's spike decides
+    assert LabelAssignment(2, vote="poisson").fit(TRAIN_AB, LABELS_AB).predict(image) == [1]
+    assert LabelAssignment(2, vote="mean").fit(TRAIN_AB, LABELS_AB).predict(image) == [0]
+
+
+@pytest.mark.parametrize("vote", VOTES)
+def test_every_vote_fits_its_training_responses_and_leaves_silent_images_unlabelled(vote):
+    clf = LabelAssignment(n_classes=3, vote=vote).fit(COUNTS, LABELS)
+    np.testing.assert_array_equal(clf.predict(COUNTS), LABELS)
+    assert clf.decision_function(COUNTS).shape == (5, 3)
+    np.testing.assert_array_equal(clf.predict(np.zeros((2, 4))), [-1, -1])
+
+
 def test_bad_input_raises():
+    with pytest.raises(EvaluationError, match="vote must be one of mean, proportion, poisson"):
+        LabelAssignment(vote="max").fit(COUNTS, LABELS)
     with pytest.raises(EvaluationError, match="not fitted"):
         LabelAssignment().predict(COUNTS)
     with pytest.raises(EvaluationError, match="shaped"):

@@ -123,6 +123,25 @@ def test_results_go_under_the_current_folder_and_are_not_replaced(tiny_run, data
     assert rec.config["command"].startswith("brainsnn run diehl_cook --scale smoke")
 
 
+def test_every_readout_is_recorded_and_vote_picks_the_main_accuracy(tiny_run, data_dir, tmp_path):
+    from brainsnn.io.results import RunResults
+
+    folder, out = tiny_run
+    rec = RunResults.load(out)
+    assert rec.config["vote"] == "mean"
+    votes = {v: float(rec[f"metrics/votes/{v}/test_accuracy"]) for v in ("mean", "proportion",
+                                                                          "poisson")}
+    assert float(rec["metrics/test_accuracy"]) == votes["mean"]
+    assert all(0 <= a <= 1 for a in votes.values())
+    poisson = _run(["run", "diehl_cook", *TINY_DC, "--data", str(data_dir), "--vote", "poisson",
+                    "--out", "p.h5"], cwd=tmp_path)
+    assert poisson.returncode == 0, poisson.stderr
+    rec = RunResults.load(tmp_path / "p.h5")
+    assert rec.config["vote"] == "poisson"
+    assert float(rec["metrics/test_accuracy"]) == float(rec["metrics/votes/poisson/test_accuracy"])
+    assert float(rec["metrics/votes/mean/test_accuracy"]) == votes["mean"]   # same seed, counts
+
+
 def test_force_replaces_and_a_changed_setting_refuses_to_resume(tiny_run, data_dir, tmp_path):
     from brainsnn.io.results import RunResults
 
@@ -182,6 +201,7 @@ def test_ctrl_c_saves_the_checkpoint_prints_the_resume_command_and_resumes_exact
     assert resume_cmd[:3] == ["brainsnn", "run", "diehl_cook"] and "--resume" in resume_cmd
     checkpoint = RunResults.load(tmp_path / "i.h5")
     assert not checkpoint.is_complete and 0 < int(checkpoint["checkpoint/position"]) < 8
+    (tmp_path / "j.h5").write_bytes((tmp_path / "i.h5").read_bytes())
     monkeypatch.setattr(DiehlCookNetwork, "_run_chunk", real)
     resumed = _run(resume_cmd[1:], cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
@@ -189,6 +209,13 @@ def test_ctrl_c_saves_the_checkpoint_prints_the_resume_command_and_resumes_exact
     assert b.is_complete
     np.testing.assert_array_equal(a["layers/exc/weights"], b["layers/exc/weights"])
     np.testing.assert_array_equal(a["metrics/test_predictions"], b["metrics/test_predictions"])
+    # the readout may change on resume, and the file says which one gave test_accuracy
+    other = _run(["run", "diehl_cook", *TINY_DC, "--data", str(data_dir), "--out", "j.h5",
+                  "--resume", "--vote", "proportion"], cwd=tmp_path)
+    assert other.returncode == 0, other.stderr
+    c = RunResults.load(tmp_path / "j.h5")
+    assert c.config["vote"] == "proportion"
+    assert float(c["metrics/test_accuracy"]) == float(c["metrics/votes/proportion/test_accuracy"])
 
 
 USER_MODEL = '''
@@ -234,7 +261,8 @@ def test_diehl_cook_theta_plus_sets_the_excitatory_models_threshold_step(tmp_pat
     args = diehl_cook.parse_args(["--scale", "smoke", "--theta-plus", "0.2"])
     net = diehl_cook.build_network(args)
     assert float(net.exc_model.parameters["theta_plus"]) == pytest.approx(0.2e-3)
-    assert diehl_cook.config_of(args, net, 10)["theta_plus_mV"] == 0.2
+    config = diehl_cook.config_of(args, net, 10)["network"]
+    assert config["exc_model"]["parameters"]["theta_plus"] == "200. uV"
     default = diehl_cook.build_network(diehl_cook.parse_args(["--scale", "smoke"]))
     assert float(default.exc_model.parameters["theta_plus"]) == pytest.approx(0.05e-3)
 

@@ -16,6 +16,22 @@ from brainsnn.models import DIEHL_COOK_EXCITATORY, ModelError
 from brainsnn.brian.plasticity import diehl_cook_stdp
 from brainsnn.brian.wta import DiehlCookNetwork, STDPError, chunk_seed
 
+def test_weights_set_on_a_new_network_are_kept_at_first_use(images):
+    """A fresh network makes its state at first use; weights and theta set before that (a
+    saved network's, say) are what it simulates, not replaced by the initial ones."""
+    x, _ = images
+    trained = tiny(chunk_size=4)
+    trained.partial_fit(x[4:], max_images=8)
+    fresh = tiny(chunk_size=4)
+    fresh.weights = trained.weights.copy()
+    fresh.theta = trained.theta.copy()
+    fresh.v_exc = trained.v_exc.copy()
+    fresh.v_inh = trained.v_inh.copy()
+    np.testing.assert_array_equal(fresh.weights, trained.weights)
+    np.testing.assert_array_equal(fresh.transform(x[:4]), trained.transform(x[:4]))
+    assert fresh.position == 0 and not np.array_equal(fresh.weights, tiny().weights)
+
+
 # the invariants below are hand-computed for the power-law rule at constant plasticity
 FAST = dict(device="runtime", codegen_target="numpy", t_on=30 * b2.ms, t_off=10 * b2.ms,
             f_max=255 * b2.Hz, min_spikes=0, rule=diehl_cook_stdp(traces="neuron"),

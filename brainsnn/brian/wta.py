@@ -272,6 +272,14 @@ class DiehlCookNetwork(Params):
         self.threads, self.directory, self.codegen_target = threads, directory, codegen_target
         self.integration, self.eta_final = integration, eta_final
 
+    def __setattr__(self, name, value):
+        # the state is made whole at first use: setting one part of it (weights of a saved
+        # network, say) makes the rest first, so that the first use keeps what was set
+        if name in _STATE and "weights" not in self.__dict__ \
+                and not self.__dict__.get("_making_state", False):
+            self.reset_state()
+        object.__setattr__(self, name, value)
+
     def __getattr__(self, name):
         # called only for attributes not set yet: the state, made at first use
         if name in _STATE:
@@ -382,7 +390,11 @@ class DiehlCookNetwork(Params):
         self._check_params()
         rng = np.random.default_rng(self.seed)
         lo, hi = (float(v) for v in self.w_init)
-        self.weights = lo + (hi - lo) * rng.random((self.n_inputs, self.n_neurons))
+        self._making_state = True
+        try:
+            self.weights = lo + (hi - lo) * rng.random((self.n_inputs, self.n_neurons))
+        finally:
+            self._making_state = False
         ns = self.exc_model.namespace()
         self.theta = np.full(self.n_neurons, self._initial_value(self.exc_model, "theta", 0.0))
         self.v_exc = np.full(self.n_neurons, self._initial_value(self.exc_model, "v", float(ns.get("v_rest", 0))))

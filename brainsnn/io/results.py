@@ -420,6 +420,10 @@ class RunResults:
         """The configuration as stored (a deep copy, JSON-normalised)."""
         return json.loads(json.dumps(self._config))
 
+    def update_config(self, **settings):
+        """Set some configuration entries (settings a resumed run may change)."""
+        self._config.update(_json_safe(settings))
+
     @property
     def is_complete(self) -> bool:
         return self.status == "complete"

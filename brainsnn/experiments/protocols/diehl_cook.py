@@ -65,6 +65,12 @@ def build_parser():
                         "in mV (default the neuron model's; Diehl & Cook's 0.05). Each of N "
                         "neurons wins about 1/N of the images, so the thresholds build up less "
                         "at large N")
+    p.add_argument("--vote", default="mean", choices=["mean", "proportion", "poisson"],
+                   help="readout of metrics/test_accuracy: mean (Diehl & Cook: the mean count "
+                        "of each class's neurons), proportion (each neuron weighted by its "
+                        "share of its class) or poisson (naive Bayes over all neurons); every "
+                        "readout's accuracy is recorded under metrics/votes/ (choose one with "
+                        "--validation, not on the test set)")
     p.add_argument("--min-spikes", type=int, default=5,
                    help="re-present images with fewer excitatory spikes at a higher rate (0: off)")
     p.add_argument("--max-silent-chunks", type=int, default=3,
@@ -221,7 +227,8 @@ def config_of(args, net, n_test):
                                if args.validation else "MNIST test set"),
             "eval_every": args.eval_every, "rule": args.rule, "nu_pre": args.nu_pre,
             "nu_post": args.nu_post, "eta_final": args.eta_final, "mu": args.mu,
-            "x_tar": args.x_tar, "theta_plus_mV": args.theta_plus, "min_spikes": args.min_spikes,
+            "x_tar": args.x_tar, "vote": args.vote,
+            "min_spikes": args.min_spikes,
             "chunk_size": args.chunk_size,
             "brian_device": args.brian_device, "neuron": args.neuron,
             "inhibitory_neuron": args.inhibitory_neuron, "network": net.config(),
@@ -286,7 +293,7 @@ def evaluate(run, args, net, x_assign, y_assign, x_test, y_test):
     import numpy as np
 
     from brainsnn.experiments.run import percent
-    from brainsnn.stdp.labels import LabelAssignment, accuracy
+    from brainsnn.stdp.labels import VOTES, LabelAssignment, accuracy
 
     rec = run.rec
     engine, name = net, inference_engine(args)
@@ -309,14 +316,24 @@ def evaluate(run, args, net, x_assign, y_assign, x_test, y_test):
             return engine.transform(x, callback=cb)
 
     counts_assign = phase("assign", x_assign)
-    clf = LabelAssignment().fit(counts_assign, y_assign)
+    clf = LabelAssignment(vote=args.vote).fit(counts_assign, y_assign)
     counts_test = phase("test", x_test)
     pred = clf.predict(counts_test)
     acc = accuracy(pred, y_test)
     assign_acc = clf.score(counts_assign, y_assign)
     what = "validation" if args.validation else "test"
     log.info(f"{what} accuracy {percent(acc)} on {len(y_test)} images (labels from "
-             f"{len(y_assign)} training images, whose accuracy is {percent(assign_acc)})")
+             f"{len(y_assign)} training images, whose accuracy is {percent(assign_acc)}; "
+             f"readout {args.vote})")
+    for vote in VOTES:
+        other = LabelAssignment(vote=vote).fit(counts_assign, y_assign)
+        rec.set(f"metrics/votes/{vote}/test_accuracy", other.score(counts_test, y_test),
+                units="1", description=f"accuracy on the evaluation set with the {vote} readout")
+        rec.set(f"metrics/votes/{vote}/assign_accuracy", other.score(counts_assign, y_assign),
+                units="1", description=f"accuracy on the labelling images, {vote} readout")
+        if vote != args.vote:
+            log.info(f"  {vote} readout: {what} accuracy "
+                     f"{percent(float(rec[f'metrics/votes/{vote}/test_accuracy']))}")
     t_on = float(net.t_on)
     rec.set("layers/exc/weights", net.weights, layout="pre_post", units="1",
             description="input->excitatory STDP weights (n_inputs, N)")
@@ -355,7 +372,7 @@ def main(argv=None):
     devices.check_device(args.brian_device)
     net = build_network(args)
     with Run(args, config_of(args, net, args.test_images), name=run_name(args),
-             device=args.brian_device, argv=argv, may_change=("train_images",)) as run:
+             device=args.brian_device, argv=argv, may_change=("train_images", "vote")) as run:
         x_train, y_train, x_test, y_test = load_data(args)
         block = {"counts": [], "labels": [], "assignments": -np.ones(args.neurons, dtype=np.int64),
                  "phase": "train"}
@@ -417,6 +434,10 @@ def resume(run, args, net):
         rec.set("train_images_changed_on_resume",
                 np.asarray([old_cfg["train_images"], args.train_images]),
                 description="--train-images at the start and at the resume")
+    if old_cfg.get("vote", "mean") != args.vote:
+        log.info(f"resuming with --vote {args.vote} (the run was started with "
+                 f"{old_cfg.get('vote', 'mean')})")
+        rec.update_config(vote=args.vote)
     block = load_state(rec, net)
     log.info(f"resuming {run.path}: {net.position} training images done, phase {block['phase']}")
     return block

@@ -1,0 +1,52 @@
+"""tools/dc_readouts.py rebuilds a finished Diehl & Cook run from its file and scores every
+readout on the same spike counts; the readout is chosen on hold-out training images."""
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from brainsnn.experiments.registry import run_protocol
+from brainsnn.io.results import RunResults
+from brainsnn.stdp.labels import VOTES, LabelAssignment
+
+TOOL = Path(__file__).resolve().parents[1] / "tools" / "dc_readouts.py"
+TINY = ["--scale", "smoke", "--brian-device", "runtime", "--neurons", "6", "--train-images",
+        "20", "--assign-images", "8", "--test-images", "6", "--chunk-size", "10", "-q"]
+
+
+@pytest.fixture(scope="module")
+def dc_readouts():
+    spec = importlib.util.spec_from_file_location("dc_readouts", TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_readouts_of_a_finished_run(dc_readouts, data_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert run_protocol("diehl_cook", TINY + ["--data", str(data_dir), "--out", "dc.h5"]) == 0
+    source = RunResults.load(tmp_path / "dc.h5")
+    net, _ = dc_readouts.rebuild_network(tmp_path / "dc.h5")
+    from brainsnn.io.datasets import load_mnist
+    x, y = load_mnist("train", data_dir=data_dir, n=12)
+    net.transform(x[:2])                                 # the saved weights are what runs
+    np.testing.assert_array_equal(net.weights, source["layers/exc/weights"])
+    np.testing.assert_array_equal(net.theta, source["layers/exc/theta"])
+    argv = ["dc.h5", "--assign-images", "8", "--holdout-images", "4", "--test-images", "6",
+            "--data", str(data_dir), "--counts", "c.npz", "--out", "r.h5"]
+    assert dc_readouts.main(argv) == 0
+    rec = RunResults.load(tmp_path / "r.h5")
+    counts = np.load(tmp_path / "c.npz")
+    assert counts["train"].shape == (12, 6) and counts["test"].shape == (6, 6)
+    holdout = {}
+    for vote in VOTES:
+        clf = LabelAssignment(vote=vote).fit(counts["train"][:8], y[:8])
+        holdout[vote] = clf.score(counts["train"][8:], y[8:])
+        assert float(rec[f"readouts/{vote}/holdout_accuracy"]) == holdout[vote]
+    chosen = str(rec["readouts/chosen"])
+    assert holdout[chosen] == max(holdout.values())
+    assert float(rec["metrics/test_accuracy"]) == float(rec[f"readouts/{chosen}/test_accuracy"])
+    assert dc_readouts.main(argv[:-1] + ["r2.h5"]) == 0                     # from the cache
+    assert float(RunResults.load(tmp_path / "r2.h5")["metrics/test_accuracy"]) == \
+        float(rec["metrics/test_accuracy"])

@@ -1,0 +1,133 @@
+"""Readouts of a trained Diehl & Cook network, compared on the same spike counts.
+
+Rebuilds the network of a finished ``brainsnn run diehl_cook`` results file (its command,
+final weights and thresholds), simulates it with learning off on
+
+- the assignment images (the first ``--assign-images`` MNIST training images, as the protocol),
+- the hold-out images (the next ``--holdout-images`` training images), which choose a
+  readout, and
+- the MNIST test images,
+
+and scores every readout of :data:`brainsnn.stdp.labels.VOTES` on them: labels from the
+assignment images, the readout picked on the hold-out images, its test accuracy reported
+with the others'. The spike counts are kept in ``--counts`` (an ``.npz``), so a second call
+only re-scores. Writes one results file (``--out``).
+
+  python tools/dc_readouts.py results/diehl_cook_full_n6400_seed0.h5 \\
+      --counts /tmp/dc6400_counts.npz --out results/dc_readouts_n6400.h5
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger("brainsnn")
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split("\n\n", 1)[1])
+    p.add_argument("results", help="a complete diehl_cook results file")
+    p.add_argument("--assign-images", type=int, default=10000)
+    p.add_argument("--holdout-images", type=int, default=5000)
+    p.add_argument("--test-images", type=int, default=10000)
+    p.add_argument("--counts", default=None, help="spike-count cache (.npz), written once")
+    p.add_argument("--build-dir", default=None, help="standalone project folder")
+    p.add_argument("--data", default=None, help="dataset folder (default BRAINSNN_DATA)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seed", type=int, default=1, help="seed of the inference input spikes")
+    p.add_argument("--out", required=True, help="results file to write")
+    return p
+
+
+def rebuild_network(path, build_dir=None, threads=1, seed=1):
+    """The network of a complete diehl_cook results file, with its final weights and theta."""
+    from brainsnn.errors import ExperimentError
+    from brainsnn.experiments.protocols import diehl_cook
+    from brainsnn.io.results import RunResults
+
+    rec = RunResults.load(path)
+    if rec.protocol != "diehl_cook" or "layers/exc/weights" not in rec:
+        raise ExperimentError(f"{path}: not a complete diehl_cook results file with weights")
+    words = shlex.split(rec.config["command"])
+    argv = words[words.index("diehl_cook") + 1:]
+    args = diehl_cook.parse_args(argv + ["--threads", str(threads), "--seed", str(seed)]
+                                 + (["--build-dir", build_dir] if build_dir else []))
+    net = diehl_cook.build_network(args)
+    net.weights = np.asarray(rec["layers/exc/weights"], dtype=np.float64)
+    net.theta = np.asarray(rec["layers/exc/theta"], dtype=np.float64)
+    return net, rec
+
+
+def spike_counts(net, x, name):
+    start = time.perf_counter()
+
+    def progress(info):
+        rate = info["done"] / max(time.perf_counter() - start, 1e-9)
+        log.info(f"{name} {info['done']}/{info['total']}, {rate:.1f} img/s")
+    return net.transform(x, callback=progress).astype(np.int16)
+
+
+def main(argv=None):
+    from brainsnn.experiments.options import command_line
+    from brainsnn.io.datasets import load_mnist
+    from brainsnn.io.results import RunResults
+    from brainsnn.stdp.labels import VOTES, LabelAssignment
+
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    n_a, n_h = args.assign_images, args.holdout_images
+    x_train, y_train = load_mnist("train", data_dir=args.data, n=n_a + n_h)
+    x_test, y_test = load_mnist("test", data_dir=args.data, n=args.test_images)
+    cache = Path(args.counts) if args.counts else None
+    net, source = rebuild_network(args.results, args.build_dir, args.threads, args.seed)
+    if cache is not None and cache.exists():
+        saved = np.load(cache)
+        c_train, c_test = saved["train"], saved["test"]
+        if c_train.shape != (n_a + n_h, net.n_neurons) or len(c_test) != len(x_test):
+            raise SystemExit(f"{cache}: counts of other image numbers; remove it or change --counts")
+        log.info(f"spike counts read from {cache}")
+    else:
+        c_train = spike_counts(net, x_train, "training images")
+        c_test = spike_counts(net, x_test, "test images")
+        if cache is not None:
+            np.savez_compressed(cache, train=c_train, test=c_test)
+
+    scores = {}
+    for vote in VOTES:
+        clf = LabelAssignment(vote=vote).fit(c_train[:n_a], y_train[:n_a])
+        scores[vote] = (clf.score(c_train[n_a:], y_train[n_a:]), clf.score(c_test, y_test))
+        log.info(f"{vote:>10}: hold-out {100 * scores[vote][0]:.2f} %, "
+                 f"test {100 * scores[vote][1]:.2f} %")
+    chosen = max(VOTES, key=lambda v: scores[v][0])
+    log.info(f"chosen on the hold-out images: {chosen}, test accuracy "
+             f"{100 * scores[chosen][1]:.2f} %")
+
+    config = {"source": str(args.results), "source_command": source.config["command"],
+              "assign_images": n_a, "holdout_images": n_h, "test_images": len(x_test),
+              "seed": args.seed, "threads": args.threads,
+              "command": command_line("tools/dc_readouts.py", argv, ("python",))}
+    rec = RunResults("dc_readouts", config, seed=args.seed, device="cpp_standalone")
+    for vote, (holdout, test) in scores.items():
+        rec.set(f"readouts/{vote}/holdout_accuracy", holdout, units="1",
+                description=f"MNIST training images {n_a}..{n_a + n_h - 1}")
+        rec.set(f"readouts/{vote}/test_accuracy", test, units="1",
+                description="MNIST test images")
+    rec.set("readouts/chosen", chosen, description="the readout with the best hold-out accuracy")
+    rec.set("metrics/test_accuracy", scores[chosen][1], units="1",
+            description="test accuracy of the readout chosen on the hold-out images")
+    rec.set("metrics/spikes_per_test_image", c_test.sum(axis=1).mean())
+    rec.save(args.out)
+    log.info(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
