@@ -73,7 +73,7 @@ def _configure_cuda(generate_only: bool):
                           "pip install 'brainsnn[gpu]' (brian2cuda==1.0b1)") from exc
     if not generate_only and not gpu_available():
         raise DeviceError("device 'cuda_standalone' was asked for, but no NVIDIA GPU was found "
-                          "(nvidia-smi lists none); use --device cpp_standalone on this machine")
+                          "(nvidia-smi lists none); use --brian-device cpp_standalone on this machine")
     cuda = b2.prefs.devices.cuda_standalone.cuda_backend
     cuda.extra_compile_args_nvcc = list(cuda.extra_compile_args_nvcc) + ["-std=c++17"]
     gcc_args = [a for a in b2.prefs.codegen.cpp.extra_compile_args_gcc if a != "-std=c++11"]
