@@ -50,3 +50,17 @@ def test_readouts_of_a_finished_run(dc_readouts, data_dir, tmp_path, monkeypatch
     assert dc_readouts.main(argv[:-1] + ["r2.h5"]) == 0                     # from the cache
     assert float(RunResults.load(tmp_path / "r2.h5")["metrics/test_accuracy"]) == \
         float(rec["metrics/test_accuracy"])
+
+
+def test_a_run_this_version_cannot_rebuild_is_refused(dc_readouts, data_dir, tmp_path,
+                                                      monkeypatch):
+    from brainsnn.errors import ExperimentError
+
+    monkeypatch.chdir(tmp_path)
+    assert run_protocol("diehl_cook", TINY + ["--data", str(data_dir), "--out", "dc.h5"]) == 0
+    rec = RunResults.load(tmp_path / "dc.h5")
+    network = rec.config["network"]
+    rec.update_config(network={**network, "w_inh_exc": 99.0})
+    rec.save(tmp_path / "other.h5", complete=True)
+    with pytest.raises(ExperimentError, match="w_inh_exc: 99.0 in the file, 17.0 now"):
+        dc_readouts.rebuild_network(tmp_path / "other.h5")
