@@ -218,6 +218,43 @@ def test_ctrl_c_saves_the_checkpoint_prints_the_resume_command_and_resumes_exact
     assert float(c["metrics/test_accuracy"]) == float(c["metrics/votes/proportion/test_accuracy"])
 
 
+def test_sigterm_stops_at_once_keeps_the_last_checkpoint_and_resumes_exactly(
+        tiny_run, data_dir, tmp_path, monkeypatch):
+    """SIGTERM (a scheduler's stop) during the second chunk: exit 143 at once, the lock
+    released, the file the checkpoint of the first chunk; the resume gives the whole run."""
+    from brainsnn.brian.wta import DiehlCookNetwork
+    from brainsnn.io.results import RunResults
+
+    _, whole = tiny_run
+    real = DiehlCookNetwork._run_chunk
+    calls = []
+
+    def sigterm_in_second_chunk(self, *a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(DiehlCookNetwork, "_run_chunk", sigterm_in_second_chunk)
+    before = signal.getsignal(signal.SIGTERM)
+    proc = _run(["run", "diehl_cook", *TINY_DC, "--data", str(data_dir), "--out", "t.h5"],
+                cwd=tmp_path)
+    assert proc.returncode == 143, proc.stderr
+    assert "terminated (SIGTERM); the results file keeps its last checkpoint" in proc.stderr
+    assert signal.getsignal(signal.SIGTERM) == before           # handler restored
+    assert len(calls) == 2 and not (tmp_path / "t.h5.lock").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.h5"]
+    checkpoint = RunResults.load(tmp_path / "t.h5")
+    assert not checkpoint.is_complete and int(checkpoint["checkpoint/position"]) == 2
+    monkeypatch.setattr(DiehlCookNetwork, "_run_chunk", real)
+    resume_cmd = proc.stderr.strip().splitlines()[-1].split()
+    resumed = _run(resume_cmd[1:], cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = RunResults.load(whole), RunResults.load(tmp_path / "t.h5")
+    np.testing.assert_array_equal(a["layers/exc/weights"], b["layers/exc/weights"])
+    np.testing.assert_array_equal(a["metrics/test_predictions"], b["metrics/test_predictions"])
+
+
 USER_MODEL = '''
 import brian2 as b2
 from brainsnn.models import DIEHL_COOK_EXCITATORY, LIF

@@ -37,10 +37,10 @@ def run_protocol(name: str, argv=None) -> int:
 
     A brainsnn error (bad option, unwritable output, missing dataset, ...) is one line on
     standard error and status 2; a run stopped by Ctrl-C after saving its checkpoint prints
-    the command that resumes it and returns 130.
+    the command that resumes it and returns 130; one stopped by SIGTERM, 143.
     """
     from brainsnn.errors import BrainsnnError
-    from brainsnn.experiments.run import AlreadyComplete, RunInterrupted
+    from brainsnn.experiments.run import AlreadyComplete, RunInterrupted, RunTerminated
 
     try:
         status = protocol_module(name).main(argv)
@@ -53,6 +53,11 @@ def run_protocol(name: str, argv=None) -> int:
     except KeyboardInterrupt:
         print(f"brainsnn run {name}: aborted", file=sys.stderr)
         return 130
+    except RunTerminated as stop:
+        then = (f"the results file keeps its last checkpoint. Resume with:\n  {stop.resume}"
+                if stop.checkpoint else "no checkpoint had been saved yet")
+        print(f"brainsnn run {name}: terminated (SIGTERM); {then}", file=sys.stderr)
+        return 143
     except BrainsnnError as exc:
         print(f"brainsnn run {name}: error: {exc}", file=sys.stderr)
         return 2

@@ -14,6 +14,9 @@ What a run guarantees, whatever the protocol:
   file stops at once);
 - one Ctrl-C lets the current chunk finish, saves the checkpoint, prints the exact resume
   command and exits with status 130 (a second Ctrl-C aborts at once);
+- SIGTERM (a batch scheduler's stop, ``timeout``, ``kill``) stops at once, releasing the
+  lock; the results file keeps the last checkpoint saved, and the resume command is printed
+  (exit status 143);
 - numpy, torch and Brian2 are seeded from ``--seed``, which the results file stores.
 """
 from __future__ import annotations
@@ -40,6 +43,16 @@ RESUME_FREE = frozenset({"threads", "quiet", "verbose", "resume", "force", "plot
 
 class RunInterrupted(Exception):
     """The run stopped after a Ctrl-C, its checkpoint saved; the message is the resume command."""
+
+
+class RunTerminated(BaseException):
+    """The run got SIGTERM and stopped at once (a BaseException, as KeyboardInterrupt, so
+    that no ``except Exception`` holds it); ``resume`` is the resume command and
+    ``checkpoint`` whether the results file holds a checkpoint to resume."""
+
+    def __init__(self, resume, checkpoint):
+        super().__init__(resume)
+        self.resume, self.checkpoint = resume, checkpoint
 
 
 class AlreadyComplete(Exception):
@@ -245,12 +258,18 @@ class Run:
     def _install_interrupt_handler(self):
         if _in_main_thread():
             self._old_handler = signal.signal(signal.SIGINT, self._on_interrupt)
+            self._old_term_handler = signal.signal(signal.SIGTERM, self._on_terminate)
 
     def _restore_interrupt_handler(self):
         if self._old_handler is not None:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
             signal.signal(signal.SIGINT, self._old_handler)
+            signal.signal(signal.SIGTERM, self._old_term_handler)
             self._old_handler = None
+
+    def _on_terminate(self, signum, frame):
+        saved = self.path.exists() and self.resumable
+        raise RunTerminated(self.resume_command(), saved)
 
     def _on_interrupt(self, signum, frame):
         if self.stop_requested:
