@@ -110,9 +110,12 @@ def main(argv=None):
         if c_train.shape != (n_a + n_h, net.n_neurons) or len(c_test) != len(x_test):
             raise SystemExit(f"{cache}: counts of other image numbers; remove it or change --counts")
         log.info(f"spike counts read from {cache}")
+        seconds = None
     else:
+        start = time.perf_counter()
         c_train = spike_counts(net, x_train, "training images")
         c_test = spike_counts(net, x_test, "test images")
+        seconds = time.perf_counter() - start
         if cache is not None:
             np.savez_compressed(cache, train=c_train, test=c_test)
 
@@ -140,6 +143,11 @@ def main(argv=None):
     rec.set("metrics/test_accuracy", scores[chosen][1], units="1",
             description="test accuracy of the readout chosen on the hold-out images")
     rec.set("metrics/spikes_per_test_image", c_test.sum(axis=1).mean())
+    if seconds is not None:
+        rec.set("timings/inference", seconds, units="s",
+                description="simulating the assignment, hold-out and test images")
+        rec.set("timings/inference_images_per_second", (len(c_train) + len(c_test)) / seconds,
+                units="1/s")
     rec.save(args.out)
     log.info(f"wrote {args.out}")
     return 0
