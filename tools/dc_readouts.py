@@ -130,6 +130,7 @@ def main(argv=None):
              f"{100 * scores[chosen][1]:.2f} %")
 
     config = {"source": str(args.results), "source_command": source.config["command"],
+              "dataset": "mnist", "scale": source.config["scale"], "neurons": net.n_neurons,
               "assign_images": n_a, "holdout_images": n_h, "test_images": len(x_test),
               "seed": args.seed, "threads": args.threads,
               "command": command_line("tools/dc_readouts.py", argv, ("python",))}
