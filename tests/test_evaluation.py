@@ -98,6 +98,10 @@ def test_every_vote_fits_its_training_responses_and_leaves_silent_images_unlabel
 
 
 def test_bad_input_raises():
+    for vote in VOTES:
+        clf = LabelAssignment(n_classes=3, vote=vote).fit(COUNTS, LABELS)
+        with pytest.raises(EvaluationError, match=r"one column per neuron \(4, as in fit\)"):
+            clf.predict(np.ones((2, 5)))
     with pytest.raises(EvaluationError, match="vote must be one of mean, proportion, poisson"):
         LabelAssignment(vote="max").fit(COUNTS, LABELS)
     with pytest.raises(EvaluationError, match="not fitted"):

@@ -321,6 +321,12 @@ def test_bad_configuration_raises():
         tiny().set_state({**tiny().get_state(), "weights": np.zeros((3, 3))})
     with pytest.raises(STDPError, match="integration"):
         tiny(integration="rk4").reset_state()
+    built = tiny()
+    built.reset_state().set_params(n_neurons=8)          # the state still has 5 neurons
+    for use in (built.transform, built.partial_fit):
+        with pytest.raises(STDPError, match=r"weights \(784, 5\)\) does not fit n_inputs=784, "
+                                            "n_neurons=8: call reset_state"):
+            use(np.zeros((1, 28, 28)))
 
 
 def test_unit_error_in_extended_neuron_raises():

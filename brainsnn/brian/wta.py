@@ -408,6 +408,17 @@ class DiehlCookNetwork(Params):
         self.silent_chunks = 0   # training chunks in a row without any excitatory spike
         return self
 
+    def _check_state(self):
+        """The state must fit the parameters (they may have changed since it was made)."""
+        w = np.asarray(self.weights)
+        want = (self.n_inputs, self.n_neurons)
+        shapes = {"theta": np.shape(self.theta), "v_exc": np.shape(self.v_exc),
+                  "v_inh": np.shape(self.v_inh)}
+        if w.shape != want or any(shape != (self.n_neurons,) for shape in shapes.values()):
+            raise STDPError(f"the network's state (weights {w.shape}) does not fit n_inputs="
+                            f"{self.n_inputs}, n_neurons={self.n_neurons}: call reset_state() "
+                            "or fit() after changing them")
+
     @staticmethod
     def _initial_value(model, var, default):
         value = model.initial.get(var, default)
@@ -730,6 +741,7 @@ class DiehlCookNetwork(Params):
         many new images and ``max_chunks`` after that many chunk runs (the pass continues
         at the next call; images waiting to be re-presented are kept in :attr:`pending`).
         """
+        self._check_state()
         pixels = self._pixels(images)
         stop = len(pixels) if max_images is None else min(len(pixels), self.position + int(max_images))
         t_start = time.perf_counter()
@@ -809,6 +821,7 @@ class DiehlCookNetwork(Params):
         that reaches ``min_spikes`` (else of the highest level) are returned. ``callback(info)`` gets
         ``done``, ``total`` and ``seconds`` after each chunk.
         """
+        self._check_state()
         pixels = self._pixels(images)
         t_start = time.perf_counter()
         out = self._infer(pixels, callback)

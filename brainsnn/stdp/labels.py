@@ -197,6 +197,10 @@ class LabelAssignment(Params):
     def decision_function(self, counts):
         """Score of each class for each image (images, classes); the highest wins."""
         self._check_fitted()
+        n = len(self.assignments_)
+        if _counts(counts).shape[1] != n:
+            raise EvaluationError(f"counts must have one column per neuron ({n}, as in fit), "
+                                  f"got shape {np.shape(counts)}")
         if self.vote == "mean":
             return class_scores(counts, self.assignments_, len(self.classes_))
         if self.vote == "proportion":

@@ -145,6 +145,7 @@ class TorchWTAInference:
                  compile=True):
         if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
             raise STDPError(f"batch_size must be a positive integer, got {batch_size!r}")
+        net._check_state()
         self.net, self.batch_size = net, int(batch_size)
         self.device, self.dtype = torch.device(device), dtype
         exc_model, inh_model = net.simulated_models()
