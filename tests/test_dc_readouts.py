@@ -50,6 +50,8 @@ def test_readouts_of_a_finished_run(dc_readouts, data_dir, tmp_path, monkeypatch
     assert dc_readouts.main(argv[:-1] + ["r2.h5"]) == 0                     # from the cache
     assert float(RunResults.load(tmp_path / "r2.h5")["metrics/test_accuracy"]) == \
         float(rec["metrics/test_accuracy"])
+    with pytest.raises(SystemExit, match="counts of another run or seed"):
+        dc_readouts.main(argv[:-1] + ["r3.h5", "--seed", "5"])
 
 
 def test_a_run_this_version_cannot_rebuild_is_refused(dc_readouts, data_dir, tmp_path,

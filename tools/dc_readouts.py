@@ -104,9 +104,13 @@ def main(argv=None):
     x_test, y_test = load_mnist("test", data_dir=args.data, n=args.test_images)
     cache = Path(args.counts) if args.counts else None
     net, source = rebuild_network(args.results, args.build_dir, args.threads, args.seed)
+    run_id = f"{source.config['command']} (saved {source.saved_time})"
     if cache is not None and cache.exists():
         saved = np.load(cache)
         c_train, c_test = saved["train"], saved["test"]
+        if str(saved["run"]) != run_id or int(saved["seed"]) != args.seed:
+            raise SystemExit(f"{cache}: counts of another run or seed ({saved['run']}, seed "
+                             f"{int(saved['seed'])}); remove it or change --counts")
         if c_train.shape != (n_a + n_h, net.n_neurons) or len(c_test) != len(x_test):
             raise SystemExit(f"{cache}: counts of other image numbers; remove it or change --counts")
         log.info(f"spike counts read from {cache}")
@@ -117,7 +121,7 @@ def main(argv=None):
         c_test = spike_counts(net, x_test, "test images")
         seconds = time.perf_counter() - start
         if cache is not None:
-            np.savez_compressed(cache, train=c_train, test=c_test)
+            np.savez_compressed(cache, train=c_train, test=c_test, run=run_id, seed=args.seed)
 
     scores = {}
     for vote in VOTES:
