@@ -43,6 +43,22 @@ def load_protocol():
 
 
 @pytest.fixture(scope="session")
+def load_tool():
+    """``load(name)``: the script ``tools/<name>.py`` as a module (the tools are not a package)."""
+    import importlib.util
+    import sys
+
+    def load(name):
+        spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module          # dataclasses look their module up there
+        spec.loader.exec_module(module)
+        return module
+
+    return load
+
+
+@pytest.fixture(scope="session")
 def data_dir() -> Path:
     path = shared_data_dir()
     if not path.is_dir():

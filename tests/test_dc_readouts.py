@@ -1,7 +1,5 @@
 """tools/dc_readouts.py rebuilds a finished Diehl & Cook run from its file and scores every
 readout on the same spike counts; the readout is chosen on hold-out training images."""
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,17 +8,13 @@ from brainsnn.experiments.registry import run_protocol
 from brainsnn.io.results import RunResults
 from brainsnn.stdp.labels import VOTES, LabelAssignment
 
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "dc_readouts.py"
 TINY = ["--scale", "smoke", "--brian-device", "runtime", "--neurons", "6", "--train-images",
         "20", "--assign-images", "8", "--test-images", "6", "--chunk-size", "10", "-q"]
 
 
 @pytest.fixture(scope="module")
-def dc_readouts():
-    spec = importlib.util.spec_from_file_location("dc_readouts", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def dc_readouts(load_tool):
+    return load_tool("dc_readouts")
 
 
 def test_readouts_of_a_finished_run(dc_readouts, data_dir, tmp_path, monkeypatch):

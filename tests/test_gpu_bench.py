@@ -1,22 +1,16 @@
 """tools/gpu_bench.py runs every part on the CPU at a few images (--tiny) and writes what it
 measured: a check of the script a GPU loan depends on (the figures themselves are not
 checked, only that each part ran and gave a rate)."""
-import importlib.util
-from pathlib import Path
 
 import pytest
 
 from brainsnn.io.results import RunResults
 
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "gpu_bench.py"
 
 
 @pytest.fixture(scope="module")
-def gpu_bench():
-    spec = importlib.util.spec_from_file_location("gpu_bench", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def gpu_bench(load_tool):
+    return load_tool("gpu_bench")
 
 
 def test_every_part_runs_tiny_on_the_cpu(gpu_bench, data_dir, tmp_path):
