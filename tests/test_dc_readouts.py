@@ -4,6 +4,7 @@ readout on the same spike counts; the readout is chosen on hold-out training ima
 import numpy as np
 import pytest
 
+from brainsnn.experiments.protocols.diehl_cook import network_from_results
 from brainsnn.experiments.registry import run_protocol
 from brainsnn.io.results import RunResults
 from brainsnn.stdp.labels import VOTES, LabelAssignment
@@ -21,7 +22,7 @@ def test_readouts_of_a_finished_run(dc_readouts, data_dir, tmp_path, monkeypatch
     monkeypatch.chdir(tmp_path)
     assert run_protocol("diehl_cook", TINY + ["--data", str(data_dir), "--out", "dc.h5"]) == 0
     source = RunResults.load(tmp_path / "dc.h5")
-    net, _ = dc_readouts.rebuild_network(tmp_path / "dc.h5")
+    net, _ = network_from_results(tmp_path / "dc.h5")
     from brainsnn.io.datasets import load_mnist
     x, y = load_mnist("train", data_dir=data_dir, n=12)
     net.transform(x[:2])                                 # the saved weights are what runs
@@ -59,4 +60,4 @@ def test_a_run_this_version_cannot_rebuild_is_refused(dc_readouts, data_dir, tmp
     rec.update_config(network={**network, "w_inh_exc": 99.0})
     rec.save(tmp_path / "other.h5", complete=True)
     with pytest.raises(ExperimentError, match="w_inh_exc: 99.0 in the file, 17.0 now"):
-        dc_readouts.rebuild_network(tmp_path / "other.h5")
+        network_from_results(tmp_path / "other.h5")

@@ -19,9 +19,7 @@ only re-scores. Writes one results file (``--out``).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -48,40 +46,6 @@ def build_parser():
     return p
 
 
-#: The network settings that shape inference; the rebuilt network must have the run's.
-INFERENCE_SETTINGS = ("n_neurons", "n_inputs", "exc_model", "inh_model", "w_exc_inh", "w_inh_exc",
-                      "dt_ms", "t_on_ms", "t_off_ms", "f_max_Hz", "f_boost_Hz", "integration",
-                      "min_spikes", "max_repeats")
-
-
-def rebuild_network(path, build_dir=None, threads=1, seed=1):
-    """The network of a complete diehl_cook results file, with its final weights and theta."""
-    from brainsnn.errors import ExperimentError
-    from brainsnn.experiments.protocols import diehl_cook
-    from brainsnn.experiments.run import config_differences
-    from brainsnn.io.results import RunResults
-
-    rec = RunResults.load(path)
-    if rec.protocol != "diehl_cook" or "layers/exc/weights" not in rec:
-        raise ExperimentError(f"{path}: not a complete diehl_cook results file with weights")
-    words = shlex.split(rec.config["command"])
-    # "brainsnn run diehl_cook ..." (before 0.2: "protocols/diehl_cook.py ...")
-    first = next(i for i, w in enumerate(words) if Path(w).name in ("diehl_cook", "diehl_cook.py"))
-    argv = [w for w in words[first + 1:] if w != "--plot"]
-    args = diehl_cook.parse_args(argv + ["--threads", str(threads), "--seed", str(seed)]
-                                 + (["--build-dir", build_dir] if build_dir else []))
-    net = diehl_cook.build_network(args)
-    stored = {k: v for k, v in rec.config["network"].items() if k in INFERENCE_SETTINGS}
-    now = {k: v for k, v in net.config().items() if k in INFERENCE_SETTINGS}
-    differences = config_differences(stored, json.loads(json.dumps(now, default=str)))
-    if differences:
-        raise ExperimentError(f"{path}: this version builds another network than the run's:\n  "
-                              + "\n  ".join(differences))
-    net.weights = np.asarray(rec["layers/exc/weights"], dtype=np.float64)
-    net.theta = np.asarray(rec["layers/exc/theta"], dtype=np.float64)
-    return net, rec
-
-
 def spike_counts(net, x, name):
     start = time.perf_counter()
 
@@ -93,6 +57,7 @@ def spike_counts(net, x, name):
 
 def main(argv=None):
     from brainsnn.experiments.options import command_line
+    from brainsnn.experiments.protocols.diehl_cook import network_from_results
     from brainsnn.io.datasets import load_mnist
     from brainsnn.io.results import RunResults
     from brainsnn.stdp.labels import VOTES, LabelAssignment
@@ -103,7 +68,7 @@ def main(argv=None):
     x_train, y_train = load_mnist("train", data_dir=args.data, n=n_a + n_h)
     x_test, y_test = load_mnist("test", data_dir=args.data, n=args.test_images)
     cache = Path(args.counts) if args.counts else None
-    net, source = rebuild_network(args.results, args.build_dir, args.threads, args.seed)
+    net, source = network_from_results(args.results, args.build_dir, args.threads, args.seed)
     run_id = f"{source.config['command']} (saved {source.saved_time})"
     if cache is not None and cache.exists():
         saved = np.load(cache)

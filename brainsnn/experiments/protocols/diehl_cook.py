@@ -160,6 +160,47 @@ def build_network(args):
     return net
 
 
+#: The network settings that shape inference; the rebuilt network must have the run's.
+INFERENCE_SETTINGS = ("n_neurons", "n_inputs", "exc_model", "inh_model", "w_exc_inh", "w_inh_exc",
+                      "dt_ms", "t_on_ms", "t_off_ms", "f_max_Hz", "f_boost_Hz", "integration",
+                      "min_spikes", "max_repeats")
+
+
+def network_from_results(path, build_dir=None, threads=1, seed=1):
+    """``(network, results)``: the network of a complete diehl_cook results file, built from
+    its command with its final weights and theta (``seed``: of the inference input spikes).
+    A run whose network this version would build differently is refused."""
+    import json
+    import shlex
+    from pathlib import Path
+
+    import numpy as np
+
+    from brainsnn.errors import ExperimentError
+    from brainsnn.experiments.run import config_differences
+    from brainsnn.io.results import RunResults
+
+    rec = RunResults.load(path)
+    if rec.protocol != "diehl_cook" or "layers/exc/weights" not in rec:
+        raise ExperimentError(f"{path}: not a complete diehl_cook results file with weights")
+    words = shlex.split(rec.config["command"])
+    # "brainsnn run diehl_cook ..." (before 0.2: "protocols/diehl_cook.py ...")
+    first = next(i for i, w in enumerate(words) if Path(w).name in ("diehl_cook", "diehl_cook.py"))
+    argv = [w for w in words[first + 1:] if w != "--plot"]
+    args = parse_args(argv + ["--threads", str(threads), "--seed", str(seed)]
+                                 + (["--build-dir", build_dir] if build_dir else []))
+    net = build_network(args)
+    stored = {k: v for k, v in rec.config["network"].items() if k in INFERENCE_SETTINGS}
+    now = {k: v for k, v in net.config().items() if k in INFERENCE_SETTINGS}
+    differences = config_differences(stored, json.loads(json.dumps(now, default=str)))
+    if differences:
+        raise ExperimentError(f"{path}: this version builds another network than the run's:\n  "
+                              + "\n  ".join(differences))
+    net.weights = np.asarray(rec["layers/exc/weights"], dtype=np.float64)
+    net.theta = np.asarray(rec["layers/exc/theta"], dtype=np.float64)
+    return net, rec
+
+
 def load_data(args):
     """(x_train, y_train, x_test, y_test): the training images used, and the evaluation images
     (the MNIST test set, or with --validation the last N training images)."""
