@@ -142,6 +142,47 @@ def test_every_readout_is_recorded_and_vote_picks_the_main_accuracy(tiny_run, da
     assert float(rec["metrics/votes/mean/test_accuracy"]) == votes["mean"]   # same seed, counts
 
 
+def test_each_neurons_training_spikes_are_counted_over_every_presentation(data_dir, tmp_path):
+    """With constant plasticity (--eta-final 1) every training spike raises theta by
+    theta_plus and a 10 ks decay is negligible over seconds, so theta - theta_plus * spikes
+    is the same for every neuron: one spike miscounted (a re-presentation left out, say)
+    moves it by a whole theta_plus."""
+    from brainsnn.io.results import RunResults
+    from brainsnn.models import DIEHL_COOK_EXCITATORY
+
+    proc = _run(["run", "diehl_cook", *TINY_DC, "--data", str(data_dir), "--eta-final", "1",
+                 "--min-spikes", "15", "--out", "s.h5"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    rec = RunResults.load(tmp_path / "s.h5")
+    spikes = np.asarray(rec["layers/exc/train_spikes"])
+    assert spikes.shape == (4,) and spikes.dtype.kind == "i" and spikes.sum() > 0
+    assert int(rec["metrics/re_presentations"]) > 0          # re-presentations are exercised
+    theta_plus = float(DIEHL_COOK_EXCITATORY.parameters["theta_plus"])
+    baseline = np.asarray(rec["layers/exc/theta"]) - theta_plus * spikes
+    assert np.ptp(baseline) < 0.5 * theta_plus
+    correlation = np.asarray(rec["layers/exc/initial_weight_correlation"])
+    assert correlation.shape == (4,) and np.all(np.abs(correlation) <= 1 + 1e-12)
+    assert int(rec["metrics/neurons_untrained"]) == int(np.sum(correlation > 0.5))
+
+
+def test_a_layer_with_many_untrained_neurons_gets_a_warning(caplog):
+    from brainsnn.experiments.protocols import diehl_cook
+    from brainsnn.io.results import RunResults
+
+    rec = RunResults("diehl_cook", {}, seed=0, device="runtime")
+    correlation = np.array([0.99, 0.1, 0.02, -0.05] * 5)
+    with caplog.at_level("INFO", logger="brainsnn"):
+        assert diehl_cook.record_learning(rec, correlation, np.arange(20)) == 5
+    assert caplog.records[-1].levelname == "WARNING"
+    assert ("5 of 20 excitatory neurons (25 %) are still near their random initial weights"
+            in caplog.text and "--theta-plus" in caplog.text)
+    np.testing.assert_array_equal(rec["layers/exc/train_spikes"], np.arange(20))
+    caplog.clear()
+    with caplog.at_level("INFO", logger="brainsnn"):
+        assert diehl_cook.record_learning(rec, np.full(20, 0.1)) == 0
+    assert caplog.records[-1].levelname == "INFO"
+
+
 def test_force_replaces_and_a_changed_setting_refuses_to_resume(tiny_run, data_dir, tmp_path):
     from brainsnn.io.results import RunResults
 
@@ -253,6 +294,7 @@ def test_sigterm_stops_at_once_keeps_the_last_checkpoint_and_resumes_exactly(
     a, b = RunResults.load(whole), RunResults.load(tmp_path / "t.h5")
     np.testing.assert_array_equal(a["layers/exc/weights"], b["layers/exc/weights"])
     np.testing.assert_array_equal(a["metrics/test_predictions"], b["metrics/test_predictions"])
+    np.testing.assert_array_equal(a["layers/exc/train_spikes"], b["layers/exc/train_spikes"])
 
 
 USER_MODEL = '''

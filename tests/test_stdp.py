@@ -32,6 +32,22 @@ def test_weights_set_on_a_new_network_are_kept_at_first_use(images):
     assert fresh.position == 0 and not np.array_equal(fresh.weights, tiny().weights)
 
 
+def test_initial_weight_correlation_is_one_until_a_neuron_learns():
+    net = tiny(n=3)
+    w0 = net.initial_weights()
+    np.testing.assert_array_equal(w0, net.weights)          # the state starts from them
+    np.testing.assert_allclose(net.initial_weight_correlation(), 1.0)
+    learned = w0.copy()
+    learned[:, 0] = 7.0 * w0[:, 0] + 0.5                     # rescaled: still untrained
+    learned[:, 1] = w0[:, 2]                                 # another neuron's weights
+    learned[:, 2] = 0.0                                      # no input at all
+    net.weights = learned
+    r = net.initial_weight_correlation()
+    assert r[0] == pytest.approx(1.0)
+    assert r[1] == pytest.approx(np.corrcoef(w0[:, 1], w0[:, 2])[0, 1]) and abs(r[1]) < 0.2
+    assert r[2] == 0.0
+
+
 # the invariants below are hand-computed for the power-law rule at constant plasticity
 FAST = dict(device="runtime", codegen_target="numpy", t_on=30 * b2.ms, t_off=10 * b2.ms,
             f_max=255 * b2.Hz, min_spikes=0, rule=diehl_cook_stdp(traces="neuron"),

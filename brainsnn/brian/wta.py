@@ -70,13 +70,18 @@ from brainsnn.params import Params
 from brainsnn.validation import check_finite
 
 __all__ = ["STDPError", "SilentNetworkWarning", "DiehlCookNetwork", "chunk_seed",
-           "stable_neuron_model", "W_FLUSH"]
+           "stable_neuron_model", "W_FLUSH", "UNTRAINED_CORRELATION"]
 
 #: Weights below this are set to 0 by the per-image normalisation. A weight whose input
 #: never spikes only shrinks (by the normalisation factor, < 1, image after image) and would
 #: end as a denormal number, on which every multiplication is ~100x slower; 1e-12 of w_max
 #: changes no conductance measurably (and additive potentiation restarts from 0 the same way).
 W_FLUSH = 1e-12
+
+#: A neuron whose input weights still correlate above this with its random initial ones has
+#: not learned a receptive field (after one pass the correlations are bimodal: near 1 or
+#: near 0, with few between).
+UNTRAINED_CORRELATION = 0.5
 
 _SEED_CODE = """
 {
@@ -388,11 +393,9 @@ class DiehlCookNetwork(Params):
     def reset_state(self):
         """Initial weights (seeded numpy uniform in ``w_init``), thresholds and potentials."""
         self._check_params()
-        rng = np.random.default_rng(self.seed)
-        lo, hi = (float(v) for v in self.w_init)
         self._making_state = True
         try:
-            self.weights = lo + (hi - lo) * rng.random((self.n_inputs, self.n_neurons))
+            self.weights = self.initial_weights()
         finally:
             self._making_state = False
         ns = self.exc_model.namespace()
@@ -407,6 +410,26 @@ class DiehlCookNetwork(Params):
         self.images_presented = 0  # presentations during training, re-presentations included
         self.silent_chunks = 0   # training chunks in a row without any excitatory spike
         return self
+
+    def initial_weights(self) -> np.ndarray:
+        """The random initial input weights (n_inputs, N): seeded numpy uniform in ``w_init``
+        (dimensionless, in units of the excitatory conductance step)."""
+        rng = np.random.default_rng(self.seed)
+        lo, hi = (float(v) for v in self.w_init)
+        return lo + (hi - lo) * rng.random((self.n_inputs, self.n_neurons))
+
+    def initial_weight_correlation(self) -> np.ndarray:
+        """Pearson correlation (N,) of each neuron's input weights with its initial ones: 1
+        for a neuron that has not learned (weight normalisation only rescales), near 0 for a
+        learned receptive field. Above :data:`UNTRAINED_CORRELATION` a neuron counts as
+        untrained."""
+        self._check_state()
+        w = self.weights - self.weights.mean(axis=0)
+        w0 = self.initial_weights()
+        w0 -= w0.mean(axis=0)
+        norm = np.sqrt((w * w).sum(axis=0) * (w0 * w0).sum(axis=0))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(norm > 0, (w * w0).sum(axis=0) / norm, 0.0)
 
     def _check_state(self):
         """The state must fit the parameters (they may have changed since it was made)."""
@@ -736,7 +759,8 @@ class DiehlCookNetwork(Params):
 
         ``callback(info)`` is called after every chunk with a dict: ``counts`` (spike counts
         of the images that were completed in this chunk, rows in ``indices`` order),
-        ``indices``, ``levels``, ``position``, ``seconds``, ``network`` (self). Saving
+        ``neuron_spikes`` (each neuron's spikes in the whole chunk, re-presentations
+        included), ``indices``, ``levels``, ``position``, ``seconds``, ``network`` (self). Saving
         :meth:`get_state` there makes the run resumable. ``max_images`` stops after that
         many new images and ``max_chunks`` after that many chunk runs (the pass continues
         at the next call; images waiting to be re-presented are kept in :attr:`pending`).
@@ -788,7 +812,9 @@ class DiehlCookNetwork(Params):
                 self.position = 0
                 stop = 0
             if callback is not None:
-                callback({"counts": counts[done_rows], "indices": np.asarray(done_idx, dtype=np.int64),
+                callback({"counts": counts[done_rows],
+                          "neuron_spikes": counts[:len(items)].sum(axis=0),
+                          "indices": np.asarray(done_idx, dtype=np.int64),
                           "levels": np.asarray(done_lvl, dtype=np.int64),
                           "presented": len(items), "position": self.position,
                           "passes": self.passes, "seconds": seconds,

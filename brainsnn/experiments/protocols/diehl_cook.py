@@ -228,16 +228,69 @@ def save_state(rec, net, block):
     rec.set("checkpoint/block_counts", np.asarray(block["counts"], dtype=np.int32).reshape(-1, net.n_neurons))
     rec.set("checkpoint/block_labels", np.asarray(block["labels"], dtype=np.int64))
     rec.set("checkpoint/running_assignments", np.asarray(block["assignments"], dtype=np.int64))
+    if block["train_spikes"] is not None:
+        rec.set("checkpoint/train_spikes", np.asarray(block["train_spikes"], dtype=np.int64))
     rec.set("checkpoint/phase", block["phase"])
 
 
 def load_state(rec, net):
+    import numpy as np
+
     state = {k: rec[f"checkpoint/{k}"] for k in ("weights", "theta", "v_exc", "v_inh", "position",
                                                "passes", "train_runs", "pending",
                                                "images_presented")}
     net.set_state(state)
+    # checkpoints written before 0.2.3 have no training spike counts
+    train_spikes = (np.asarray(rec["checkpoint/train_spikes"], dtype=np.int64)
+                    if "checkpoint/train_spikes" in rec else None)
     return {"counts": list(rec["checkpoint/block_counts"]), "labels": list(rec["checkpoint/block_labels"]),
-            "assignments": rec["checkpoint/running_assignments"], "phase": str(rec["checkpoint/phase"])}
+            "assignments": rec["checkpoint/running_assignments"], "phase": str(rec["checkpoint/phase"]),
+            "train_spikes": train_spikes}
+
+
+def new_block(n_neurons):
+    """The protocol's training bookkeeping at the start of a run: the running-accuracy block
+    and each neuron's training spikes."""
+    import numpy as np
+
+    return {"counts": [], "labels": [], "assignments": -np.ones(n_neurons, dtype=np.int64),
+            "phase": "train", "train_spikes": np.zeros(n_neurons, dtype=np.int64)}
+
+
+UNTRAINED_WARNING_FRACTION = 0.1
+
+
+def record_learning(rec, correlation, train_spikes=None):
+    """Write how much each excitatory neuron learned: its correlation with its initial
+    weights and (where counted) its spikes in the training pass; warn where at least
+    :data:`UNTRAINED_WARNING_FRACTION` of the layer is still untrained. Returns the number
+    of untrained neurons."""
+    import numpy as np
+
+    from brainsnn.brian.wta import UNTRAINED_CORRELATION
+
+    correlation = np.asarray(correlation, dtype=np.float64)
+    untrained = int(np.sum(correlation > UNTRAINED_CORRELATION))
+    rec.set("layers/exc/initial_weight_correlation", correlation, units="1",
+            description="Pearson correlation of each neuron's input weights with its random "
+                        f"initial ones (above {UNTRAINED_CORRELATION}: not learned)")
+    rec.set("metrics/neurons_untrained", untrained,
+            description=f"excitatory neurons whose weights correlate above "
+                        f"{UNTRAINED_CORRELATION} with their random initial ones")
+    if train_spikes is not None:
+        rec.set("layers/exc/train_spikes", np.asarray(train_spikes, dtype=np.int64), units="1",
+                description="spikes of each excitatory neuron during the training pass "
+                            "(re-presentations included)")
+    n = len(correlation)
+    message = (f"{untrained:,} of {n:,} excitatory neurons ({100 * untrained / n:.0f} %) are "
+               "still near their random initial weights")
+    if untrained >= UNTRAINED_WARNING_FRACTION * n:
+        log.warning(f"{message}: they have not learned a receptive field and at test they "
+                    "only add noise. A larger --theta-plus spreads the wins over more neurons "
+                    "(docs/stdp.md)")
+    else:
+        log.info(message)
+    return untrained
 
 
 class SilentNetwork(Exception):
@@ -291,6 +344,8 @@ def train(run, args, net, x_fit, y_fit, block):
 
     def on_chunk(info):
         block["counts"].extend(info["counts"])
+        if block["train_spikes"] is not None:
+            block["train_spikes"] += info["neuron_spikes"]
         block["labels"].extend(y_fit[info["indices"]])
         done = info["position"] if info["passes"] == 0 else args.train_images
         rate = info["presented"] / info["seconds"]
@@ -406,8 +461,6 @@ def evaluate(run, args, net, x_assign, y_assign, x_test, y_test):
 def main(argv=None):
     args = parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
-    import numpy as np
-
     from brainsnn.brian import devices
     from brainsnn.experiments.run import Run
 
@@ -416,8 +469,7 @@ def main(argv=None):
     with Run(args, config_of(args, net, args.test_images), name=run_name(args),
              device=args.brian_device, argv=argv, may_change=("train_images", "vote")) as run:
         x_train, y_train, x_test, y_test = load_data(args)
-        block = {"counts": [], "labels": [], "assignments": -np.ones(args.neurons, dtype=np.int64),
-                 "phase": "train"}
+        block = new_block(args.neurons)
         if run.resumed:
             block = resume(run, args, net)
         log.info(f"Diehl & Cook STDP: N={args.neurons}, {args.train_images} training images, "
@@ -440,6 +492,7 @@ def main(argv=None):
                 run.checkpoint()
             log.info(f"training done: {net.images_presented} presentations "
                      f"({net.images_presented - args.train_images} re-presentations)")
+            record_learning(run.rec, net.initial_weight_correlation(), block["train_spikes"])
             evaluate(run, args, net, x_train[:args.assign_images], y_train[:args.assign_images],
                      x_test, y_test)
             block["phase"] = "done"
