@@ -37,6 +37,8 @@ def test_initial_weight_correlation_is_one_until_a_neuron_learns():
     w0 = net.initial_weights()
     np.testing.assert_array_equal(w0, net.weights)          # the state starts from them
     np.testing.assert_allclose(net.initial_weight_correlation(), 1.0)
+    np.testing.assert_array_equal(net.initial_weights(seed=2), tiny(n=3, seed=2).weights)
+    assert np.all(net.initial_weight_correlation(seed=2) < 0.5)   # another seed's draw
     learned = w0.copy()
     learned[:, 0] = 7.0 * w0[:, 0] + 0.5                     # rescaled: still untrained
     learned[:, 1] = w0[:, 2]                                 # another neuron's weights

@@ -411,21 +411,24 @@ class DiehlCookNetwork(Params):
         self.silent_chunks = 0   # training chunks in a row without any excitatory spike
         return self
 
-    def initial_weights(self) -> np.ndarray:
-        """The random initial input weights (n_inputs, N): seeded numpy uniform in ``w_init``
-        (dimensionless, in units of the excitatory conductance step)."""
-        rng = np.random.default_rng(self.seed)
+    def initial_weights(self, seed=None) -> np.ndarray:
+        """The random initial input weights (n_inputs, N): numpy uniform in ``w_init``
+        (dimensionless, in units of the excitatory conductance step), drawn with ``seed``
+        (default this network's)."""
+        rng = np.random.default_rng(self.seed if seed is None else seed)
         lo, hi = (float(v) for v in self.w_init)
         return lo + (hi - lo) * rng.random((self.n_inputs, self.n_neurons))
 
-    def initial_weight_correlation(self) -> np.ndarray:
+    def initial_weight_correlation(self, seed=None) -> np.ndarray:
         """Pearson correlation (N,) of each neuron's input weights with its initial ones: 1
         for a neuron that has not learned (weight normalisation only rescales), near 0 for a
         learned receptive field. Above :data:`UNTRAINED_CORRELATION` a neuron counts as
-        untrained."""
+        untrained. ``seed``: that of the initial weights, default this network's (give the
+        training run's seed where the network was rebuilt with another one, as
+        ``network_from_results`` does for its inference input)."""
         self._check_state()
         w = self.weights - self.weights.mean(axis=0)
-        w0 = self.initial_weights()
+        w0 = self.initial_weights(seed)
         w0 -= w0.mean(axis=0)
         norm = np.sqrt((w * w).sum(axis=0) * (w0 * w0).sum(axis=0))
         with np.errstate(invalid="ignore", divide="ignore"):

@@ -168,8 +168,10 @@ INFERENCE_SETTINGS = ("n_neurons", "n_inputs", "exc_model", "inh_model", "w_exc_
 
 def network_from_results(path, build_dir=None, threads=1, seed=1):
     """``(network, results)``: the network of a complete diehl_cook results file, built from
-    its command with its final weights and theta (``seed``: of the inference input spikes).
-    A run whose network this version would build differently is refused."""
+    its command with its final weights and theta. Its seed is ``seed``, that of the inference
+    input spikes, not the run's (``results.seed``; give that to
+    ``initial_weight_correlation``). A run whose network this version would build differently
+    is refused."""
     import json
     import shlex
     from pathlib import Path
