@@ -7,7 +7,6 @@ import pytest
 from brainsnn.io.results import RunResults
 
 
-
 @pytest.fixture(scope="module")
 def gpu_bench(load_tool):
     return load_tool("gpu_bench")
