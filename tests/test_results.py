@@ -194,6 +194,18 @@ def test_checkpoint_then_complete(tmp_path):
     np.testing.assert_array_equal(done.metric_steps("accuracy"), [100, 200])
 
 
+def test_a_finished_run_saved_again_keeps_its_end_time(tmp_path, monkeypatch):
+    rec = make()
+    clock = iter(["2026-01-01T11:00:00+00:00"] * 2 + ["2026-01-02T09:00:00+00:00"] * 2)
+    monkeypatch.setattr(results_mod, "_now", lambda: next(clock))
+    rec.save(tmp_path / "run.h5")
+    trimmed = RunResults.load(tmp_path / "run.h5")
+    trimmed.save(tmp_path / "trimmed.h5")              # e.g. weights removed a day later
+    back = RunResults.load(tmp_path / "trimmed.h5")
+    assert back.end_time == "2026-01-01T11:00:00+00:00"
+    assert back.saved_time == "2026-01-02T09:00:00+00:00"
+
+
 def test_timer_accumulates(monkeypatch):
     clock = iter([1.0, 3.5, 10.0, 11.0, 20.0, 20.25])
     monkeypatch.setattr(results_mod.time, "perf_counter", lambda: next(clock))

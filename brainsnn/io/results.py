@@ -670,7 +670,8 @@ class RunResults:
     def save(self, path, complete: bool = True) -> Path:
         """Write the whole record to ``path`` atomically and return the path.
 
-        ``complete=True`` marks a finished run (status ``complete``, ``end_time`` now; the
+        ``complete=True`` marks a finished run (status ``complete``, ``end_time`` now, or
+        kept where the record was already complete, e.g. loaded from a finished run; the
         ``checkpoint/`` group is not written: a complete file holds results only);
         ``complete=False`` a resumable checkpoint (status ``checkpoint``). The file is first
         written as ``<path>.tmp-<pid>`` and renamed onto ``path``; on any error the temporary
@@ -688,6 +689,8 @@ class RunResults:
         remove_stale_temporaries(path)
         status = "complete" if complete else "checkpoint"
         saved, end = _now(), (_now() if complete else None)
+        if complete and self.status == "complete" and self.end_time:
+            end = self.end_time          # a finished run saved again (e.g. trimmed) ended then
         tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
         try:
             with h5py.File(tmp, "w", track_order=True) as f:
