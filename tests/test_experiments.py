@@ -163,6 +163,23 @@ def test_each_neurons_training_spikes_are_counted_over_every_presentation(data_d
     correlation = np.asarray(rec["layers/exc/initial_weight_correlation"])
     assert correlation.shape == (4,) and np.all(np.abs(correlation) <= 1 + 1e-12)
     assert int(rec["metrics/neurons_untrained"]) == int(np.sum(correlation > 0.5))
+    per_answer = np.asarray(rec["layers/exc/spikes_per_answer"])
+    assert per_answer.shape == (4,) and np.all((per_answer == 0) | (per_answer >= 1))
+
+
+def test_spikes_per_answer_averages_over_the_images_a_neuron_fires_in(caplog):
+    from brainsnn.experiments.protocols import diehl_cook
+    from brainsnn.io.results import RunResults
+
+    counts = np.array([[0, 2, 0], [0, 1, 0], [3, 0, 0], [1, 4, 0]])
+    np.testing.assert_allclose(diehl_cook.spikes_per_answer(counts), [2.0, 7 / 3, 0.0])
+    rec = RunResults("diehl_cook", {}, seed=0, device="runtime")
+    rec.set("layers/exc/initial_weight_correlation", np.array([0.9, 0.1, 0.95]))
+    with caplog.at_level("INFO", logger="brainsnn"):
+        diehl_cook.record_answers(rec, counts)
+    np.testing.assert_allclose(rec["layers/exc/spikes_per_answer"], [2.0, 7 / 3, 0.0])
+    # the silent third neuron is left out of the untrained neurons' mean
+    assert "untrained neurons 2.00, learned neurons 2.33" in caplog.text
 
 
 def test_a_layer_with_many_untrained_neurons_gets_a_warning(caplog):

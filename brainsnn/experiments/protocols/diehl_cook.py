@@ -289,11 +289,44 @@ def record_learning(rec, correlation, train_spikes=None):
                "still near their random initial weights")
     if untrained >= UNTRAINED_WARNING_FRACTION * n:
         log.warning(f"{message}: they have not learned a receptive field and at test they "
-                    "only add noise. A larger --theta-plus spreads the wins over more neurons "
-                    "(docs/stdp.md)")
+                    "only add noise. A larger --theta-plus spreads the wins over more neurons; "
+                    "under the triplet rule a neuron that answers with single spikes learns "
+                    "nothing (docs/stdp.md)")
     else:
         log.info(message)
     return untrained
+
+
+def spikes_per_answer(counts):
+    """Each neuron's mean spike count over the images it answers (fires at least once in);
+    0 for a neuron that never fires. ``counts``: (n_images, N)."""
+    import numpy as np
+
+    counts = np.asarray(counts)
+    answered = np.count_nonzero(counts, axis=0)
+    return counts.sum(axis=0) / np.maximum(answered, 1)
+
+
+def record_answers(rec, counts_test):
+    """Write ``layers/exc/spikes_per_answer`` of the test counts and, where the run counted
+    untrained neurons, log how they answer against the learned ones."""
+    import numpy as np
+
+    from brainsnn.brian.wta import UNTRAINED_CORRELATION
+
+    per_answer = spikes_per_answer(counts_test)
+    rec.set("layers/exc/spikes_per_answer", per_answer, units="1",
+            description="mean spikes of each excitatory neuron over the test images it fires "
+                        "in (0: never fires); near 1: single spikes, from which the triplet "
+                        "rule learns nothing")
+    if "layers/exc/initial_weight_correlation" not in rec:
+        return
+    untrained = np.asarray(rec["layers/exc/initial_weight_correlation"]) > UNTRAINED_CORRELATION
+    firing = per_answer > 0
+    if np.any(untrained & firing) and np.any(~untrained & firing):
+        log.info(f"spikes per answered test image: untrained neurons "
+                 f"{np.mean(per_answer[untrained & firing]):.2f}, learned neurons "
+                 f"{np.mean(per_answer[~untrained & firing]):.2f}")
 
 
 class SilentNetwork(Exception):
@@ -443,6 +476,7 @@ def evaluate(run, args, net, x_assign, y_assign, x_test, y_test):
             description="mean rate of each excitatory neuron during test presentations")
     rec.set("layers/exc/spikes_per_image", counts_test.sum(axis=1).astype(np.int32),
             description="excitatory spikes per test image (last presentation)")
+    record_answers(rec, counts_test)
     rec.set("layers/input/spike_rate", x_test.reshape(len(x_test), -1).mean(axis=0)
             * float(net.f_max), units="Hz", description="mean Poisson input rate per pixel (test)")
     rec.set("metrics/test_accuracy", acc, units="1",
