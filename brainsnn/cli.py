@@ -5,6 +5,7 @@
     brainsnn inspect FILE [FILE...]  readable summary of results files (--json: JSON)
     brainsnn plot FILE [FILE...]     receptive fields, kernels and accuracy curves, from the file
     brainsnn table FILE [FILE...]    one row per results file, to compare runs (--csv, --markdown)
+    brainsnn trim FILE OUT [--max-mb 1]   a copy without its large datasets (weights, counts)
     brainsnn data [--data DIR]       which datasets are found, and every folder looked in
     brainsnn data fetch NAME [--data DIR] [--mirror URL]   download a dataset's official files
 
@@ -92,6 +93,19 @@ def _table(args) -> int:
     return status
 
 
+def _trim(args) -> int:
+    if not args.max_mb >= 0:
+        raise ValueError(f"--max-mb must be >= 0, got {args.max_mb}")
+    rec = RunResults.load(args.file)
+    removed = rec.trim(int(args.max_mb * 1e6))
+    out = rec.save(args.out)
+    for path, size in removed.items():
+        print(f"removed {path} ({size / 1e6:.1f} MB)")
+    kept = "nothing removed, " if not removed else ""
+    print(f"wrote {printable(out)} ({kept}{out.stat().st_size / 1e6:.2f} MB)")
+    return 0
+
+
 def _data(args) -> int:
     from brainsnn.io.datasets import data_report
     from brainsnn.io.download import fetch
@@ -162,6 +176,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--markdown", dest="format", action="store_const", const="md",
                    help="same as --format md (what the docs' results page is made with)")
     p.set_defaults(func=_table)
+    p = sub.add_parser("trim", help="copy a finished run without its large datasets (weights)",
+                       description="Write a copy of a finished run's results file without the "
+                                   "datasets larger than --max-mb (weights, spike counts): a "
+                                   "reference file to keep or share. The copy names what was "
+                                   "removed in its root attribute 'trimmed'; metadata, seed, "
+                                   "times and every smaller dataset are kept.")
+    p.add_argument("file", metavar="FILE", help="a finished run's results file (.h5)")
+    p.add_argument("out", metavar="OUT", help="the copy to write (may be FILE itself)")
+    p.add_argument("--max-mb", type=float, default=1.0,
+                   help="largest dataset kept, in MB (10^6 bytes; default 1)")
+    p.set_defaults(func=_trim)
     p = sub.add_parser("data", help="list the datasets found, or download one (data fetch NAME)",
                        description="Without an action (or with 'list'): for each dataset, "
                                    "whether it was found, in which layout, and every folder "

@@ -57,6 +57,33 @@ def test_inspect_summary(results_file, capsys):
         assert text in out, f"{text!r} missing from:\n{out}"
 
 
+def test_trim_writes_a_copy_without_the_weights(results_file, tmp_path, capsys):
+    out = tmp_path / "reference.h5"
+    rc, text, err = run_cli(capsys, "trim", str(results_file), str(out), "--max-mb", "0.01")
+    assert rc == 0 and err == ""
+    assert "removed layers/exc/weights (0.0 MB)" in text and f"wrote {out}" in text
+    original, copy = RunResults.load(results_file), RunResults.load(out)
+    assert set(original.keys()) - set(copy.keys()) == {"layers/exc/weights"}   # 12,544 bytes
+    assert copy.attrs("")["trimmed"] == {"layers/exc/weights": 784 * 4 * 4}
+    assert (copy.end_time, copy.seed, copy.config) == (original.end_time, 42, original.config)
+    np.testing.assert_array_equal(copy["layers/exc/spike_rate"], RATES)
+    rc, text, _ = run_cli(capsys, "inspect", str(out))
+    assert "trimmed:   layers/exc/weights (0.0 MB) removed" in text
+    rc, text, err = run_cli(capsys, "trim", str(out), str(out))
+    assert rc == 0 and "nothing removed" in text
+
+
+def test_trim_errors(results_file, tmp_path, capsys):
+    rc, _, err = run_cli(capsys, "trim", str(results_file), str(tmp_path / "a.h5"),
+                         "--max-mb", "-1")
+    assert rc == 1 and "--max-mb must be >= 0" in err
+    rec = RunResults("diehl_cook", {}, seed=0, device="runtime")
+    rec["checkpoint/weights"] = np.zeros(3)
+    rec.save(tmp_path / "ckpt.h5", complete=False)
+    rc, _, err = run_cli(capsys, "trim", str(tmp_path / "ckpt.h5"), str(tmp_path / "b.h5"))
+    assert rc == 1 and "not a finished run" in err and not (tmp_path / "b.h5").exists()
+
+
 def test_inspect_checkpoint(tmp_path, capsys):
     rec = RunResults("p", {}, seed=1, device="runtime")
     rec["x"] = 1

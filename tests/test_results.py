@@ -206,6 +206,34 @@ def test_a_finished_run_saved_again_keeps_its_end_time(tmp_path, monkeypatch):
     assert back.saved_time == "2026-01-02T09:00:00+00:00"
 
 
+def test_trim_removes_the_large_datasets_and_names_them(tmp_path):
+    rec = make()
+    rec["layers/exc/weights"] = np.zeros((784, 100))              # 627,200 bytes
+    rec["layers/exc/theta"] = np.zeros(100)                      # 800 bytes
+    rec["metrics/test_accuracy"] = 0.9
+    rec.save(tmp_path / "run.h5")
+    done = RunResults.load(tmp_path / "run.h5")
+    assert done.trim(max_bytes=800) == {"layers/exc/weights": 627200}
+    assert done.trim(max_bytes=799) == {"layers/exc/theta": 800}   # a second trim adds to it
+    done.save(tmp_path / "trimmed.h5")
+    back = RunResults.load(tmp_path / "trimmed.h5")
+    assert back.keys() == ["metrics/test_accuracy"] and back["metrics/test_accuracy"] == 0.9
+    assert back.attrs("")["trimmed"] == {"layers/exc/weights": 627200, "layers/exc/theta": 800}
+    assert back.is_complete and back.seed == 7 and back.config == {"n": 3}
+
+
+def test_trim_refuses_a_checkpoint_and_a_bad_limit(tmp_path):
+    rec = make()
+    rec["checkpoint/weights"] = np.zeros((784, 100))
+    with pytest.raises(ResultsError, match="checkpoint"):
+        rec.trim()
+    rec.save(tmp_path / "run.h5")
+    done = RunResults.load(tmp_path / "run.h5")
+    for bad in (-1, 1.5, True, "1"):
+        with pytest.raises(ResultsError, match="max_bytes"):
+            done.trim(bad)
+
+
 def test_timer_accumulates(monkeypatch):
     clock = iter([1.0, 3.5, 10.0, 11.0, 20.0, 20.25])
     monkeypatch.setattr(results_mod.time, "perf_counter", lambda: next(clock))

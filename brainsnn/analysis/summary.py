@@ -106,6 +106,10 @@ def summarize(rec: RunResults, path=None) -> str:
     add(f"started:   {rec.start_time}")
     add("ended:     " + (rec.end_time or f"(not finished: checkpoint, saved {rec.saved_time})"))
     add("versions:  " + ", ".join(f"{k} {v}" for k, v in rec.versions.items()))
+    trimmed = rec.attrs("").get("trimmed")
+    if isinstance(trimmed, dict) and trimmed:
+        add("trimmed:   " + ", ".join(f"{k} ({v / 1e6:.1f} MB)" for k, v in trimmed.items())
+            + " removed (brainsnn trim)")
     config = list(flatten(rec.config).items())
     add(f"config ({len(config)}):")
     for k, v in config:

@@ -535,6 +535,30 @@ class RunResults:
                 del axes[axis]
         self._groups = {g for g in self._groups if g != path and not g.startswith(path + "/")}
 
+    def trim(self, max_bytes: int = 1_000_000) -> dict[str, int]:
+        """Remove every dataset whose values take more than ``max_bytes`` bytes (weights,
+        spike counts), so that a finished run can be kept or shared as a small reference file.
+
+        Returns ``{path: bytes}`` of the removed datasets. They are recorded in the root
+        attribute ``trimmed`` (added to an earlier trim's), so a reader of the file knows what
+        it held. Only a finished run can be trimmed: a checkpoint needs its weights to resume.
+        """
+        if isinstance(max_bytes, bool) or not isinstance(max_bytes, (int, np.integer)) \
+                or max_bytes < 0:
+            raise ResultsError(f"max_bytes must be an integer >= 0, got {max_bytes!r}")
+        if not self.is_complete:
+            raise ResultsError(f"this {self.protocol} record is a checkpoint (status "
+                               f"{self.status!r}), not a finished run; a checkpoint keeps its "
+                               "weights to resume, so it is not trimmed")
+        removed = {p: int(np.asarray(v).nbytes) for p, v in self._data.items()
+                   if np.asarray(v).nbytes > max_bytes}
+        for path in removed:
+            del self[path]
+        if removed:
+            root = self._attrs[""]
+            root["trimmed"] = {**dict(root.get("trimmed") or {}), **removed}
+        return removed
+
     def keys(self):
         """Paths of all datasets, in the order they were first stored."""
         return list(self._data)
