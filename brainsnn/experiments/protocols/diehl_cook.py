@@ -65,8 +65,8 @@ def build_parser():
                         "in mV (default the neuron model's; Diehl & Cook's 0.05). Each of N "
                         "neurons wins about 1/N of the images, so the thresholds build up less "
                         "at large N: at N = 6400 one pass gave 76.73 / 93.03 / 93.37 %% with "
-                        "0.05 / 0.2 / 0.4 (94.32 %% with 0.4 and --vote poisson; "
-                        "docs/performance.md)")
+                        "0.05 / 0.2 / 0.4 (94.32 %% with 0.4 and --vote poisson, 94.64 %% "
+                        "adding --rule pair --nu-post 0.04; docs/performance.md)")
     p.add_argument("--vote", default="mean", choices=["mean", "proportion", "poisson"],
                    help="readout of metrics/test_accuracy: mean (Diehl & Cook: the mean count "
                         "of each class's neurons), proportion (each neuron weighted by its "
@@ -291,7 +291,8 @@ def record_learning(rec, correlation, train_spikes=None):
         log.warning(f"{message}: they have not learned a receptive field and at test they "
                     "only add noise. A larger --theta-plus spreads the wins over more neurons; "
                     "under the triplet rule a neuron that answers with single spikes learns "
-                    "nothing (docs/stdp.md)")
+                    "nothing, and --rule pair, whose every post spike potentiates, trained all "
+                    "6,400 neurons of a one-pass run (docs/stdp.md)")
     else:
         log.info(message)
     return untrained
