@@ -9,11 +9,15 @@ continues an interrupted run exactly.
 Learning rule: by default the triplet rule of Diehl & Cook's published code with nu_post
 0.08, plasticity falling linearly over the pass to 0.125 of that (Diehl & Cook's 0.01 at the
 last image; chosen on held-out training images with --validation). ``--rule diehl_cook``
-selects the power-law rule (x_tar 0.4, mu 0.2).
+selects the power-law rule (x_tar 0.4, mu 0.2), ``--rule pair`` nearest-neighbour pair STDP,
+which potentiates at every spike of the neuron: at N = 6400 it trains every neuron, where the
+triplet rule leaves neurons that answer with single spikes untrained (docs/stdp.md).
 
 Examples:
   brainsnn run diehl_cook --scale smoke
   brainsnn run diehl_cook --scale full --neurons 400 --out dc400.h5
+  brainsnn run diehl_cook --scale full --neurons 6400 --theta-plus 0.4 --rule pair \
+      --nu-post 0.04 --eta-final 0.125 --vote poisson    # best one-pass N = 6400: 94.64 %
   brainsnn run diehl_cook --neuron my_models.py:MY_EXCITATORY --scale smoke
 """
 from __future__ import annotations
