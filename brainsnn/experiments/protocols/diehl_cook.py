@@ -16,7 +16,7 @@ triplet rule leaves neurons that answer with single spikes untrained (docs/stdp.
 Examples:
   brainsnn run diehl_cook --scale smoke
   brainsnn run diehl_cook --scale full --neurons 400 --out dc400.h5
-  brainsnn run diehl_cook --scale full --neurons 6400 --theta-plus 0.4 --rule pair \
+  brainsnn run diehl_cook --scale full --neurons 6400 --theta-plus 0.4 --rule pair \\
       --nu-post 0.04 --eta-final 0.125 --vote poisson    # best one-pass N = 6400: 94.64 %
   brainsnn run diehl_cook --neuron my_models.py:MY_EXCITATORY --scale smoke
 """
