@@ -9,7 +9,7 @@
     brainsnn data [--data DIR]       which datasets are found, and every folder looked in
     brainsnn data fetch NAME [--data DIR] [--mirror URL]   download a dataset's official files
 
-inspect, plot and table read only the files (:class:`brainsnn.io.results.RunResults`);
+inspect, plot, table and trim read only the files (:class:`brainsnn.io.results.RunResults`);
 nothing is re-run. A file that cannot be read gets one line on stderr naming it, the others
 are still shown, and the exit status is 1.
 """
@@ -129,7 +129,9 @@ def _run(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="brainsnn", description="Inspect and plot brainsnn results files (HDF5).")
+        prog="brainsnn",
+        description="Run brainsnn protocols; inspect, compare, plot and trim their results "
+                    "files (HDF5).")
     parser.add_argument("--version", action="version", version=f"brainsnn {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     p = sub.add_parser("run", help="run a protocol: brainsnn run NAME [options] (NAME --help)",
