@@ -550,8 +550,8 @@ class RunResults:
             raise ResultsError(f"this {self.protocol} record is a checkpoint (status "
                                f"{self.status!r}), not a finished run; a checkpoint keeps its "
                                "weights to resume, so it is not trimmed")
-        removed = {p: int(np.asarray(v).nbytes) for p, v in self._data.items()
-                   if np.asarray(v).nbytes > max_bytes}
+        sizes = {p: int(np.asarray(v).nbytes) for p, v in self._data.items()}
+        removed = {p: size for p, size in sizes.items() if size > max_bytes}
         for path in removed:
             del self[path]
         if removed:
