@@ -118,6 +118,21 @@ def test_file_layout_is_readable_without_brainsnn(tmp_path):
         np.testing.assert_array_equal(f["layers/exc/weights"][()], np.ones((2, 3)))
 
 
+def test_the_version_recorded_is_that_of_the_code_that_ran(tmp_path, monkeypatch):
+    # An editable install's metadata keeps the version it was installed at.
+    import brainsnn
+    real_version = results_mod._metadata.version
+    monkeypatch.setattr(results_mod._metadata, "version",
+                        lambda dist: "0.0.1" if dist == "brainsnn" else real_version(dist))
+    results_mod.package_versions.cache_clear()
+    try:
+        path = tmp_path / "run.h5"
+        make().save(path)
+        assert RunResults.load(path).versions["brainsnn"] == brainsnn.__version__
+    finally:
+        results_mod.package_versions.cache_clear()
+
+
 def test_interrupted_write_leaves_no_file(tmp_path, monkeypatch):
     rec = make()
     rec["a"] = np.arange(3)

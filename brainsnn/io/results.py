@@ -105,9 +105,15 @@ def results_path(protocol: str, scale: str, seed: int, directory="results") -> P
 
 @functools.lru_cache(maxsize=1)
 def package_versions() -> dict:
-    """Versions of Python, brainsnn and its dependencies (installed distributions)."""
-    versions = {"python": platform.python_version()}
-    for dist in ("brainsnn", "brian2", "brian2cuda", "numpy", "scipy", "torch", "h5py", "sympy",
+    """Versions of Python, brainsnn and its dependencies.
+
+    brainsnn's is ``brainsnn.__version__``, the version of the code that runs: an editable
+    install's distribution metadata keeps the version it was installed at. The others are
+    those of the installed distributions.
+    """
+    from brainsnn import __version__
+    versions = {"python": platform.python_version(), "brainsnn": __version__}
+    for dist in ("brian2", "brian2cuda", "numpy", "scipy", "torch", "h5py", "sympy",
                  "matplotlib"):
         try:
             versions[dist] = _metadata.version(dist)
