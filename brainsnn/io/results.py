@@ -66,6 +66,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+from brainsnn import __version__
 from brainsnn.errors import ResultsError  # noqa: F401
 from brainsnn.io import hdf5_checks
 
@@ -111,7 +112,6 @@ def package_versions() -> dict:
     install's distribution metadata keeps the version it was installed at. The others are
     those of the installed distributions.
     """
-    from brainsnn import __version__
     versions = {"python": platform.python_version(), "brainsnn": __version__}
     for dist in ("brian2", "brian2cuda", "numpy", "scipy", "torch", "h5py", "sympy",
                  "matplotlib"):
