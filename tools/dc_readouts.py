@@ -99,7 +99,8 @@ def main(argv=None):
     for n in sizes:
         for vote in VOTES:
             clf = LabelAssignment(vote=vote).fit(c_train[:n], y_train[:n])
-            scores[n, vote] = (clf.score(c_train[n_a:], y_train[n_a:]), clf.score(c_test, y_test))
+            scores[n, vote] = (clf.score(c_train[n_a:], y_train[n_a:]),
+                               clf.score(c_test, y_test))
             log.info(f"{vote:>10}, labels from {n} images: hold-out "
                      f"{100 * scores[n, vote][0]:.2f} %, test {100 * scores[n, vote][1]:.2f} %")
     chosen = max(scores, key=lambda key: scores[key][0])  # ties: the fewest images, listed first
