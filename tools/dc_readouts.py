@@ -11,8 +11,9 @@ final weights and thresholds), simulates it with learning off on
 
 and scores every readout of :data:`brainsnn.stdp.labels.VOTES` with every assignment set on
 them: labels from the assignment images, the readout and assignment set picked on the hold-out
-images, its test accuracy reported with the others'. The spike counts are kept in ``--counts`` (an ``.npz``), so a second call
-only re-scores. Writes one results file (``--out``).
+images, its test accuracy reported with the others'. The spike counts are kept in
+``--counts`` (an ``.npz``), so a second call only re-scores. Writes one results file
+(``--out``).
 
   python tools/dc_readouts.py results/diehl_cook_full_n6400_seed0.h5 \\
       --assign-images 10000 20000 --counts /tmp/dc6400_counts.npz \\
