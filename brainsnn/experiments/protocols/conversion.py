@@ -321,7 +321,9 @@ def record_latency(rec, base, conv, x_test, acc, Ts, ann_acc, label, method, n_e
     rec.set(f"{base}/T_within_1_point", -1 if T1 is None else T1,
             energy=float("nan") if T1 is None else float(energy[Ts.index(T1)]),
             units="time steps (-1: none of the T evaluated)")
-    log.info(f"{label}/{method}: within 1 point of the ANN from T = {T1}; energy per T "
+    within = (f"within 1 point of the ANN from T = {T1}" if T1 is not None
+              else f"not within 1 point of the ANN at any T evaluated (largest {max(Ts)})")
+    log.info(f"{label}/{method}: {within}; energy per T "
              + ", ".join(f"{T}: {e:.3g} J" for T, e in zip(Ts, energy)))
 
 
