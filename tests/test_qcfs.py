@@ -233,3 +233,42 @@ def test_protocol_smoke_qcfs_and_calibration(tmp_path, data_dir, monkeypatch):
         assert f["models/mlp/qcfs+calibration/accuracy_vs_T"].shape == (2,)
         assert f["models/mlp/percentile/energy_vs_T"].shape == (2,)
         assert "T_within_1_point" in f["models/mlp/percentile"]
+
+
+@pytest.mark.parametrize("dataset, label", [("mnist", "mlp"), ("cifar10", "vgg")])
+def test_protocol_qcfs_init_from_the_relu_ann(tmp_path, data_dir, monkeypatch, dataset, label):
+    """--qcfs-init ann starts QCFS training from the trained ReLU weights (batch norm folded,
+    for CIFAR-10): with a learning rate too small to move them, the QCFS ANN's weights are
+    the ReLU ANN's; from scratch they are not."""
+    from brainsnn.experiments.protocols import conversion
+
+    monkeypatch.chdir(tmp_path)
+    weights = {}
+    for init in ("ann", "scratch"):
+        out = tmp_path / f"{init}.h5"
+        assert conversion.main(["--dataset", dataset, "--scale", "smoke", "--method", "qcfs",
+                                "--eval-T", "4", "--qcfs-init", init, "--qcfs-epochs", "1",
+                                "--qcfs-lr", "1e-9", "--out", str(out),
+                                "--data", str(data_dir)]) == 0
+        with h5py.File(out, "r") as f:
+            assert f[f"models/{label}/qcfs_training/init"][()].decode() == init
+            assert f[f"models/{label}/qcfs_training/lr"][()] == pytest.approx(1e-9)
+            relu, quantised = f[f"models/{label}/ann"], f[f"models/{label}/qcfs_ann"]
+            names = []
+            relu.visit(lambda n: names.append(n) if isinstance(relu[n], h5py.Dataset) else None)
+            assert names
+            weights[init] = max(float(np.max(np.abs(relu[n][()] - quantised[n][()])))
+                                for n in names)
+    assert weights["ann"] < 1e-6
+    assert weights["scratch"] > 1e-2
+
+
+def test_protocol_rejects_bad_qcfs_training_options(capsys):
+    from brainsnn.experiments.protocols import conversion
+
+    for argv, message in ((["--qcfs-epochs", "0"], "--qcfs-epochs"),
+                          (["--qcfs-lr", "-1"], "--qcfs-lr"),
+                          (["--qcfs-init", "relu"], "--qcfs-init")):
+        with pytest.raises(SystemExit):
+            conversion.parse_args(["--scale", "smoke", *argv])
+        assert message in capsys.readouterr().err

@@ -115,6 +115,14 @@ def build_parser():
                         "calibration for each T (Li et al. 2021)")
     g.add_argument("--qcfs-L", type=int, default=4,
                    help="quantisation steps L of the QCFS activation (default 4)")
+    g.add_argument("--qcfs-init", choices=("scratch", "ann"), default="scratch",
+                   help="where QCFS training starts: 'scratch' (default: fresh weights, the "
+                        "ReLU ANN's seed) or 'ann' (the trained ReLU ANN's weights, its "
+                        "batch norm folded, fine-tuned without batch norm)")
+    g.add_argument("--qcfs-epochs", type=int, default=None,
+                   help="epochs of QCFS training (default: the ANN's --epochs)")
+    g.add_argument("--qcfs-lr", type=float, default=None,
+                   help="peak learning rate of QCFS training (default: the ANN's --lr)")
     g.add_argument("--calibration-images", type=int, default=None,
                    help="training images for '+calibration' (default: the --n-fit images)")
     g.add_argument("--percentile", type=float, default=99.9,
@@ -177,6 +185,10 @@ def parse_args(argv=None):
         p.error(f"--method must list some of {', '.join(METHOD_CHOICES)}, got "
                 f"{','.join(args.method)!r}")
     options.check_count(p, "--qcfs-L", args.qcfs_L)
+    if args.qcfs_epochs is not None:
+        options.check_count(p, "--qcfs-epochs", args.qcfs_epochs)
+    if args.qcfs_lr is not None:
+        options.check_positive(p, "--qcfs-lr", args.qcfs_lr)
     if args.calibration_images is not None:
         options.check_count(p, "--calibration-images", args.calibration_images)
     apply_vgg_options(p, args)
@@ -255,24 +267,34 @@ def fit_epochs(make_ann, x_train, y_train, cfg, minutes, args):
     return epochs, minutes
 
 
-def train_qcfs_model(rec, label, make_ann, x_train, y_train, x_test, y_test, cfg, args,
+def train_qcfs_model(rec, label, make_ann, ann, x_train, y_train, x_test, y_test, cfg, args,
                      split):
-    """The ANN with QCFS activations (the ReLU ANN's specs, training settings and seed)."""
+    """The ANN with QCFS activations: the ReLU ANN's specs, training settings and seed; its
+    weights from scratch (``--qcfs-init scratch``) or from the trained ReLU ``ann`` (batch
+    norm already folded into it)."""
     import torch
 
     from brainsnn.experiments.run import percent
     from brainsnn.learn.conversion import ANNToSNN, attach_batchnorm, fold_batchnorm
     from brainsnn.learn.qcfs import QCFSNetwork, train_qcfs
 
+    epochs = args.qcfs_epochs or cfg["epochs"]
+    lr = args.qcfs_lr or cfg["lr"]
     torch.manual_seed(args.seed)
-    plain = make_ann()
-    net = QCFSNetwork.from_network(fold_batchnorm(plain), L=args.qcfs_L)
-    if cfg["batchnorm"]:
-        attach_batchnorm(net)
-    log.info(f"{label}: training the QCFS ANN (L = {args.qcfs_L}, {cfg['epochs']} epochs)")
+    if args.qcfs_init == "ann":
+        net = QCFSNetwork.from_network(ann, L=args.qcfs_L)
+    else:
+        net = QCFSNetwork.from_network(fold_batchnorm(make_ann()), L=args.qcfs_L)
+        if cfg["batchnorm"]:
+            attach_batchnorm(net)
+    log.info(f"{label}: training the QCFS ANN (L = {args.qcfs_L}, from "
+             f"{'the ReLU ANN' if args.qcfs_init == 'ann' else 'scratch'}, {epochs} epochs, "
+             f"lr {lr:g})")
+    for key, value in (("init", args.qcfs_init), ("epochs", int(epochs)), ("lr", float(lr))):
+        rec.set(f"models/{label}/qcfs_training/{key}", value)
     with rec.timer(f"train_{label}_qcfs"):
-        train_qcfs(net, x_train, y_train, epochs=cfg["epochs"], batch_size=cfg["batch_size"],
-                   lr=cfg["lr"], weight_decay=cfg.get("weight_decay", 0.0),
+        train_qcfs(net, x_train, y_train, epochs=epochs, batch_size=cfg["batch_size"],
+                   lr=lr, weight_decay=cfg.get("weight_decay", 0.0),
                    augment=cfg["augment"], device=args.torch_device, seed=args.seed,
                    optimizer=cfg.get("optimizer", "adam"), verbose=args.verbose > 0,
                    loss_options={"label_smoothing": args.label_smoothing})
@@ -345,7 +367,7 @@ def main(argv=None):
     config = {**cfg, **{k: getattr(args, k) for k in (
         "dataset", "scale", "train_images", "test_images", "validation", "arch", "R",
         "block_layers", "method", "percentile", "balance_percentile", "kinds", "encoder", "ann",
-        "qcfs_L", "calibration_images",
+        "qcfs_L", "qcfs_init", "qcfs_epochs", "qcfs_lr", "calibration_images",
         "label_smoothing", "torch_device", "threads", "data")}}
     if args.dataset == "cifar10":
         config["caveat"] = CIFAR_CAVEAT
@@ -423,8 +445,8 @@ def convert(run, args, cfg, split, t_start, np, torch):
         qcfs_ann = None
         for method in methods:
             if method.startswith("qcfs") and qcfs_ann is None:
-                qcfs_ann = train_qcfs_model(rec, label, make_ann, x_train, y_train, x_test,
-                                            y_test, cfg, args, split)
+                qcfs_ann = train_qcfs_model(rec, label, make_ann, ann, x_train, y_train,
+                                            x_test, y_test, cfg, args, split)
             conv = make_converter(method, qcfs_ann if method.startswith("qcfs") else ann,
                                   cfg, args)
             if method == methods[0]:
