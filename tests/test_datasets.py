@@ -523,6 +523,12 @@ def test_load_image_data_adds_a_channel_axis_and_holds_out_validation(tmp_path):
     np.testing.assert_array_equal(y_tr, labels[:4])
     np.testing.assert_array_equal(y_val, labels[4:6])
     np.testing.assert_array_equal(x_val[:, 0], images[4:6].astype(np.float32) / np.float32(255))
+    x_tr, y_tr, x_val, y_val = load_image_data("fashion_mnist", n_train=3, n_test=2,
+                                               data_dir=tmp_path, validation=3)
+    np.testing.assert_array_equal(y_tr, labels[:3])
+    np.testing.assert_array_equal(y_val, labels[3:5])     # the first 2 of the 3 held out
+    with pytest.raises(DatasetError, match="n_test must be between 1 and the 2 held-out"):
+        load_image_data("fashion_mnist", n_test=3, data_dir=tmp_path, validation=2)
     with pytest.raises(DatasetError, match="validation must hold between 1 and 5"):
         load_image_data("fashion_mnist", data_dir=tmp_path, validation=6)
     with pytest.raises(DatasetError, match="fashion_mnist"):

@@ -530,3 +530,18 @@ def test_conv_stdp_ctrl_c_in_extraction_resumes_without_learning_again(
         assert a[key] == b[key], key
     np.testing.assert_array_equal(a["readouts/linear/ops.linear0.weight"],
                                   b["readouts/linear/ops.linear0.weight"])
+
+
+def test_validation_evaluates_every_held_out_image_unless_test_images_says_fewer():
+    """With --validation N the evaluation set is the N held-out images, not the scale's test
+    count (CIFAR-10 small tests 2,000 images); --test-images M <= N keeps the first M, and the
+    recorded test_images is what is evaluated."""
+    from brainsnn.experiments.protocols import conversion
+
+    assert conversion.parse_args(["--dataset", "cifar10", "--scale", "small"]).test_images == 2000
+    args = conversion.parse_args(["--dataset", "cifar10", "--scale", "small",
+                                  "--validation", "5000"])
+    assert args.test_images == 5000
+    args = conversion.parse_args(["--dataset", "cifar10", "--scale", "small",
+                                  "--validation", "5000", "--test-images", "1500"])
+    assert args.test_images == 1500

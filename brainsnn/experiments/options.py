@@ -103,6 +103,8 @@ def parse(parser: argparse.ArgumentParser, scales: dict, argv=None,
     ``defaults(args) -> dict``, where given, chooses the defaults instead of
     ``scales[args.scale]`` (e.g. per dataset and scale)."""
     args = parser.parse_args(argv)
+    if getattr(args, "validation", 0) and getattr(args, "test_images", 0) is None:
+        args.test_images = args.validation   # all held-out images, not the scale's test count
     table = defaults(args) if defaults is not None else scales[args.scale]
     for key, value in table.items():
         if getattr(args, key, None) is None:

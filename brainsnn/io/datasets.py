@@ -597,17 +597,23 @@ def load_image_data(dataset, n_train=None, n_test=None, data_dir=None, validatio
     ``n_train`` / ``n_test``: the first images of each split (default all). With
     ``validation`` = N > 0 the test set is not read: the first ``n_train`` + N training
     images (default: all) are read, and the last N of them are held out and returned in the
-    test set's place (for choosing settings without the test set).
+    test set's place (for choosing settings without the test set); ``n_test`` (<= N) then
+    keeps the first ``n_test`` of the held-out images.
     """
     load = DATASETS[dataset_name(dataset)]
     if validation:
+        if n_test is not None and not 0 < n_test <= validation:
+            raise DatasetError(f"n_test must be between 1 and the {validation} held-out "
+                               f"validation images, got {n_test}")
         x, y = load("train", data_dir=data_dir,
                     n=None if n_train is None else n_train + validation)
         if not 0 < validation < len(x):
             raise DatasetError(f"validation must hold between 1 and {len(x) - 1} of the "
                                f"{len(x)} training images read, got {validation}")
         x_train, y_train = x[:len(x) - validation], y[:len(x) - validation]
-        x_test, y_test = x[len(x) - validation:], y[len(x) - validation:]
+        held_out = slice(len(x) - validation, None if n_test is None
+                         else len(x) - validation + n_test)
+        x_test, y_test = x[held_out], y[held_out]
     else:
         x_train, y_train = load("train", data_dir=data_dir, n=n_train)
         x_test, y_test = load("test", data_dir=data_dir, n=n_test)
