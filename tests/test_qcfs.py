@@ -272,3 +272,43 @@ def test_protocol_rejects_bad_qcfs_training_options(capsys):
         with pytest.raises(SystemExit):
             conversion.parse_args(["--scale", "smoke", *argv])
         assert message in capsys.readouterr().err
+
+
+def test_protocol_ann_loaded_with_batchnorm_folded_scores_as_trained(tmp_path, data_dir,
+                                                                       monkeypatch):
+    """--ann reloads a batch-norm network (CIFAR-10) with its folded biases: the loaded ANN
+    scores what the trained one scored (the biases were once dropped: chance accuracy)."""
+    from brainsnn.experiments.protocols import conversion
+
+    monkeypatch.chdir(tmp_path)
+    common = ["--dataset", "cifar10", "--scale", "smoke", "--method", "percentile",
+              "--eval-T", "4", "--data", str(data_dir)]
+    assert conversion.main([*common, "--out", str(tmp_path / "a.h5")]) == 0
+    assert conversion.main([*common, "--ann", str(tmp_path / "a.h5"),
+                            "--out", str(tmp_path / "b.h5")]) == 0
+    with h5py.File(tmp_path / "a.h5", "r") as a, h5py.File(tmp_path / "b.h5", "r") as b:
+        assert "models/vgg/ann/conv0/bias" in a
+        assert b["models/vgg/ann_test_accuracy"][()] == a["models/vgg/ann_test_accuracy"][()]
+        assert (b["models/vgg/percentile/accuracy_vs_T"][()]
+                == a["models/vgg/percentile/accuracy_vs_T"][()]).all()
+
+
+def test_protocol_ann_with_weights_the_network_lacks_is_refused(tmp_path, data_dir,
+                                                                 monkeypatch):
+    from brainsnn.experiments.protocols import conversion
+
+    monkeypatch.chdir(tmp_path)
+    assert conversion.main(["--dataset", "cifar10", "--scale", "smoke", "--method",
+                            "percentile", "--eval-T", "4", "--data", str(data_dir),
+                            "--out", str(tmp_path / "a.h5")]) == 0
+    from brainsnn.io.results import RunResults
+
+    rec = RunResults.load(tmp_path / "a.h5")
+    rec.set("models/vgg/ann/conv9/weight", np.zeros(3, np.float32))
+    rec.save(tmp_path / "a.h5")
+    from brainsnn.errors import ExperimentError
+
+    with pytest.raises(ExperimentError, match="no place for models/vgg/ann/conv9/weight"):
+        conversion.main(["--dataset", "cifar10", "--scale", "smoke", "--method", "percentile",
+                         "--eval-T", "4", "--data", str(data_dir), "--ann",
+                         str(tmp_path / "a.h5"), "--out", str(tmp_path / "b.h5")])

@@ -229,9 +229,16 @@ def load_model(path, label, network):
     from brainsnn.io.results import RunResults
 
     src = RunResults.load(path)
+    prefix = f"models/{label}/ann/"
+    expected = {prefix + key.replace(".", "/") for key in network.ops.state_dict()}
+    unused = sorted(p for p in src.keys() if p.startswith(prefix) and p not in expected)
+    if unused:
+        raise ExperimentError(f"--ann {path}: this network has no place for {', '.join(unused)} "
+                              "(was it written with the same --dataset/--arch/--scale and "
+                              "layer options?)")
     state = {}
     for key, value in network.ops.state_dict().items():
-        p = f"models/{label}/ann/{key.replace('.', '/')}"
+        p = prefix + key.replace(".", "/")
         arr = src.get(p)
         if arr is None or tuple(arr.shape) != tuple(value.shape):
             raise ExperimentError(f"--ann {path}: no weights {p!r} of shape "
@@ -407,11 +414,12 @@ def convert(run, args, cfg, split, t_start, np, torch):
             net = Network(make_specs(args.arch, cfg, R, args.block_layers,
                                      input_size=x_train.shape[-1]), x_train.shape[1:],
                           T=1).to(args.torch_device)
-            return attach_batchnorm(net) if cfg["batchnorm"] and not args.ann else net
+            return attach_batchnorm(net) if cfg["batchnorm"] else net
 
         torch.manual_seed(args.seed)
         ann = make_ann()
         if args.ann:
+            ann = fold_batchnorm(ann)   # stored folded: layers that had batch norm have biases
             load_model(args.ann, label, ann)
             log.info(f"{label}: ANN loaded from {args.ann}")
         else:
