@@ -65,6 +65,10 @@ def test_help_parses_before_heavy_imports():
     (["conversion", "--percentile", "150"], "--percentile must be a finite number > 0 and <= 100"),
     (["conversion", "--n-fit", "0"], "--n-fit must be in 1.."),
     (["conversion", "--method", "magic"], "--method must list some of balance, percentile"),
+    (["conversion", "--eval-T", "4,8,4"], "--eval-T lists 4 more than once"),
+    (["conversion", "--arch", "backres", "--R", "2,2"], "--R lists 2 more than once"),
+    (["agd", "--eval-T", "8,16,16,8"], "--eval-T lists 8, 16 more than once"),
+    (["backres_depth", "--R", "1,3,3"], "--R lists 3 more than once"),
 ])
 def test_bad_arguments_are_one_line_and_exit_2(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -96,6 +100,19 @@ def test_cuda_torch_device_without_gpu_is_one_line(capsys, tmp_path, monkeypatch
     assert run_protocol("agd", ["--scale", "smoke", "--torch-device", "cuda"]) == 2
     err = capsys.readouterr().err
     assert "finds no CUDA GPU" in err and len(err.strip().splitlines()) == 1
+
+
+def test_inference_device_without_gpu_is_refused_before_training(capsys, tmp_path, monkeypatch):
+    """--inference-device cuda where torch finds no GPU: one line, status 2, no results file
+    (not an error after the training pass)."""
+    import torch
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.chdir(tmp_path)
+    argv = ["--scale", "smoke", "--data", str(tmp_path / "no_data"), "--inference-device", "cuda"]
+    assert run_protocol("diehl_cook", argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--inference-device 'cuda' was asked for" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "results").exists()
 
 
 @pytest.fixture(scope="module")
@@ -410,7 +427,7 @@ def test_stdp_protocols_parse_help_before_heavy_imports():
 
 @pytest.mark.parametrize("argv, message", [
     (["conv_stdp", "--train-images", "0"], "--train-images must be in 1..60000"),
-    (["conv_stdp", "--epochs", "0"], "--epochs must be in >= 1, got 0"),
+    (["conv_stdp", "--epochs", "0"], "--epochs must be >= 1, got 0"),
     (["conv_stdp", "--scale", "smoke", "--stdp-images", "500"],
      "--stdp-images must be in 1..200 (the training images read), got 500"),
     (["conv_stdp", "--kernels", "8,x"], "--kernels must be comma-separated integers"),
@@ -426,12 +443,13 @@ def test_stdp_protocols_parse_help_before_heavy_imports():
     (["conv_stdp", "--dataset", "fashion"], "invalid choice: 'fashion'"),
     (["conv_stdp", "--device", "runtime"], "unrecognized arguments: --device"),
     (["backres_stdp", "--Rs", "1,0"], "--Rs must hold integers >= 1"),
+    (["backres_stdp", "--Rs", "1,2,1"], "--Rs lists 1 more than once"),
     (["backres_stdp", "--resume"], "backres_stdp keeps no checkpoint"),
     (["bench_extraction", "--images", "0"], "--images must be in 1..60000"),
     (["bench_extraction", "--threads", "0"], "--threads must be >= 1"),
     (["bench_stdp", "--scale", "smoke", "--images", "10", "20"],
      "--images needs one number per N (1) or one for all, got 2"),
-    (["bench_stdp", "--neurons", "0"], "--neurons must be in >= 1, got 0"),
+    (["bench_stdp", "--neurons", "0"], "--neurons must be >= 1, got 0"),
 ])
 def test_stdp_protocol_bad_arguments_are_one_line_and_exit_2(argv, message, capsys, tmp_path,
                                                             monkeypatch):

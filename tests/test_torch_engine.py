@@ -579,3 +579,57 @@ def test_refused_constructs_name_the_construct_and_where():
     with pytest.raises(UnsupportedConstructError, match="stochastic term 'xi' in the equation for v"):
         TorchNeuron(LIF.replace(name="xi", method="euler",
                                 equations="dv/dt = -v / tau_m + xi / sqrt(tau_m) : 1"))
+
+
+# -- the torch device of a torch-engine object ------------------------------------------------
+@pytest.fixture
+def no_gpu(monkeypatch):
+    """A machine where torch finds no CUDA GPU (whatever this one has)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+
+
+def test_torch_device_checks_the_name_and_the_machine(no_gpu, monkeypatch):
+    from brainsnn.engine.devices import torch_device
+    from brainsnn.errors import DeviceError
+
+    assert torch_device("cpu") == torch.device("cpu")
+    assert torch_device(torch.device("cpu")) == torch.device("cpu")
+    with pytest.raises(DeviceError, match="'gpu' is not a torch device; expected 'cpu'"):
+        torch_device("gpu")
+    with pytest.raises(DeviceError, match="--torch-device 'cuda' was asked for, but torch finds "
+                                          "no CUDA GPU"):
+        torch_device("cuda", "--torch-device")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert torch_device("cuda:1") == torch.device("cuda", 1)
+    with pytest.raises(DeviceError, match=r"'cuda:2' was asked for, but torch finds 2 CUDA "
+                                          r"GPU\(s\) on this machine \(cuda:0..cuda:1\)"):
+        torch_device("cuda:2")
+
+
+def test_torch_engine_objects_refuse_a_gpu_where_there_is_none(no_gpu):
+    """Each torch-engine estimator names the missing GPU (DeviceError), not torch's driver
+    message from deep inside a run."""
+    from brainsnn.brian.wta import DiehlCookNetwork
+    from brainsnn.engine.network import Network, flatten, linear
+    from brainsnn.errors import DeviceError
+    from brainsnn.learn.agd import AGDClassifier
+    from brainsnn.learn.conversion import ANNToSNN
+    from brainsnn.stdp.layer import ConvSTDPLayer
+    from brainsnn.stdp.stack import SpikingConvStack
+    from brainsnn.stdp.wta_inference import TorchWTAInference
+
+    x = np.random.default_rng(0).random((2, 1, 8, 8)).astype(np.float32)
+    net = DiehlCookNetwork(4, device="runtime", codegen_target="numpy")
+    with pytest.raises(DeviceError, match="device 'cuda' was asked for"):
+        TorchWTAInference(net, device="cuda")
+    stack = SpikingConvStack([ConvSTDPLayer(2, 3, 1, seed=0)], (1, 8, 8), torch_device="cuda")
+    with pytest.raises(DeviceError, match="torch_device 'cuda' was asked for"):
+        stack.run(x)
+    specs = [flatten(), linear(2, "artificial", name="output")]
+    ann = Network(specs, (1, 8, 8), T=1)
+    with pytest.raises(DeviceError, match="device 'cuda' was asked for"):
+        ANNToSNN(ann, device="cuda").fit(x)
+    with pytest.raises(DeviceError, match="device 'cuda' was asked for"):
+        AGDClassifier(specs, T=2, epochs=1, device="cuda").fit(x, np.array([0, 1]))

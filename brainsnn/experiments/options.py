@@ -153,8 +153,8 @@ def check_count(parser, option: str, value: int, maximum: int | None = None,
                 why: str = "") -> None:
     """``value`` must be an integer in 1..maximum; else ``parser.error``."""
     if value < 1 or (maximum is not None and value > maximum):
-        bound = f"1..{maximum}" if maximum is not None else ">= 1"
-        parser.error(f"{option} must be in {bound}{f' ({why})' if why else ''}, got {value}")
+        bound = f"in 1..{maximum}" if maximum is not None else ">= 1"
+        parser.error(f"{option} must be {bound}{f' ({why})' if why else ''}, got {value}")
 
 
 def check_positive(parser, option: str, value: float, *, allow_zero: bool = False,
@@ -169,16 +169,23 @@ def check_positive(parser, option: str, value: float, *, allow_zero: bool = Fals
         parser.error(f"{option} must be a finite number {low}{high}, got {value}")
 
 
-def int_list(parser, option: str, text) -> tuple[int, ...]:
-    """Comma-separated positive integers (``"16,32"``) as a tuple; else ``parser.error``."""
+def int_list(parser, option: str, text, *, distinct: bool = False) -> tuple[int, ...]:
+    """Comma-separated positive integers (``"16,32"``) as a tuple; else ``parser.error``.
+    With ``distinct`` (a sweep: time steps, repeats) a value may appear only once."""
     if isinstance(text, (list, tuple)):
-        return tuple(int(v) for v in text)
-    try:
-        values = tuple(int(v) for v in str(text).split(","))
-    except ValueError:
-        parser.error(f"{option} must be comma-separated integers, got {text!r}")
+        values = tuple(int(v) for v in text)
+    else:
+        try:
+            values = tuple(int(v) for v in str(text).split(","))
+        except ValueError:
+            parser.error(f"{option} must be comma-separated integers, got {text!r}")
     if any(v < 1 for v in values):
         parser.error(f"{option} must hold integers >= 1, got {text!r}")
+    if distinct:
+        repeated = sorted({v for v in values if values.count(v) > 1})
+        if repeated:
+            parser.error(f"{option} lists {', '.join(map(str, repeated))} more than once "
+                         f"(each value is one point of the sweep), got {text!r}")
     return values
 
 

@@ -43,12 +43,10 @@ def setup_torch(args):
     (a CUDA device needs a GPU: :class:`~brainsnn.errors.DeviceError` otherwise)."""
     import torch
 
-    from brainsnn.errors import DeviceError
+    from brainsnn.engine.devices import torch_device
 
     torch.set_num_threads(args.threads)
-    if args.torch_device.startswith("cuda") and not torch.cuda.is_available():
-        raise DeviceError(f"--torch-device {args.torch_device} was asked for, but torch finds no "
-                          "CUDA GPU on this machine; use --torch-device cpu")
+    torch_device(args.torch_device, "--torch-device")
     return torch
 
 

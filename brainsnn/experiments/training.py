@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from brainsnn.errors import DeviceError, ExperimentError
+from brainsnn.errors import ExperimentError
 
 log = logging.getLogger("brainsnn")
 
@@ -76,11 +76,10 @@ def setup_torch(args):
     """Threads and device checks for torch; returns the torch module."""
     import torch
 
+    from brainsnn.engine.devices import torch_device
+
     torch.set_num_threads(args.threads)
-    if args.torch_device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise DeviceError(f"--torch-device {args.torch_device} was asked for, but torch "
-                              "finds no CUDA GPU on this machine; use --torch-device cpu")
+    if torch_device(args.torch_device, "--torch-device").type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -192,7 +191,7 @@ def parse_claims(parser, scales: dict, argv=None, int_lists=()):
     for dest in int_lists:
         if getattr(args, dest) is not None:
             setattr(args, dest, options.int_list(parser, "--" + dest.replace("_", "-"),
-                                                 getattr(args, dest)))
+                                                 getattr(args, dest), distinct=True))
     return args
 
 

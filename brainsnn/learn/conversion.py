@@ -69,6 +69,7 @@ import torch
 from torch import nn
 
 from brainsnn.models import IF, NeuronModel
+from brainsnn.engine.devices import torch_device
 from brainsnn.engine.network import LayerSpec, Network, as_spec
 from brainsnn.engine.network import BatchNormOp, device_of, attach_batchnorm, fold_batchnorm  # noqa: F401
 from brainsnn.errors import ConversionError  # noqa: F401
@@ -366,7 +367,7 @@ class ANNToSNN(Params):
         with_kinds(ann.specs, self.kinds)  # the pattern fits the ANN
 
     def _device(self):
-        return torch.device(self.device) if self.device is not None else device_of(self.ann)
+        return torch_device(self.device) if self.device is not None else device_of(self.ann)
 
     def _log(self, msg):
         if self.verbose:
@@ -680,13 +681,15 @@ def _check_ann(ann):
 # ---------------------------------------------------------------------------------------------
 def train_ann(ann, X, y, epochs=3, batch_size=128, lr=1e-3, weight_decay=0.0, augment=None,
               max_minutes=None, device=None, seed=0, verbose=False, X_val=None, y_val=None,
-              optimizer="adam", loss_options=None):
+              optimizer="adam", loss_options=None, callback=None):
     """Train an all-artificial Network with :class:`brainsnn.learn.agd.AGDClassifier` (T = 1).
 
     Returns the classifier (its ``history``, ``train_seconds``); the network is trained in
     place. Batch-norm attached with :func:`attach_batchnorm` is trained too (fold it after).
     ``optimizer``: 'adam' or 'sgd' (Nesterov momentum, see :class:`~brainsnn.learn.agd.AGDClassifier`).
     ``loss_options``: options of the softmax loss, e.g. ``{'label_smoothing': 0.1}``.
+    ``callback(classifier, epoch_record)`` is called after each epoch (as in
+    :meth:`AGDClassifier.fit <brainsnn.learn.agd.AGDClassifier.fit>`).
     """
     from brainsnn.learn.agd import AGDClassifier
 
@@ -696,7 +699,7 @@ def train_ann(ann, X, y, epochs=3, batch_size=128, lr=1e-3, weight_decay=0.0, au
                         weight_decay=weight_decay, augment=augment, max_minutes=max_minutes,
                         device=str(device), seed=seed, verbose=verbose, optimizer=optimizer,
                         loss_options=loss_options)
-    clf.fit(X, y, X_val, y_val)
+    clf.fit(X, y, X_val, y_val, callback=callback)
     ann.eval()
     return clf
 

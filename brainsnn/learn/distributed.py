@@ -16,6 +16,7 @@ import os
 import torch
 import torch.distributed as dist
 
+from brainsnn.engine.devices import torch_device
 from brainsnn.errors import TrainingError
 
 __all__ = ["init_from_env", "world_size", "rank", "is_main", "local_device", "share",
@@ -58,7 +59,7 @@ def is_main():
 
 def local_device(device):
     """The torch device of this process: a bare ``'cuda'`` becomes ``cuda:LOCAL_RANK``."""
-    device = torch.device(device)
+    device = torch_device(device)
     if device.type == "cuda" and device.index is None and world_size() > 1:
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     return device

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from brainsnn.engine.devices import torch_device
 from brainsnn.engine.neuron import TorchNeuron
 from brainsnn.errors import ConvSTDPError
 from brainsnn.params import Params
@@ -423,6 +424,7 @@ class SpikingConvStack(Params):
         """:meth:`run` on checked input (also rates above 1: a block's input plus a pass's
         output, whose firing probability per step is clipped to 1)."""
         bs = positive_count(batch_size or self.batch_size, "batch_size")
+        torch_device(self.torch_device, "torch_device")
         gen = torch.Generator(device=self.torch_device).manual_seed(self.seed)
         outs, stage_outs, rate_sums, n_done = [], [], None, 0
         t0 = time.perf_counter()

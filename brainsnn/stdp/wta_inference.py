@@ -48,6 +48,7 @@ import numpy as np
 import torch
 
 from brainsnn.brian.wta import W_FLUSH, chunk_seed
+from brainsnn.engine.devices import torch_device
 from brainsnn.engine.neuron import TorchNeuron
 from brainsnn.errors import STDPError
 from brainsnn.stdp.frozen import (CompiledStep, compile_step_source, group_step_lines,
@@ -147,7 +148,7 @@ class TorchWTAInference:
             raise STDPError(f"batch_size must be a positive integer, got {batch_size!r}")
         net._check_state()
         self.net, self.batch_size = net, int(batch_size)
-        self.device, self.dtype = torch.device(device), dtype
+        self.device, self.dtype = torch_device(device), dtype
         exc_model, inh_model = net.simulated_models()
         self.exc = TorchNeuron(exc_model, dt=net.dt)
         self.inh = TorchNeuron(inh_model, dt=net.dt)

@@ -111,7 +111,7 @@ def parse_args(argv=None):
         options.check_positive(p, "--max-minutes", args.max_minutes)
     if args.init_rate is not None:
         options.check_positive(p, "--init-rate", args.init_rate, allow_zero=True, maximum=1.0)
-    args.eval_T = options.int_list(p, "--eval-T", args.eval_T)
+    args.eval_T = options.int_list(p, "--eval-T", args.eval_T, distinct=True)
     options.check_count(p, "--backres", args.backres)
     options.check_backres_arch(p, args.arch, args.backres)
     if args.width is not None:

@@ -71,8 +71,9 @@ def parse_args(argv=None):
     p = build_parser()
     args = options.parse(p, SCALES, argv)
     stdp_options.refuse_resume(p, args)
-    args.Rs = options.int_list(p, "--Rs", args.Rs)
-    args.depths = () if str(args.depths) == "0" else options.int_list(p, "--depths", args.depths)
+    args.Rs = options.int_list(p, "--Rs", args.Rs, distinct=True)
+    args.depths = () if str(args.depths) == "0" else options.int_list(p, "--depths", args.depths,
+                                                                           distinct=True)
     options.check_count(p, "--kernels", args.kernels)
     options.check_count(p, "--patches", args.patches)
     # the one-layer-then-block stack that the pipeline reads

@@ -37,6 +37,7 @@ import time
 
 from brainsnn.errors import ExperimentError
 from brainsnn.experiments import options
+from brainsnn.experiments.run import Progress
 from brainsnn.experiments.training import (CIFAR_CAVEAT, add_vgg_options, apply_vgg_options,
                                            family)
 
@@ -176,8 +177,9 @@ def parse_args(argv=None):
     for option in ("max_minutes", "reserve_minutes"):
         if getattr(args, option) is not None:
             options.check_positive(p, "--" + option.replace("_", "-"), getattr(args, option))
-    args.eval_T = options.int_list(p, "--eval-T", args.eval_T)
-    args.R = options.int_list(p, "--R", args.R or ("1,2,3" if args.arch == "backres" else "1"))
+    args.eval_T = options.int_list(p, "--eval-T", args.eval_T, distinct=True)
+    args.R = options.int_list(p, "--R", args.R or ("1,2,3" if args.arch == "backres" else "1"),
+                              distinct=True)
     if args.arch != "backres":
         options.check_backres_arch(p, args.arch, args.R)
     args.method = tuple(m.strip() for m in args.method.split(",") if m.strip())
@@ -274,6 +276,18 @@ def fit_epochs(make_ann, x_train, y_train, cfg, minutes, args):
     return epochs, minutes
 
 
+class EpochProgress(Progress):
+    """A :class:`~brainsnn.experiments.run.Progress` over training epochs; ``on_epoch`` is the
+    training callback that advances it (with the epoch's loss and training accuracy)."""
+
+    def __init__(self, epochs: int, desc: str):
+        super().__init__(epochs, f"{desc} training", unit="epoch", every=0.0)
+
+    def on_epoch(self, clf, epoch: dict) -> None:
+        self.update(1, loss=f"{epoch['train_loss']:.4f}",
+                    accuracy=f"{100 * epoch['train_acc']:.1f} %")
+
+
 def train_qcfs_model(rec, label, make_ann, ann, x_train, y_train, x_test, y_test, cfg, args,
                      split):
     """The ANN with QCFS activations: the ReLU ANN's specs, training settings and seed; its
@@ -299,12 +313,13 @@ def train_qcfs_model(rec, label, make_ann, ann, x_train, y_train, x_test, y_test
              f"lr {lr:g})")
     for key, value in (("init", args.qcfs_init), ("epochs", int(epochs)), ("lr", float(lr))):
         rec.set(f"models/{label}/qcfs_training/{key}", value)
-    with rec.timer(f"train_{label}_qcfs"):
+    with rec.timer(f"train_{label}_qcfs"), EpochProgress(epochs, f"{label}: QCFS ANN") as bar:
         train_qcfs(net, x_train, y_train, epochs=epochs, batch_size=cfg["batch_size"],
                    lr=lr, weight_decay=cfg.get("weight_decay", 0.0),
                    augment=cfg["augment"], device=args.torch_device, seed=args.seed,
                    optimizer=cfg.get("optimizer", "adam"), verbose=args.verbose > 0,
-                   loss_options={"label_smoothing": args.label_smoothing})
+                   loss_options={"label_smoothing": args.label_smoothing},
+                   callback=bar.on_epoch)
     lambdas = net.lambda_values()
     net = QCFSNetwork.from_network(fold_batchnorm(net), L=args.qcfs_L, lambdas=lambdas).eval()
     store_model(rec, f"models/{label}/qcfs_ann", net)
@@ -434,13 +449,14 @@ def convert(run, args, cfg, split, t_start, np, torch):
                 rec.set(f"models/{label}/training/epochs_planned", int(epochs))
             log.info(f"{label}: training the ANN ({ann.n_parameters()} parameters, {epochs} "
                      "epochs" + (f", budget {train_minutes:.2f} min" if train_minutes else "") + ")")
-            with rec.timer(f"train_{label}"):
+            with rec.timer(f"train_{label}"), EpochProgress(epochs, f"{label}: ANN") as bar:
                 clf = train_ann(ann, x_train, y_train, epochs=epochs,
                                 batch_size=cfg["batch_size"], lr=cfg["lr"],
                                 weight_decay=cfg.get("weight_decay", 0.0), augment=cfg["augment"],
                                 max_minutes=train_minutes, device=args.torch_device, seed=args.seed,
                                 optimizer=cfg.get("optimizer", "adam"), verbose=args.verbose > 0,
-                                loss_options={"label_smoothing": args.label_smoothing})
+                                loss_options={"label_smoothing": args.label_smoothing},
+                                callback=bar.on_epoch)
             for h in clf.history_:
                 rec.add_metric(f"train_acc_{label}", float(h["train_acc"]), step=h["epoch"])
             rec.set(f"models/{label}/training/stopped_early", int(clf.stopped_early_))

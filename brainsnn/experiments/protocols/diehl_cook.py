@@ -512,6 +512,10 @@ def main(argv=None):
     from brainsnn.experiments.run import Run
 
     devices.check_device(args.brian_device)
+    if inference_engine(args) == "torch":   # before training, not after it
+        from brainsnn.engine.devices import torch_device
+
+        torch_device(inference_device(args), "--inference-device")
     net = build_network(args)
     with Run(args, config_of(args, net, args.test_images), name=run_name(args),
              device=args.brian_device, argv=argv, may_change=("train_images", "vote")) as run:
