@@ -312,3 +312,62 @@ def test_protocol_ann_with_weights_the_network_lacks_is_refused(tmp_path, data_d
         conversion.main(["--dataset", "cifar10", "--scale", "smoke", "--method", "percentile",
                          "--eval-T", "4", "--data", str(data_dir), "--ann",
                          str(tmp_path / "a.h5"), "--out", str(tmp_path / "b.h5")])
+
+
+def test_protocol_ann_from_another_dataset_or_the_held_out_images_is_refused(
+        tmp_path, data_dir, monkeypatch):
+    """--ann checks where its ANN was trained: another dataset (same shapes: it would score
+    at chance, exit 0) or training images that this run holds out for validation (a
+    validation accuracy on images the ANN was trained on) are refused; the provenance is
+    recorded and followed through a chain of --ann runs, and through older files' settings."""
+    from brainsnn.errors import ExperimentError
+    from brainsnn.experiments.protocols import conversion
+    from brainsnn.io.results import RunResults
+
+    monkeypatch.chdir(tmp_path)
+    common = ["--scale", "smoke", "--method", "percentile", "--eval-T", "4",
+              "--data", str(data_dir)]
+    a, b = str(tmp_path / "a.h5"), str(tmp_path / "b.h5")
+    assert conversion.main([*common, "--dataset", "mnist", "--out", a]) == 0   # 2,000 images
+    assert RunResults.load(a).get("ann_training/images") == 2000
+    with pytest.raises(ExperimentError, match="trained on mnist, this run is on fashion_mnist"):
+        conversion.main([*common, "--dataset", "fashion_mnist", "--ann", a, "--out", b])
+    overlap = r"first 2000 mnist training images, which include the validation images this " \
+              r"run holds out \(training images 1500..2499\)"
+    with pytest.raises(ExperimentError, match=overlap):
+        conversion.main([*common, "--dataset", "mnist", "--ann", a, "--validation", "1000",
+                         "--train-images", "1500", "--out", b])
+    # held out after the ANN's images: accepted
+    assert conversion.main([*common, "--dataset", "mnist", "--ann", a, "--validation", "1000",
+                            "--train-images", "2000", "--out", str(tmp_path / "v.h5")]) == 0
+    # a chain: b's settings say 500 training images, but its ANN is a's (2,000)
+    assert conversion.main([*common, "--dataset", "mnist", "--ann", a, "--train-images", "500",
+                            "--out", b]) == 0
+    rec = RunResults.load(b)
+    assert rec.get("ann_training/images") == 2000
+    assert rec.attrs("ann_training/images")["dataset"] == "mnist"
+    with pytest.raises(ExperimentError, match="first 2000 mnist"):
+        conversion.main([*common, "--dataset", "mnist", "--ann", b, "--validation", "1000",
+                         "--train-images", "1500", "--out", str(tmp_path / "c.h5")])
+    # an older file without ann_training/: followed to the file its ANN came from
+    del rec["ann_training/images"]
+    rec.save(b)
+    assert conversion.ann_provenance(b) == ("mnist", 2000)
+    (tmp_path / "a.h5").unlink()
+    with pytest.raises(ExperimentError, match="was loaded from .*a.h5, which is not there"):
+        conversion.ann_provenance(b)
+
+
+def test_protocol_ann_of_another_network_is_refused(tmp_path, data_dir, monkeypatch):
+    from brainsnn.errors import ExperimentError
+    from brainsnn.experiments.protocols import conversion
+
+    monkeypatch.chdir(tmp_path)
+    common = ["--dataset", "mnist", "--scale", "smoke", "--method", "percentile",
+              "--eval-T", "4", "--data", str(data_dir)]
+    assert conversion.main([*common, "--out", str(tmp_path / "a.h5")]) == 0
+    with pytest.raises(ExperimentError, match="network 'mlp' differs from this run's in"):
+        conversion.main([*common, "--fc", "64,64", "--ann", str(tmp_path / "a.h5"),
+                         "--out", str(tmp_path / "b.h5")])
+    with pytest.raises(SystemExit):
+        conversion.parse_args([*common, "--ann", str(tmp_path / "none.h5")])

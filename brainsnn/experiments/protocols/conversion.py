@@ -34,6 +34,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from pathlib import Path
 
 from brainsnn.errors import ExperimentError
 from brainsnn.experiments import options
@@ -193,6 +194,9 @@ def parse_args(argv=None):
         options.check_positive(p, "--qcfs-lr", args.qcfs_lr)
     if args.calibration_images is not None:
         options.check_count(p, "--calibration-images", args.calibration_images)
+    if args.ann is not None and not Path(args.ann).is_file():
+        p.error(f"--ann {args.ann}: no such file; expected the results file of an earlier "
+                "conversion run")
     apply_vgg_options(p, args)
     if args.arch != "vgg" or args.conv:
         args.eval_batch = min(args.eval_batch, 100)   # conv layers: (T, batch, C, H, W) memory
@@ -227,10 +231,62 @@ def store_model(rec, prefix, network):
         rec.set(f"{prefix}/{key.replace('.', '/')}", value.detach().cpu().numpy(), units="1")
 
 
+def ann_provenance(path) -> tuple[str, int]:
+    """``(dataset, n)``: the ANN stored in results file ``path`` was trained on the first ``n``
+    training images of ``dataset`` (``ann_training/images`` where the file has it; in older
+    files from its configuration, following ``--ann`` to the file it was loaded from)."""
+    from brainsnn.io.results import RunResults
+
+    src = RunResults.load(path, select=lambda p: p.startswith("ann_training/"))
+    if src.get("ann_training/images") is not None:
+        return (src.attrs("ann_training/images")["dataset"],
+                int(src.get("ann_training/images")))
+    config = src.config
+    if config.get("ann"):
+        if not Path(config["ann"]).is_file():
+            raise ExperimentError(
+                f"--ann {path}: its ANN was loaded from {config['ann']}, which is not there, so "
+                "the images it was trained on cannot be checked; train the ANN again")
+        return ann_provenance(config["ann"])
+    dataset, n = config["dataset"], config.get("train_images")
+    if n is None:
+        n = options.DATASET_SIZES[dataset][0] - int(config.get("validation") or 0)
+    return dataset, int(n)
+
+
+def check_ann_source(args) -> tuple[str, int]:
+    """The provenance of ``--ann`` (:func:`ann_provenance`), refused with an
+    :class:`~brainsnn.errors.ExperimentError` where it was trained on another dataset, or on
+    the validation images that this run holds out."""
+    dataset, n = ann_provenance(args.ann)
+    if dataset != args.dataset:
+        raise ExperimentError(f"--ann {args.ann}: its ANN was trained on {dataset}, this run "
+                              f"is on {args.dataset}")
+    if args.validation:
+        start = (args.train_images if args.train_images is not None
+                 else options.DATASET_SIZES[dataset][0] - args.validation)
+        if n > start:
+            raise ExperimentError(
+                f"--ann {args.ann}: its ANN was trained on the first {n} {dataset} training "
+                f"images, which include the validation images this run holds out (training "
+                f"images {start}..{start + args.validation - 1}); train it on at most the "
+                f"first {start} (e.g. with the same --train-images and --validation)")
+    return dataset, n
+
+
 def load_model(path, label, network):
     from brainsnn.io.results import RunResults
 
     src = RunResults.load(path)
+    stored = src.get(f"models/{label}/network_config_json")
+    if stored is not None:
+        stored = json.loads(stored.decode() if isinstance(stored, bytes) else str(stored))
+        here = json.loads(json.dumps(network.config()))
+        if stored != here:
+            differ = sorted(k for k in set(stored) | set(here) if stored.get(k) != here.get(k))
+            raise ExperimentError(f"--ann {path}: its network {label!r} differs from this "
+                                  f"run's in {', '.join(differ)} (was it written with the same "
+                                  "--dataset/--arch/--scale and layer options?)")
     prefix = f"models/{label}/ann/"
     expected = {prefix + key.replace(".", "/") for key in network.ops.state_dict()}
     unused = sorted(p for p in src.keys() if p.startswith(prefix) and p not in expected)
@@ -393,13 +449,16 @@ def main(argv=None):
         "label_smoothing", "torch_device", "threads", "data")}}
     if args.dataset == "cifar10":
         config["caveat"] = CIFAR_CAVEAT
+    provenance = check_ann_source(args) if args.ann else None
     with Run(args, config, name=run_name(args), device=args.torch_device, argv=argv,
              resumable=False) as run:
-        return convert(run, args, cfg, split, t_start, np, torch)
+        dataset, n = provenance or (args.dataset, None)
+        return convert(run, args, cfg, split, t_start, np, torch, ann_images=n)
 
 
-def convert(run, args, cfg, split, t_start, np, torch):
-    """Train (or load) each ANN, convert it by every method, evaluate against T."""
+def convert(run, args, cfg, split, t_start, np, torch, ann_images=None):
+    """Train (or load) each ANN, convert it by every method, evaluate against T.
+    ``ann_images``: the training images a loaded (``--ann``) ANN was trained on."""
     from brainsnn.analysis.energy import format_report, write_energy
     from brainsnn.engine.network import Network
     from brainsnn.experiments.run import percent
@@ -413,6 +472,9 @@ def convert(run, args, cfg, split, t_start, np, torch):
     # threshold-setting images: a fixed random subset of the training set
     fit_idx = np.random.default_rng(args.seed).permutation(len(x_train))[:cfg["n_fit"]]
     x_fit = x_train[fit_idx]
+    rec.set("ann_training/images", len(x_train) if ann_images is None else ann_images,
+            dataset=args.dataset, description="the ReLU ANN was trained on this many training "
+            "images of the dataset, its first")
     log.info(f"{args.dataset} {args.arch} {args.scale}: {len(x_train)} train / {len(x_test)} "
              f"{split} images, methods {methods}, T {list(cfg['Ts'])}, device {args.torch_device}")
 
