@@ -468,6 +468,25 @@ def test_features_cache_returns_the_stored_counts_and_is_keyed_by_stack_and_imag
     assert pipeline.cached_run(stack, x, None)[2] is False         # no cache: always simulated
 
 
+def test_features_cache_entry_that_is_torn_or_of_other_shapes_is_simulated_again(
+        tmp_path, caplog):
+    """A cache entry that cannot be read, or holds counts of other shapes, is never returned
+    as features: the images are simulated again and the entry replaced."""
+    layer, stack, x = _small_stack_and_images(seed=3)
+    res = pipeline.cached_run(stack, x, tmp_path)[0]
+    path = tmp_path / f"features_{pipeline.features_key(stack, x)}.npz"
+    path.write_bytes(path.read_bytes()[:100])                     # torn
+    again, _, cached = pipeline.cached_run(stack, x, tmp_path)
+    assert not cached and "cannot be read" in caplog.text
+    np.testing.assert_array_equal(again["output"], res["output"])
+    assert pipeline.cached_run(stack, x, tmp_path)[2] is True     # replaced by a good entry
+    np.savez(path, n_stages=1, stage_output_0=res["output"][:3],  # 3 images' counts, not 5
+             meta='{"rates": [], "seconds": 1.0}')
+    again, _, cached = pipeline.cached_run(stack, x, tmp_path)
+    assert not cached and "expected [(5, 4, 5, 5)]" in caplog.text
+    np.testing.assert_array_equal(again["output"], res["output"])
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--hidden", "0"], "--hidden"),
     (["--label-smoothing", "1.0"], "--label-smoothing"),

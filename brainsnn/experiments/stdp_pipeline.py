@@ -320,28 +320,51 @@ def features_key(stack, x):
     return h.hexdigest()[:32]
 
 
+def read_cached_features(path, stack, n_images):
+    """``(result, seconds, True)`` from a features cache entry, or None (with a warning)
+    where it cannot be read or does not hold ``n_images`` counts of every stage's shape."""
+    import json
+    import zipfile
+
+    try:
+        with np.load(path) as z:
+            outs = [z[f"stage_output_{i}"] for i in range(int(z["n_stages"]))]
+            meta = json.loads(str(z["meta"]))
+        result = {"output": outs[-1], "stage_outputs": outs, "rates": meta["rates"]}
+        seconds = float(meta["seconds"])
+    except (OSError, ValueError, KeyError, IndexError, TypeError, zipfile.BadZipFile) as err:
+        log.warning(f"features cache entry {path} cannot be read ({err}); simulating again")
+        return None
+    shapes = [(n_images, *shape) for shape in stack.shapes[1:]]
+    if [o.shape for o in outs] != shapes:
+        log.warning(f"features cache entry {path} holds counts of shapes "
+                    f"{[o.shape for o in outs]}, expected {shapes}; simulating again")
+        return None
+    return result, seconds, True
+
+
 def cached_run(stack, x, cache_dir, callback=None):
     """``stack.run(x)``, read from / written to ``cache_dir`` (None: no cache).
 
     Returns ``(result, seconds, cached)``: ``seconds`` is the simulation time of the run
     that produced the counts (the stored one when ``cached``). Files are written whole
-    (to a temporary name, then renamed), so an interrupted run leaves no partial entry.
+    (to a temporary name, then renamed), so an interrupted run leaves no partial entry; an
+    entry that cannot be read, or whose counts are not one row per image of every stage's
+    shape, is simulated again and replaced (with a warning).
     """
-    import json
-
     path = None
     if cache_dir:
         path = Path(cache_dir) / f"features_{features_key(stack, x)}.npz"
         if path.exists():
-            with np.load(path) as z:
-                outs = [z[f"stage_output_{i}"] for i in range(int(z["n_stages"]))]
-                meta = json.loads(str(z["meta"]))
-            return ({"output": outs[-1], "stage_outputs": outs, "rates": meta["rates"]},
-                    float(meta["seconds"]), True)
+            cached = read_cached_features(path, stack, len(x))
+            if cached is not None:
+                return cached
     t0 = time.perf_counter()
     res = stack.run(x, callback=callback)
     seconds = time.perf_counter() - t0
     if path is not None:
+        import json
+
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + f".{os.getpid()}.tmp.npz")
         arrays = {f"stage_output_{i}": o for i, o in enumerate(res["stage_outputs"])}
