@@ -268,10 +268,16 @@ def test_protocol_rejects_bad_qcfs_training_options(capsys):
 
     for argv, message in ((["--qcfs-epochs", "0"], "--qcfs-epochs"),
                           (["--qcfs-lr", "-1"], "--qcfs-lr"),
-                          (["--qcfs-init", "relu"], "--qcfs-init")):
+                          (["--qcfs-init", "relu"], "--qcfs-init"),
+                          (["--qcfs-epochs", "3"], "--qcfs-epochs set(s) QCFS training, but "
+                                                   "--method lists no qcfs method"),
+                          (["--qcfs-init", "ann", "--method", "percentile+calibration"],
+                           "--qcfs-init ann set(s) QCFS training")):
         with pytest.raises(SystemExit):
             conversion.parse_args(["--scale", "smoke", *argv])
         assert message in capsys.readouterr().err
+    assert conversion.parse_args(["--scale", "smoke", "--qcfs-epochs", "3", "--method",
+                                  "qcfs+calibration"]).qcfs_epochs == 3
 
 
 def test_protocol_ann_loaded_with_batchnorm_folded_scores_as_trained(tmp_path, data_dir,

@@ -188,6 +188,12 @@ def parse_args(argv=None):
         p.error(f"--method must list some of {', '.join(METHOD_CHOICES)}, got "
                 f"{','.join(args.method)!r}")
     options.check_count(p, "--qcfs-L", args.qcfs_L)
+    given = [flag for flag, on in (("--qcfs-init ann", args.qcfs_init == "ann"),
+                                   ("--qcfs-epochs", args.qcfs_epochs is not None),
+                                   ("--qcfs-lr", args.qcfs_lr is not None)) if on]
+    if given and not any(m.startswith("qcfs") for m in args.method):
+        p.error(f"{', '.join(given)} set(s) QCFS training, but --method lists no qcfs method "
+                f"(got {','.join(args.method)!r}); add qcfs or qcfs+calibration")
     if args.qcfs_epochs is not None:
         options.check_count(p, "--qcfs-epochs", args.qcfs_epochs)
     if args.qcfs_lr is not None:
