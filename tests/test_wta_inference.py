@@ -231,6 +231,9 @@ def test_protocol_inference_auto_picks_torch_only_on_a_cuda_device(monkeypatch):
         return diehl_cook.inference_engine(diehl_cook.parse_args(["--scale", "smoke", *argv]))
 
     assert diehl_cook.parse_args(["--scale", "smoke"]).inference == "auto"
+    with pytest.raises(SystemExit):   # a torch device for the Brian2 engine: contradictory
+        diehl_cook.parse_args(["--scale", "smoke", "--inference", "brian2",
+                               "--inference-device", "cuda"])
     assert engine() == "brian2"
     assert engine(cuda=True) == "torch"
     assert engine("--inference-device", "cuda:1") == "torch"

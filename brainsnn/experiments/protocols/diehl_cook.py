@@ -122,6 +122,9 @@ def parse_args(argv=None):
             if args.rule != "diehl_cook":
                 p.error(f"--{option.replace('_', '-')} applies to the diehl_cook rule, not {args.rule!r}")
             options.check_positive(p, "--" + option.replace("_", "-"), value, allow_zero=True)
+    if args.inference == "brian2" and args.inference_device is not None:
+        p.error(f"--inference-device {args.inference_device} is the torch engine's device, but "
+                "--inference brian2 runs Brian2; use --inference torch (or auto)")
     if args.min_spikes < 0 or args.max_silent_chunks < 0:
         p.error("--min-spikes and --max-silent-chunks must be >= 0")
     return args
