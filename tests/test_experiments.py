@@ -563,3 +563,26 @@ def test_validation_evaluates_every_held_out_image_unless_test_images_says_fewer
     args = conversion.parse_args(["--dataset", "cifar10", "--scale", "small",
                                   "--validation", "5000", "--test-images", "1500"])
     assert args.test_images == 1500
+
+
+def test_progress_lines_give_the_rate_or_the_seconds_per_slow_item(caplog, monkeypatch):
+    """Off a terminal, Progress logs plain lines: items per second, or seconds per item where
+    an item (an epoch) takes longer than a second."""
+    import logging
+
+    from brainsnn.experiments import run as run_module
+
+    clock = iter([0.0, 0.0, 50.0, 100.0, 100.0, 100.0, 100.5])
+    monkeypatch.setattr(run_module.time, "perf_counter", lambda: next(clock))
+    with caplog.at_level(logging.INFO, logger="brainsnn"):
+        epochs = run_module.Progress(4, "train", unit="epoch", every=0.0, enabled=True)
+        epochs._bar = None
+        epochs.update(1, loss="0.5")                 # 50 s for the first epoch
+        epochs.update(1)                             # 100 s for two
+        images = run_module.Progress(1000, "test", every=0.0)
+        images._bar = None
+        images.update(500)                           # 500 images in 0.5 s
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0] == "train 1/4 (25 %), 50.0 s/epoch, ETA 150 s, loss 0.5"
+    assert lines[1] == "train 2/4 (50 %), 50.0 s/epoch, ETA 100 s"
+    assert lines[2] == "test 500/1000 (50 %), 1000.0 img/s, ETA 0 s"

@@ -119,8 +119,10 @@ class Progress:
             rate = (self.n - self._start_n) / max(now - self._t0, 1e-9)
             eta = (self.total - self.n) / rate if rate > 0 else float("nan")
             extra = "".join(f", {k} {v}" for k, v in postfix.items())
+            speed = (f"{rate:.1f} {self.unit}/s" if rate >= 1 or rate <= 0
+                     else f"{1 / rate:.1f} s/{self.unit}")   # slow items: seconds per epoch
             log.info(f"{self.desc} {self.n}/{self.total} ({100 * self.n / max(self.total, 1):.0f} %)"
-                     f", {rate:.1f} {self.unit}/s, ETA {eta:.0f} s{extra}")
+                     f", {speed}, ETA {eta:.0f} s{extra}")
 
     def close(self) -> None:
         if self._bar is not None:
