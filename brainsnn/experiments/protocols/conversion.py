@@ -455,11 +455,10 @@ def main(argv=None):
         "label_smoothing", "torch_device", "threads", "data")}}
     if args.dataset == "cifar10":
         config["caveat"] = CIFAR_CAVEAT
-    provenance = check_ann_source(args) if args.ann else None
+    ann_images = check_ann_source(args)[1] if args.ann else None
     with Run(args, config, name=run_name(args), device=args.torch_device, argv=argv,
              resumable=False) as run:
-        dataset, n = provenance or (args.dataset, None)
-        return convert(run, args, cfg, split, t_start, np, torch, ann_images=n)
+        return convert(run, args, cfg, split, t_start, np, torch, ann_images=ann_images)
 
 
 def convert(run, args, cfg, split, t_start, np, torch, ann_images=None):
