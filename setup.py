@@ -9,7 +9,7 @@ HERE = Path(__file__).resolve().parent
 
 setup(
     name="brainsnn",
-    version="0.2.9",
+    version="0.2.10",
     description=(
         "Deep spiking neural networks with backward residual connections, stochastic softmax "
         "and hybrid layers, as Brian2 equations with a PyTorch engine"

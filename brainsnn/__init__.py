@@ -14,7 +14,7 @@ import importlib
 
 from brainsnn.errors import BrainsnnError
 
-__version__ = "0.2.9"
+__version__ = "0.2.10"
 
 #: public name -> module that defines it
 _EXPORTS = {
