@@ -136,6 +136,19 @@ class Progress:
         self.close()
 
 
+class EpochProgress(Progress):
+    """A :class:`Progress` over training epochs; :meth:`on_epoch` is the training callback
+    (``callback`` of :meth:`AGDClassifier.fit <brainsnn.learn.agd.AGDClassifier.fit>`) that
+    advances it, with the epoch's loss and training accuracy."""
+
+    def __init__(self, epochs: int, desc: str):
+        super().__init__(epochs, desc, unit="epoch", every=0.0)
+
+    def on_epoch(self, clf, epoch: dict) -> None:
+        self.update(1, loss=f"{epoch['train_loss']:.4f}",
+                    accuracy=f"{100 * epoch['train_acc']:.1f} %")
+
+
 class Run:
     """One run of a protocol (see the module docstring).
 

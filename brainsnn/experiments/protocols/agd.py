@@ -169,7 +169,7 @@ def main(argv=None):
     import numpy as np
 
     from brainsnn.analysis.energy import format_report, write_energy
-    from brainsnn.experiments.run import Run, percent
+    from brainsnn.experiments.run import EpochProgress, Run, percent
     from brainsnn.experiments.training import (load_data, save_figure, setup_torch,
                                                store_network, training_figure)
 
@@ -190,14 +190,13 @@ def main(argv=None):
         clf = build_classifier(args, input_size=x_train.shape[-1])
         log.info(f"AGD {args.dataset} {args.scale}: {len(x_train)} train / {len(x_test)} {split} "
                  f"images, T={args.T}, {args.epochs} epochs, device {args.torch_device}")
-        bar = run.progress(args.epochs, "train", unit="epoch")
+        bar = EpochProgress(args.epochs, "train")
 
         def on_epoch(clf_, epoch):
             for k in ("train_loss", "train_acc", "seconds"):
                 rec.add_metric(k, float(epoch[k]), step=epoch["epoch"])
             store_network(rec, clf_.network_)
-            bar.update(1, loss=f"{epoch['train_loss']:.4f}",
-                       accuracy=f"{100 * epoch['train_acc']:.1f} %")
+            bar.on_epoch(clf_, epoch)
             run.checkpoint()
 
         with bar, run.timer("train"):

@@ -38,7 +38,7 @@ from pathlib import Path
 
 from brainsnn.errors import ExperimentError
 from brainsnn.experiments import options
-from brainsnn.experiments.run import Progress
+from brainsnn.experiments.run import EpochProgress
 from brainsnn.experiments.training import (CIFAR_CAVEAT, add_vgg_options, apply_vgg_options,
                                            family)
 
@@ -338,18 +338,6 @@ def fit_epochs(make_ann, x_train, y_train, cfg, minutes, args):
     return epochs, minutes
 
 
-class EpochProgress(Progress):
-    """A :class:`~brainsnn.experiments.run.Progress` over training epochs; ``on_epoch`` is the
-    training callback that advances it (with the epoch's loss and training accuracy)."""
-
-    def __init__(self, epochs: int, desc: str):
-        super().__init__(epochs, f"{desc} training", unit="epoch", every=0.0)
-
-    def on_epoch(self, clf, epoch: dict) -> None:
-        self.update(1, loss=f"{epoch['train_loss']:.4f}",
-                    accuracy=f"{100 * epoch['train_acc']:.1f} %")
-
-
 def train_qcfs_model(rec, label, make_ann, ann, x_train, y_train, x_test, y_test, cfg, args,
                      split):
     """The ANN with QCFS activations: the ReLU ANN's specs, training settings and seed; its
@@ -375,7 +363,7 @@ def train_qcfs_model(rec, label, make_ann, ann, x_train, y_train, x_test, y_test
              f"lr {lr:g})")
     for key, value in (("init", args.qcfs_init), ("epochs", int(epochs)), ("lr", float(lr))):
         rec.set(f"models/{label}/qcfs_training/{key}", value)
-    with rec.timer(f"train_{label}_qcfs"), EpochProgress(epochs, f"{label}: QCFS ANN") as bar:
+    with rec.timer(f"train_{label}_qcfs"), EpochProgress(epochs, f"{label}: QCFS ANN training") as bar:
         train_qcfs(net, x_train, y_train, epochs=epochs, batch_size=cfg["batch_size"],
                    lr=lr, weight_decay=cfg.get("weight_decay", 0.0),
                    augment=cfg["augment"], device=args.torch_device, seed=args.seed,
@@ -516,7 +504,7 @@ def convert(run, args, cfg, split, t_start, np, torch, ann_images=None):
                 rec.set(f"models/{label}/training/epochs_planned", int(epochs))
             log.info(f"{label}: training the ANN ({ann.n_parameters()} parameters, {epochs} "
                      "epochs" + (f", budget {train_minutes:.2f} min" if train_minutes else "") + ")")
-            with rec.timer(f"train_{label}"), EpochProgress(epochs, f"{label}: ANN") as bar:
+            with rec.timer(f"train_{label}"), EpochProgress(epochs, f"{label}: ANN training") as bar:
                 clf = train_ann(ann, x_train, y_train, epochs=epochs,
                                 batch_size=cfg["batch_size"], lr=cfg["lr"],
                                 weight_decay=cfg.get("weight_decay", 0.0), augment=cfg["augment"],
