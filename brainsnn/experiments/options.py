@@ -141,9 +141,8 @@ def check_shared(parser, args) -> None:
         check_count(parser, "--train-images", args.train_images, n_train - validation,
                     f"{dataset} has {n_train} training images"
                     + (f", {validation} held out by --validation" if validation else ""))
-    if validation:   # the validation images take the test set's place
-        args.test_images = validation if args.test_images is None else min(args.test_images,
-                                                                             validation)
+    if validation:   # the validation images take the test set's place (default: all, parse)
+        args.test_images = min(args.test_images, validation)
     if args.test_images is not None:
         check_count(parser, "--test-images", args.test_images, n_test,
                     f"{dataset} has {n_test} test images")
